@@ -1,0 +1,79 @@
+"""lancefeed: feed image training data from Lance datasets to PyTorch.
+
+The decode core (``lancefeed._core``) is always imported; the modules that pull in
+pylance, torch or matplotlib are imported on first use, so ``import lancefeed``
+stays cheap.
+
+Example:
+    >>> import lancefeed
+    >>> loader = lancefeed.DataLoader("cifar.lance", batch_size=256, shuffle=True,
+    ...                               transform=lancefeed.RandomHorizontalFlip())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lancefeed._core import DecodeError, decode_image, image_info
+from lancefeed.decode import BatchInfo, decode_batch
+from lancefeed.transforms import (
+    CenterCrop,
+    Compose,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved lazily by __getattr__ below.
+_LAZY = {
+    "permutation_builder": "lancefeed.permutation",
+    "PermutationBuilder": "lancefeed.permutation",
+    "Permutation": "lancefeed.permutation",
+    "DataLoader": "lancefeed.loader",
+    "CudaPrefetcher": "lancefeed.cuda",
+    "ingest_folder": "lancefeed.ingest",
+    "ingest_coco": "lancefeed.ingest",
+}
+
+if TYPE_CHECKING:
+    from lancefeed.cuda import CudaPrefetcher
+    from lancefeed.ingest import ingest_coco, ingest_folder
+    from lancefeed.loader import DataLoader
+    from lancefeed.permutation import Permutation, PermutationBuilder, permutation_builder
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lancefeed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "BatchInfo",
+    "CenterCrop",
+    "Compose",
+    "CudaPrefetcher",
+    "DataLoader",
+    "DecodeError",
+    "Permutation",
+    "PermutationBuilder",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "Resize",
+    "decode_batch",
+    "decode_image",
+    "image_info",
+    "ingest_coco",
+    "ingest_folder",
+    "permutation_builder",
+]
