@@ -1,3 +1,239 @@
+//! The Python module `lancefeed._core`: argument conversion and GIL release only.
+//! Everything below this file knows nothing of Python.
+
+mod arrow;
+mod batch;
+mod codec;
+mod plan;
+mod pool;
+mod resize;
+mod rng;
+
+use std::ffi::CStr;
+
+use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule, PyTuple};
+
+use crate::batch::{BatchError, Config, Target};
+use crate::codec::Channels;
+use crate::plan::Op;
+
+create_exception!(
+    _core,
+    DecodeError,
+    PyValueError,
+    "An image could not be decoded: corrupt, truncated, empty, not an image, over the pixel limit, or null. The message names the row."
+);
+
+fn channels(mode: &str) -> PyResult<Channels> {
+    match mode {
+        "RGB" => Ok(Channels::Rgb),
+        "L" => Ok(Channels::Gray),
+        other => Err(PyValueError::new_err(format!("mode must be 'RGB' or 'L', got {other:?}"))),
+    }
+}
+
+fn op(name: &str, a: &[f64]) -> PyResult<Op> {
+    let need = |n: usize| -> PyResult<()> {
+        if a.len() == n {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err(format!("transform op {name:?} takes {n} numbers, got {}", a.len())))
+        }
+    };
+    Ok(match name {
+        "resize" => {
+            need(2)?;
+            Op::Resize { height: a[0] as u32, width: a[1] as u32 }
+        }
+        "resize_shorter" => {
+            need(2)?;
+            Op::ResizeShorter { size: a[0] as u32, max_size: (a[1] > 0.0).then_some(a[1] as u32) }
+        }
+        "center_crop" => {
+            need(2)?;
+            Op::CenterCrop { height: a[0] as u32, width: a[1] as u32 }
+        }
+        "random_resized_crop" => {
+            need(6)?;
+            Op::RandomResizedCrop { height: a[0] as u32, width: a[1] as u32, scale: (a[2], a[3]), ratio: (a[4], a[5]) }
+        }
+        "hflip" => {
+            need(1)?;
+            Op::HorizontalFlip { p: a[0] }
+        }
+        other => return Err(PyValueError::new_err(format!("unknown transform op {other:?}"))),
+    })
+}
+
+fn default_max_pixels(max_pixels: Option<u64>) -> u64 {
+    // Pillow's DecompressionBombError threshold: twice Image.MAX_IMAGE_PIXELS.
+    max_pixels.unwrap_or(2 * 89_478_485)
+}
+
+/// Decodes one encoded image (JPEG, PNG or WebP) to an (H, W, 3) or (H, W, 1) uint8 array.
+#[pyfunction]
+#[pyo3(signature = (data, *, mode = "RGB", max_pixels = None))]
+fn decode_image<'py>(py: Python<'py>, data: &[u8], mode: &str, max_pixels: Option<u64>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+    let ch = channels(mode)?;
+    let max = default_max_pixels(max_pixels);
+    let (header, pixels) = py.detach(|| codec::decode_full(data, ch, max)).map_err(|e| DecodeError::new_err(e.0))?;
+    let shape = [header.height as usize, header.width as usize, ch.count()];
+    Ok(PyArray1::from_vec(py, pixels).reshape(shape)?.to_dyn().clone())
+}
+
+/// Reads only the header: (width, height, format) with format "jpeg", "png" or "webp".
+#[pyfunction]
+fn image_info(data: &[u8]) -> PyResult<(u32, u32, &'static str)> {
+    let h = codec::read_header(data).map_err(|e| DecodeError::new_err(e.0))?;
+    Ok((h.width, h.height, h.format.name()))
+}
+
+/// The uniform draws in [0, 1) that transform `op` of a sample gets; for tests and for
+/// users who replay the sampling.
+#[pyfunction]
+#[pyo3(signature = (seed, epoch, position, op, n))]
+fn random_uniforms(seed: u64, epoch: u64, position: u64, op: u64, n: usize) -> Vec<f64> {
+    let mut s = rng::Stream::new(seed, epoch, position, op);
+    (0..n).map(|_| s.uniform()).collect()
+}
+
+/// The number of threads `num_threads=None` means: the machine's cores.
+#[pyfunction]
+fn default_num_threads() -> usize {
+    pool::default_threads()
+}
+
+fn capsule_ptr<T>(obj: &Bound<'_, PyAny>, name: &CStr) -> PyResult<*const T> {
+    let capsule = obj.cast::<PyCapsule>().map_err(|_| PyTypeError::new_err("__arrow_c_array__ did not return capsules"))?;
+    Ok(capsule.pointer_checked(Some(name))?.as_ptr() as *const T)
+}
+
+type BatchResult<'py> = (
+    Option<Bound<'py, PyArrayDyn<u8>>>,
+    Bound<'py, PyArray1<i64>>,
+    Vec<(usize, String)>,
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<bool>>,
+);
+
+/// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
+/// Arrow arrays (`arrow=True`) or of bytes/None.
+#[pyfunction]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling))]
+#[allow(clippy::too_many_arguments)]
+fn decode_batch<'py>(
+    py: Python<'py>,
+    images: Vec<Bound<'py, PyAny>>,
+    arrow: bool,
+    ops: Vec<(String, Vec<f64>)>,
+    mode: &str,
+    num_threads: Option<usize>,
+    out: Option<Bound<'py, PyArrayDyn<u8>>>,
+    skip_errors: bool,
+    seed: u64,
+    epoch: u64,
+    positions: Option<PyReadonlyArray1<'py, u64>>,
+    max_pixels: Option<u64>,
+    dct_scaling: bool,
+) -> PyResult<BatchResult<'py>> {
+    let ch = channels(mode)?;
+    let ops = ops.iter().map(|(name, args)| op(name, args)).collect::<PyResult<Vec<_>>>()?;
+
+    // Borrow every blob where it lives; the capsules and bytes stay alive below.
+    let mut capsules = Vec::new();
+    let mut blobs: Vec<Option<&[u8]>> = Vec::new();
+    if arrow {
+        for chunk in &images {
+            let pair = chunk.call_method0("__arrow_c_array__")?;
+            let pair = pair.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("__arrow_c_array__ must return a tuple"))?;
+            capsules.push((pair.get_item(0)?, pair.get_item(1)?));
+        }
+        for (schema, array) in &capsules {
+            let (s, a) = (capsule_ptr(schema, c"arrow_schema")?, capsule_ptr(array, c"arrow_array")?);
+            unsafe { arrow::binary_values(s, a, &mut blobs) }.map_err(PyTypeError::new_err)?;
+        }
+    } else {
+        for item in &images {
+            if item.is_none() {
+                blobs.push(None);
+            } else {
+                let bytes = item.cast::<PyBytes>().map_err(|_| {
+                    PyTypeError::new_err(format!("images must hold bytes, got {}", item.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+                })?;
+                blobs.push(Some(bytes.as_bytes()));
+            }
+        }
+    }
+
+    let positions: Vec<u64> = match &positions {
+        Some(p) => {
+            let p = p.as_slice()?.to_vec();
+            if p.len() != blobs.len() {
+                return Err(PyValueError::new_err(format!("positions has {} entries for {} images", p.len(), blobs.len())));
+            }
+            p
+        }
+        None => (0..blobs.len() as u64).collect(),
+    };
+    let cfg = Config {
+        ops,
+        channels: ch,
+        seed,
+        epoch,
+        max_pixels: default_max_pixels(max_pixels),
+        skip_errors,
+        dct_scaling,
+        threads: num_threads.unwrap_or_else(pool::default_threads).max(1),
+    };
+
+    let mut out_rw = match &out {
+        Some(o) => Some(o.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writable: {e}")))?),
+        None => None,
+    };
+    let target = match (&out, &mut out_rw) {
+        (Some(o), Some(rw)) => {
+            let shape = o.shape().to_vec();
+            if shape.len() != 4 {
+                return Err(PyValueError::new_err(format!("out must be 4-D (N, H, W, C), got shape {shape:?}")));
+            }
+            let buf = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+            Target::Caller { buf, rows: shape[0], height: shape[1] as u32, width: shape[2] as u32, channels: shape[3] }
+        }
+        _ => Target::Owned,
+    };
+
+    let result = py.detach(|| batch::decode_batch(&blobs, &positions, &cfg, target));
+    let outcome = result.map_err(|e| match e {
+        BatchError::Row { row, message } => DecodeError::new_err(format!("row {row}: {message}")),
+        BatchError::Invalid(message) => PyValueError::new_err(message),
+    })?;
+    drop(out_rw);
+
+    let n = outcome.kept.len();
+    let pixels = match outcome.pixels {
+        Some(v) => {
+            let shape = [n, outcome.height as usize, outcome.width as usize, ch.count()];
+            Some(PyArray1::from_vec(py, v).reshape(shape)?.to_dyn().clone())
+        }
+        None => None,
+    };
+    let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
+    let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
+    let flips = PyArray1::from_vec(py, outcome.flips);
+    Ok((pixels, kept, outcome.errors, boxes, flips))
+}
+
 #[pymodule]
-fn _core(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("DecodeError", m.py().get_type::<DecodeError>())?;
+    m.add_function(wrap_pyfunction!(decode_image, m)?)?;
+    m.add_function(wrap_pyfunction!(image_info, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(random_uniforms, m)?)?;
+    m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+"""Type stubs for the Rust extension ``lancefeed._core``."""
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+class DecodeError(ValueError):
+    """An image could not be decoded; the message names the row and the reason."""
+
+def decode_image(data: bytes, *, mode: str = "RGB", max_pixels: Optional[int] = None) -> npt.NDArray[np.uint8]: ...
+def image_info(data: bytes) -> tuple[int, int, str]: ...
+def random_uniforms(seed: int, epoch: int, position: int, op: int, n: int) -> list[float]: ...
+def default_num_threads() -> int: ...
+def decode_batch(
+    images: Sequence[Any],
+    *,
+    arrow: bool,
+    ops: Sequence[tuple[str, Sequence[float]]],
+    mode: str,
+    num_threads: Optional[int],
+    out: Optional[npt.NDArray[np.uint8]],
+    skip_errors: bool,
+    seed: int,
+    epoch: int,
+    positions: Optional[npt.NDArray[np.uint64]],
+    max_pixels: Optional[int],
+    dct_scaling: bool,
+) -> tuple[
+    Optional[npt.NDArray[np.uint8]],
+    npt.NDArray[np.int64],
+    list[tuple[int, str]],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.bool_],
+]: ...

@@ -1,0 +1,125 @@
+"""Batch decode: encoded image bytes in, one contiguous uint8 NHWC array out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+import numpy as np
+
+from lancefeed import _core
+from lancefeed.transforms import Size, Transform, as_ops
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    Images = Union[pa.Array, pa.ChunkedArray, Sequence[Union[bytes, None]]]
+
+__all__ = ["BatchInfo", "decode_batch"]
+
+
+@dataclass
+class BatchInfo:
+    """What happened to each row of a batch.
+
+    ``kept``: input indices of the rows in the output, in order (all of them unless
+    ``on_error="skip"`` dropped some). ``errors``: (input index, reason) of dropped rows.
+    ``boxes``: float32 (n, 4) crop boxes (top, left, height, width) in source pixels, for
+    transforming boxes or masks alongside. ``flipped``: bool (n,) horizontal flips.
+    """
+
+    kept: np.ndarray
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def _chunks(images: Any) -> tuple[list[Any], bool]:
+    """Arrow arrays cross as C Data Interface capsules; bytes lists as they are."""
+    if hasattr(images, "chunks") and hasattr(images, "num_chunks"):
+        return list(images.chunks), True
+    if hasattr(images, "__arrow_c_array__"):
+        return [images], True
+    if isinstance(images, (bytes, bytearray, memoryview, str)):
+        raise TypeError("images must be a sequence of encoded images (or an Arrow binary array), not one bytes object")
+    items = list(images)
+    return [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in items], False
+
+
+def decode_batch(
+    images: Images,
+    *,
+    size: Size | None = None,
+    transform: Transform | None = None,
+    mode: str = "RGB",
+    num_threads: int | None = None,
+    out: np.ndarray | None = None,
+    on_error: str = "raise",
+    seed: int = 0,
+    epoch: int = 0,
+    positions: Sequence[int] | np.ndarray | None = None,
+    max_pixels: int | None = None,
+    dct_scaling: bool = True,
+    return_info: bool = False,
+) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
+    """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
+
+    ``images`` is a pyarrow ``BinaryArray``/``LargeBinaryArray`` (or a ``ChunkedArray``
+    of them), read in place through the Arrow C Data Interface, or a list of bytes.
+    Each image is decoded, transformed and resized straight into its slot of one
+    buffer, on ``num_threads`` threads (default: the cores) with the GIL released.
+
+    ``size=(H, W)`` stretches every image to that size (antialiased bilinear, as
+    Pillow's ``resize(..., BILINEAR)``); ``transform`` applies lancefeed transforms
+    first (``size``, if also given, stretches their output). With neither, every image
+    must already have the same size. ``mode`` is ``"RGB"`` (C=3) or ``"L"`` (C=1).
+
+    ``out``: a C-contiguous uint8 array of shape (>= N, H, W, C), a pinned torch
+    tensor's ``.numpy()`` say, filled in place; the result is then ``out[:n]``.
+
+    ``on_error="raise"`` raises :class:`lancefeed.DecodeError` naming the first bad row;
+    ``"skip"`` drops bad rows (see ``return_info``). ``max_pixels`` refuses images over
+    that many pixels from their header (default: Pillow's decompression-bomb error
+    threshold, 178,956,970). Random transforms draw from (``seed``, ``epoch``,
+    ``positions[i]``); ``positions`` defaults to 0..N-1. ``dct_scaling=False`` decodes
+    JPEGs at full scale before resizing (slower; closest to Pillow).
+
+    With ``return_info=True`` the result is ``(array, BatchInfo)``.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (64, 48), "red").save(buf, "PNG")
+        >>> batch = decode_batch([buf.getvalue()] * 4, size=(32, 32))
+        >>> batch.shape, batch.dtype, batch[0, 0, 0].tolist()
+        ((4, 32, 32, 3), dtype('uint8'), [255, 0, 0])
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    if out is not None and not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array (use tensor.numpy() for a torch tensor), got {type(out).__name__}")
+    if out is not None and out.dtype != np.uint8:
+        raise ValueError(f"out must have dtype uint8, got {out.dtype}")
+    ops = as_ops(transform, size)
+    chunks, arrow = _chunks(images)
+    pos = None if positions is None else np.ascontiguousarray(positions, dtype=np.uint64)
+    pixels, kept, errors, boxes, flipped = _core.decode_batch(
+        chunks,
+        arrow=arrow,
+        ops=ops,
+        mode=mode,
+        num_threads=num_threads,
+        out=out,
+        skip_errors=on_error == "skip",
+        seed=int(seed),
+        epoch=int(epoch),
+        positions=pos,
+        max_pixels=max_pixels,
+        dct_scaling=dct_scaling,
+    )
+    array = out[: len(kept)] if out is not None else pixels
+    if return_info:
+        return array, BatchInfo(kept=kept, errors=errors, boxes=boxes, flipped=flipped)
+    return array

@@ -1,0 +1,110 @@
+//! Arrow C Data Interface import of binary arrays: the values are borrowed straight
+//! from the producer's buffers (pyarrow, Lance), never copied.
+
+use std::ffi::{c_char, c_void, CStr};
+
+#[repr(C)]
+pub struct ArrowSchema {
+    format: *const c_char,
+    name: *const c_char,
+    metadata: *const c_char,
+    flags: i64,
+    n_children: i64,
+    children: *mut *mut ArrowSchema,
+    dictionary: *mut ArrowSchema,
+    release: Option<unsafe extern "C" fn(*mut ArrowSchema)>,
+    private_data: *mut c_void,
+}
+
+#[repr(C)]
+pub struct ArrowArray {
+    length: i64,
+    null_count: i64,
+    offset: i64,
+    n_buffers: i64,
+    n_children: i64,
+    buffers: *mut *const c_void,
+    children: *mut *mut ArrowArray,
+    dictionary: *mut ArrowArray,
+    release: Option<unsafe extern "C" fn(*mut ArrowArray)>,
+    private_data: *mut c_void,
+}
+
+/// Appends one `Option<&[u8]>` per element (None for a null) to `out`.
+///
+/// # Safety
+/// `schema` and `array` must be valid, unreleased C Data Interface structs whose
+/// buffers outlive `'a` (the caller keeps the capsules that own them alive).
+pub unsafe fn binary_values<'a>(
+    schema: *const ArrowSchema,
+    array: *const ArrowArray,
+    out: &mut Vec<Option<&'a [u8]>>,
+) -> Result<(), String> {
+    let (schema, array) = match (schema.as_ref(), array.as_ref()) {
+        (Some(s), Some(a)) if a.release.is_some() => (s, a),
+        _ => return Err("the Arrow array was already released".into()),
+    };
+    let format = CStr::from_ptr(schema.format).to_string_lossy().into_owned();
+    let len = array.length as usize;
+    let offset = array.offset as usize;
+    let buffers = std::slice::from_raw_parts(array.buffers, array.n_buffers as usize);
+    let validity = buffers.first().copied().unwrap_or(std::ptr::null()) as *const u8;
+    let is_valid = |i: usize| -> bool {
+        if validity.is_null() || array.null_count == 0 {
+            return true;
+        }
+        let bit = offset + i;
+        (*validity.add(bit / 8) >> (bit % 8)) & 1 == 1
+    };
+    out.reserve(len);
+    match format.as_str() {
+        "z" | "u" | "Z" | "U" => {
+            if buffers.len() < 3 {
+                return Err(format!("Arrow binary array with {} buffers", buffers.len()));
+            }
+            let data = buffers[2] as *const u8;
+            let large = format == "Z" || format == "U";
+            let bound = |i: usize| -> usize {
+                if large {
+                    *(buffers[1] as *const i64).add(offset + i) as usize
+                } else {
+                    *(buffers[1] as *const i32).add(offset + i) as usize
+                }
+            };
+            for i in 0..len {
+                if !is_valid(i) {
+                    out.push(None);
+                    continue;
+                }
+                let (start, end) = (bound(i), bound(i + 1));
+                out.push(Some(if end > start { std::slice::from_raw_parts(data.add(start), end - start) } else { &[] }));
+            }
+        }
+        "vz" | "vu" => {
+            // Binary view: 16-byte views, inline up to 12 bytes, else (buffer, offset).
+            let views = buffers[1] as *const u8;
+            for i in 0..len {
+                if !is_valid(i) {
+                    out.push(None);
+                    continue;
+                }
+                let view = views.add((offset + i) * 16);
+                let size = (view as *const i32).read_unaligned() as usize;
+                if size <= 12 {
+                    out.push(Some(std::slice::from_raw_parts(view.add(4), size)));
+                } else {
+                    let index = (view.add(8) as *const i32).read_unaligned() as usize;
+                    let start = (view.add(12) as *const i32).read_unaligned() as usize;
+                    let data = buffers[2 + index] as *const u8;
+                    out.push(Some(std::slice::from_raw_parts(data.add(start), size)));
+                }
+            }
+        }
+        other => {
+            return Err(format!(
+                "expected an Arrow binary or large_binary array of encoded images, got Arrow format '{other}'"
+            ))
+        }
+    }
+    Ok(())
+}

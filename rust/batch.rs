@@ -1,0 +1,251 @@
+//! Many encoded blobs -> one contiguous NHWC uint8 buffer, decoded in parallel, each
+//! image straight into its slot, with per-row errors.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rayon::prelude::*;
+
+use crate::codec::{self, jpeg, Channels, Format, Header, Rect, Request};
+use crate::plan::{self, Op, Plan};
+use crate::pool;
+use crate::resize;
+use crate::rng::Stream;
+
+pub struct Config {
+    pub ops: Vec<Op>,
+    pub channels: Channels,
+    pub seed: u64,
+    pub epoch: u64,
+    pub max_pixels: u64,
+    pub skip_errors: bool,
+    pub dct_scaling: bool,
+    pub threads: usize,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum BatchError {
+    /// A row could not be decoded (and errors are not skipped).
+    Row { row: usize, message: String },
+    /// The batch as a whole is not possible (sizes differ, `out` has the wrong shape).
+    Invalid(String),
+}
+
+/// Where the pixels go: a caller's buffer of `rows` slots of `height` x `width`, or a
+/// new buffer sized by the batch.
+pub enum Target<'a> {
+    Caller { buf: &'a mut [u8], rows: usize, height: u32, width: u32, channels: usize },
+    Owned,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub kept: Vec<usize>,
+    pub errors: Vec<(usize, String)>,
+    /// (top, left, height, width) of each kept row's crop, in source pixels.
+    pub boxes: Vec<[f32; 4]>,
+    pub flips: Vec<bool>,
+    pub height: u32,
+    pub width: u32,
+    /// The pixels when the target was `Owned`.
+    pub pixels: Option<Vec<u8>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Job<'a> {
+    row: usize,
+    blob: &'a [u8],
+    header: Header,
+    plan: Plan,
+}
+
+fn plan_row(blob: Option<&[u8]>, position: u64, cfg: &Config) -> Result<(Header, Plan), String> {
+    let blob = blob.ok_or("null value (no image bytes)")?;
+    let header = codec::read_header(blob).map_err(|e| e.0)?;
+    codec::check_pixels(&header, cfg.max_pixels).map_err(|e| e.0)?;
+    let p = plan::plan(&cfg.ops, header.width, header.height, |op| {
+        Stream::new(cfg.seed, cfg.epoch, position, op as u64)
+    });
+    Ok((header, p))
+}
+
+/// Integer destination span of `[a, b]` inside the box `[lo, lo + len]` shown at `size` pixels.
+fn dest_span(a: f64, b: f64, lo: f64, len: f64, size: u32) -> (u32, u32) {
+    let f = size as f64 / len;
+    let s = ((a - lo) * f).round().clamp(0.0, size as f64) as u32;
+    let e = ((b - lo) * f).round().clamp(0.0, size as f64) as u32;
+    (s, e.max(s))
+}
+
+fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
+    let ch = cfg.channels.count();
+    let (p, h) = (&job.plan, &job.header);
+    let (ow, oh) = (p.out_width, p.out_height);
+    let wanted = Rect { x0: p.left, y0: p.top, x1: p.left + p.width, y1: p.top + p.height };
+    let clip = Rect {
+        x0: wanted.x0.max(0.0),
+        y0: wanted.y0.max(0.0),
+        x1: wanted.x1.min(h.width as f64),
+        y1: wanted.y1.min(h.height as f64),
+    };
+    let padded = clip != wanted;
+    let (dx0, dx1) = if padded { dest_span(clip.x0, clip.x1, wanted.x0, wanted.width(), ow) } else { (0, ow) };
+    let (dy0, dy1) = if padded { dest_span(clip.y0, clip.y1, wanted.y0, wanted.height(), oh) } else { (0, oh) };
+    let (dw, dh) = (dx1 - dx0, dy1 - dy0);
+    if clip.width() <= 0.0 || clip.height() <= 0.0 || dw == 0 || dh == 0 {
+        slot.fill(0);
+        return Ok(());
+    }
+
+    let full = clip == Rect::full(h.width, h.height);
+    let direct = h.format == Format::Jpeg && full && !padded && (ow, oh) == (h.width, h.height);
+    if !(direct && jpeg::with_decoder(|d| d.decode_full_into(job.blob, slot, cfg.channels)).map_err(|e| e.0)?) {
+        SCRATCH.with(|scratch| -> Result<(), String> {
+            let mut scratch = scratch.borrow_mut();
+            let req = Request { region: clip, min_width: dw, min_height: dh, dct_scaling: cfg.dct_scaling, channels: cfg.channels };
+            let decoded = codec::decode(job.blob, h, &req, &mut scratch).map_err(|e| e.0)?;
+            let src_box = decoded.map(&clip);
+            if !padded {
+                return resize::crop_resize(&scratch, &decoded, &src_box, ch, slot, ow, oh);
+            }
+            let mut part = vec![0u8; dw as usize * dh as usize * ch];
+            resize::crop_resize(&scratch, &decoded, &src_box, ch, &mut part, dw, dh)?;
+            slot.fill(0);
+            let (row, prow) = (ow as usize * ch, dw as usize * ch);
+            for (y, line) in part.chunks_exact(prow).enumerate() {
+                let at = (dy0 as usize + y) * row + dx0 as usize * ch;
+                slot[at..at + prow].copy_from_slice(line);
+            }
+            Ok(())
+        })?;
+    }
+    if p.flip {
+        resize::flip_horizontal(slot, ow as usize, ch);
+    }
+    Ok(())
+}
+
+fn guarded(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(|| decode_row(job, cfg, slot))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(format!("internal error while decoding ({what})"))
+    })
+}
+
+/// Decodes `blobs` (None = a null row) with `positions[i]` keying row i's random draws.
+pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
+    let mut out = Outcome::default();
+    let mut jobs = Vec::with_capacity(blobs.len());
+    for (row, (blob, &position)) in blobs.iter().zip(positions).enumerate() {
+        match plan_row(*blob, position, cfg) {
+            Ok((header, plan)) => jobs.push(Job { row, blob: blob.unwrap_or_default(), header, plan }),
+            Err(message) if cfg.skip_errors => out.errors.push((row, message)),
+            Err(message) => return Err(BatchError::Row { row, message }),
+        }
+    }
+
+    // One batch, one size: every kept row must come out the same.
+    let size = jobs.first().map(|j| (j.plan.out_height, j.plan.out_width));
+    if let Some(other) = jobs.iter().find(|j| Some((j.plan.out_height, j.plan.out_width)) != size) {
+        let first = &jobs[0];
+        return Err(BatchError::Invalid(format!(
+            "rows {} and {} come out at different sizes ({}x{} and {}x{}); a batch needs one size: \
+             end the transform with a fixed size (CenterCrop, RandomResizedCrop or Resize((h, w)))",
+            first.row, other.row, first.plan.out_height, first.plan.out_width, other.plan.out_height, other.plan.out_width
+        )));
+    }
+    let ch = cfg.channels.count();
+    let (height, width) = match (&target, size) {
+        (_, Some(s)) => s,
+        (Target::Caller { height, width, .. }, None) => (*height, *width),
+        (Target::Owned, None) => (0, 0),
+    };
+    let slot_len = height as usize * width as usize * ch;
+
+    let mut owned = Vec::new();
+    let is_owned = matches!(target, Target::Owned);
+    let buf: &mut [u8] = match target {
+        Target::Caller { buf, rows, height: th, width: tw, channels: tc } => {
+            if (th, tw, tc) != (height, width, ch) || rows < jobs.len() {
+                return Err(BatchError::Invalid(format!(
+                    "out has shape ({rows}, {th}, {tw}, {tc}) but this batch needs ({}, {height}, {width}, {ch}) or more rows",
+                    jobs.len()
+                )));
+            }
+            &mut buf[..jobs.len() * slot_len]
+        }
+        Target::Owned => {
+            owned = vec![0u8; jobs.len() * slot_len];
+            &mut owned[..]
+        }
+    };
+
+    let results: Vec<Result<(), String>> = if slot_len == 0 {
+        jobs.iter().map(|_| Ok(())).collect()
+    } else if cfg.threads <= 1 {
+        buf.chunks_mut(slot_len).zip(&jobs).map(|(slot, job)| guarded(job, cfg, slot)).collect()
+    } else {
+        let pool = pool::get(cfg.threads).map_err(BatchError::Invalid)?;
+        pool.install(|| buf.par_chunks_mut(slot_len).zip(&jobs).map(|(slot, job)| guarded(job, cfg, slot)).collect())
+    };
+
+    // Drop failed rows, moving later slots down so the kept ones stay contiguous.
+    let mut kept = 0;
+    for (i, (job, result)) in jobs.iter().zip(results).enumerate() {
+        match result {
+            Ok(()) => {
+                if kept != i {
+                    buf.copy_within(i * slot_len..(i + 1) * slot_len, kept * slot_len);
+                }
+                kept += 1;
+                out.kept.push(job.row);
+                let p = &job.plan;
+                out.boxes.push([p.top as f32, p.left as f32, p.height as f32, p.width as f32]);
+                out.flips.push(p.flip);
+            }
+            Err(message) if cfg.skip_errors => out.errors.push((job.row, message)),
+            Err(message) => return Err(BatchError::Row { row: job.row, message }),
+        }
+    }
+    out.errors.sort_by_key(|(row, _)| *row);
+    out.height = height;
+    out.width = width;
+    if is_owned {
+        owned.truncate(kept * slot_len);
+        out.pixels = Some(owned);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ops: Vec<Op>, skip: bool) -> Config {
+        Config { ops, channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, threads: 1 }
+    }
+
+    #[test]
+    fn null_and_garbage_rows_are_named() {
+        let blobs: Vec<Option<&[u8]>> = vec![None, Some(b"nope")];
+        let e = decode_batch(&blobs, &[0, 1], &cfg(vec![], false), Target::Owned).unwrap_err();
+        assert_eq!(e, BatchError::Row { row: 0, message: "null value (no image bytes)".into() });
+        let out = decode_batch(&blobs, &[0, 1], &cfg(vec![], true), Target::Owned).unwrap();
+        assert!(out.kept.is_empty());
+        assert_eq!(out.errors.len(), 2);
+        assert!(out.errors[1].1.starts_with("unknown image format"));
+    }
+
+    #[test]
+    fn dest_span_rounds_inside_the_slot() {
+        assert_eq!(dest_span(0.0, 32.0, -4.0, 40.0, 40), (4, 36));
+        assert_eq!(dest_span(0.0, 10.0, -100.0, 50.0, 5), (5, 5));
+    }
+}

@@ -1,0 +1,64 @@
+//! PNG through the `png` crate: palette, tRNS and low bit depths expanded to 8 bits,
+//! 16-bit samples reduced to their high byte, interlacing undone, alpha dropped.
+
+use std::io::Cursor;
+
+use png::{ColorType, Transformations};
+
+use super::color;
+use super::{Channels, DecodeError, Decoded, Result};
+
+/// Width and height from the IHDR chunk, which must come first.
+pub fn dimensions(data: &[u8]) -> Result<(u32, u32)> {
+    if data.len() < 24 || &data[12..16] != b"IHDR" {
+        return Err("truncated or corrupt PNG header (no IHDR chunk)".into());
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Ok((be(&data[16..20]), be(&data[20..24])))
+}
+
+fn err(e: png::DecodingError) -> DecodeError {
+    match e {
+        png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError("truncated PNG (unexpected end of data)".into())
+        }
+        other => DecodeError(format!("corrupt PNG: {other}")),
+    }
+}
+
+pub fn decode(data: &[u8], channels: Channels, out: &mut Vec<u8>) -> Result<Decoded> {
+    let mut decoder = png::Decoder::new(Cursor::new(data));
+    decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(err)?;
+    let (color_type, _) = reader.output_color_type();
+    let src_channels = match color_type {
+        ColorType::Grayscale => 1,
+        ColorType::GrayscaleAlpha => 2,
+        ColorType::Rgb => 3,
+        ColorType::Rgba => 4,
+        ColorType::Indexed => return Err("PNG palette was not expanded".into()),
+    };
+    let size = reader.output_buffer_size().ok_or_else(|| DecodeError("PNG too large".into()))?;
+    let mut raw = vec![0u8; size];
+    let info = reader.next_frame(&mut raw).map_err(err)?;
+    let (w, h) = (info.width, info.height);
+    let pixels = w as usize * h as usize;
+    // Rows may be padded to `line_size`; pack them.
+    let line = info.line_size;
+    let packed_line = w as usize * src_channels;
+    if line != packed_line {
+        for y in 0..h as usize {
+            raw.copy_within(y * line..y * line + packed_line, y * packed_line);
+        }
+    }
+    raw.truncate(pixels * src_channels);
+    let want = channels.count();
+    if src_channels == want {
+        *out = raw;
+    } else {
+        out.clear();
+        out.resize(pixels * want, 0);
+        color::convert(&raw, src_channels, out, want);
+    }
+    Ok(Decoded::unscaled(w, h))
+}

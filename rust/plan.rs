@@ -1,0 +1,196 @@
+//! Geometry of the transforms: a chain of torchvision-style ops folded into one crop
+//! box in source coordinates, an output size and a flip, so that the decode reads
+//! only that box and one resize pass produces the output.
+
+use crate::rng::Stream;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Stretch to (height, width).
+    Resize { height: u32, width: u32 },
+    /// Shorter side to `size`, keeping the aspect ratio (torchvision's `Resize(int)`).
+    ResizeShorter { size: u32, max_size: Option<u32> },
+    /// torchvision's `CenterCrop`, zero-padding where the crop is larger than the image.
+    CenterCrop { height: u32, width: u32 },
+    /// torchvision's `RandomResizedCrop` sampling, resized to (height, width).
+    RandomResizedCrop { height: u32, width: u32, scale: (f64, f64), ratio: (f64, f64) },
+    HorizontalFlip { p: f64 },
+}
+
+/// Where one sample's output comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    /// Crop box in source pixels; may reach outside the image (zero padding).
+    pub top: f64,
+    pub left: f64,
+    pub height: f64,
+    pub width: f64,
+    pub out_height: u32,
+    pub out_width: u32,
+    pub flip: bool,
+}
+
+/// Python's `round()`: half to even.
+fn round(x: f64) -> i64 {
+    x.round_ties_even() as i64
+}
+
+/// torchvision's `_compute_resized_output_size` for an int size: (height, width).
+fn shorter_side(h: u32, w: u32, size: u32, max_size: Option<u32>) -> (u32, u32) {
+    let (short, long) = if w <= h { (w, h) } else { (h, w) };
+    let (mut new_short, mut new_long) = (size, (size as f64 * long as f64 / short as f64) as u32);
+    if let Some(max) = max_size {
+        if new_long > max {
+            new_short = (max as f64 * new_short as f64 / new_long as f64) as u32;
+            new_long = max;
+        }
+    }
+    let (nw, nh) = if w <= h { (new_short, new_long) } else { (new_long, new_short) };
+    (nh.max(1), nw.max(1))
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: (top, left, height, width).
+pub fn random_resized_crop(h: u32, w: u32, scale: (f64, f64), ratio: (f64, f64), rng: &mut Stream) -> (i64, i64, i64, i64) {
+    let (height, width) = (h as i64, w as i64);
+    let area = (h as f64) * (w as f64);
+    let log_ratio = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target_area = area * rng.uniform_in(scale.0, scale.1);
+        let aspect = rng.uniform_in(log_ratio.0, log_ratio.1).exp();
+        let cw = round((target_area * aspect).sqrt());
+        let ch = round((target_area / aspect).sqrt());
+        if 0 < cw && cw <= width && 0 < ch && ch <= height {
+            let i = rng.randint(0, height - ch + 1);
+            let j = rng.randint(0, width - cw + 1);
+            return (i, j, ch, cw);
+        }
+    }
+    // Fallback to a central crop.
+    let in_ratio = w as f64 / h as f64;
+    let (cw, ch) = if in_ratio < ratio.0.min(ratio.1) {
+        (width, round(width as f64 / ratio.0.min(ratio.1)))
+    } else if in_ratio > ratio.0.max(ratio.1) {
+        (round(height as f64 * ratio.0.max(ratio.1)), height)
+    } else {
+        (width, height)
+    };
+    ((height - ch) / 2, (width - cw) / 2, ch, cw)
+}
+
+/// torchvision's `center_crop` offset along one axis, padding included.
+fn center_offset(image: u32, crop: u32) -> i64 {
+    if crop > image {
+        -(((crop - image) / 2) as i64)
+    } else {
+        round((image - crop) as f64 / 2.0)
+    }
+}
+
+/// The virtual image after each op: a box of the source shown at a size, maybe mirrored.
+struct View {
+    x0: f64,
+    y0: f64,
+    w: f64,
+    h: f64,
+    size_w: u32,
+    size_h: u32,
+    flip: bool,
+}
+
+impl View {
+    /// Crop (top, left, height, width) in the view's own pixels.
+    fn crop(&mut self, top: i64, left: i64, ch: i64, cw: i64) {
+        let sx = self.w / self.size_w as f64;
+        let sy = self.h / self.size_h as f64;
+        // In a mirrored view, a box at `left` is at `size_w - left - cw` of the source.
+        let left = if self.flip { self.size_w as i64 - left - cw } else { left };
+        self.x0 += left as f64 * sx;
+        self.y0 += top as f64 * sy;
+        self.w = cw as f64 * sx;
+        self.h = ch as f64 * sy;
+        self.size_w = cw as u32;
+        self.size_h = ch as u32;
+    }
+}
+
+/// Folds `ops` for a `src_w` x `src_h` image. `stream(i)` gives op i's random draws.
+pub fn plan(ops: &[Op], src_w: u32, src_h: u32, mut stream: impl FnMut(usize) -> Stream) -> Plan {
+    let mut v = View { x0: 0.0, y0: 0.0, w: src_w as f64, h: src_h as f64, size_w: src_w, size_h: src_h, flip: false };
+    for (i, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Resize { height, width } => {
+                v.size_w = width;
+                v.size_h = height;
+            }
+            Op::ResizeShorter { size, max_size } => {
+                let (h, w) = shorter_side(v.size_h, v.size_w, size, max_size);
+                v.size_h = h;
+                v.size_w = w;
+            }
+            Op::CenterCrop { height, width } => {
+                let top = center_offset(v.size_h, height);
+                let left = center_offset(v.size_w, width);
+                v.crop(top, left, height as i64, width as i64);
+            }
+            Op::RandomResizedCrop { height, width, scale, ratio } => {
+                let (top, left, ch, cw) = random_resized_crop(v.size_h, v.size_w, scale, ratio, &mut stream(i));
+                v.crop(top, left, ch, cw);
+                v.size_h = height;
+                v.size_w = width;
+            }
+            Op::HorizontalFlip { p } => {
+                if stream(i).uniform() < p {
+                    v.flip = !v.flip;
+                }
+            }
+        }
+    }
+    Plan { top: v.y0, left: v.x0, height: v.h, width: v.w, out_height: v.size_h, out_width: v.size_w, flip: v.flip }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(ops: &[Op], w: u32, h: u32) -> Plan {
+        plan(ops, w, h, |i| Stream::new(0, 0, 0, i as u64))
+    }
+
+    #[test]
+    fn resize_then_center_crop_is_a_central_box() {
+        let p = fixed(&[Op::ResizeShorter { size: 256, max_size: None }, Op::CenterCrop { height: 224, width: 224 }], 500, 375);
+        assert_eq!((p.out_height, p.out_width), (224, 224));
+        // 375 -> 256, 500 -> int(256*500/375) = 341; crop top round(16) left round(58.5)=58.
+        let s = 375.0 / 256.0;
+        assert!((p.top - 16.0 * s).abs() < 1e-9);
+        assert!((p.left - 58.0 * 500.0 / 341.0).abs() < 1e-9);
+        assert!((p.height - 224.0 * s).abs() < 1e-9);
+    }
+
+    #[test]
+    fn center_crop_larger_pads() {
+        let p = fixed(&[Op::CenterCrop { height: 40, width: 30 }], 32, 32);
+        assert_eq!((p.top, p.left, p.height, p.width), (-4.0, 0.0, 40.0, 30.0));
+        let p = fixed(&[Op::CenterCrop { height: 33, width: 33 }], 32, 32);
+        assert_eq!((p.top, p.left), (0.0, 0.0));
+    }
+
+    #[test]
+    fn flip_before_crop_mirrors_the_box() {
+        let crop = Op::CenterCrop { height: 10, width: 10 };
+        let flip = Op::HorizontalFlip { p: 1.0 };
+        let p = fixed(&[Op::Resize { height: 10, width: 20 }, flip.clone(), Op::RandomResizedCrop { height: 5, width: 5, scale: (0.1, 0.2), ratio: (1.0, 1.0) }], 20, 10);
+        assert!(p.flip);
+        let q = fixed(&[flip, crop], 20, 10);
+        assert_eq!(q.left, 5.0);
+    }
+
+    #[test]
+    fn rrc_fallback_when_ratio_impossible() {
+        // A 1000x10 strip can't hold a 3/4..4/3 crop of 8%+ area: central fallback.
+        let mut s = Stream::new(0, 0, 0, 0);
+        let (t, l, h, w) = random_resized_crop(10, 1000, (0.9, 1.0), (0.75, 1.333), &mut s);
+        assert_eq!((h, w), (10, 13));
+        assert_eq!((t, l), (0, (1000 - 13) / 2));
+    }
+}
