@@ -1,0 +1,124 @@
+"""The benchmark harness: transforms, the watchdog, and whole runs of `lancefeed bench`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lancefeed
+from lancefeed.bench import run_loader
+from lancefeed.bench_data import synthetic_image, write_imagefolder
+from lancefeed.bench_transforms import make_plan, output_side, pillow_transform
+from lancefeed.cli import main
+
+
+def test_plans_follow_image_size() -> None:
+    assert output_side(375) == 224 and output_side(32) == 32
+    assert make_plan("train", 224) == [("random_resized_crop", 224), ("hflip", 0.5)]
+    assert make_plan("eval", 224) == [("resize", 256), ("center_crop", 224)]
+    assert make_plan("eval", 32) == [("resize", 32), ("center_crop", 32)]
+    assert make_plan("none", 32) == [("resize", (32, 32))]
+    with pytest.raises(ValueError, match="train, eval, none"):
+        make_plan("augment", 224)
+
+
+def test_pillow_transforms_match_torchvision_geometry() -> None:
+    img = Image.fromarray(np.arange(375 * 500 * 3, dtype=np.uint32).reshape(375, 500, 3).astype(np.uint8))
+    # Resize(256) sets the short side: 500x375 -> 341x256, as torchvision's int(256 * 500 / 375).
+    resized = pillow_transform([("resize", 256)])(img)
+    assert resized.size == (341, 256)
+    assert pillow_transform(make_plan("eval", 224))(img).size == (224, 224)
+    assert pillow_transform(make_plan("none", 224))(img).size == (224, 224)
+    crops = {pillow_transform(make_plan("train", 224), seed=s)(img).tobytes() for s in range(4)}
+    assert len(crops) == 4  # random crops differ by seed
+    same = [pillow_transform(make_plan("train", 224), seed=7)(img).tobytes() for _ in range(2)]
+    assert same[0] == same[1]
+    # CenterCrop takes the middle: a crop of the crop-sized image is the image itself.
+    small = img.resize((32, 32))
+    assert pillow_transform([("center_crop", 32)])(small).tobytes() == small.tobytes()
+
+
+def test_generated_images_look_like_photos(tmp_path: Path) -> None:
+    img = synthetic_image(np.random.default_rng(0), 500, 375)
+    assert img.size == (500, 375) and img.mode == "RGB"
+    folder = write_imagefolder(tmp_path / "in", 10, kind="imagenet-like")
+    files = sorted(folder.rglob("*.jpg"))
+    assert len(files) == 10
+    assert {f.parent.parent.name for f in files} == {"train", "val"}
+    mean_kb = sum(f.stat().st_size for f in files) / len(files) / 1024
+    assert 40 < mean_kb < 250  # JPEG sizes of real ImageNet photos (about 110 KB)
+
+
+def test_a_hanging_loader_is_killed_at_the_timeout() -> None:
+    start = time.monotonic()
+    r = run_loader({"loader": "_sleep"}, dataset="d", description="sleeps", timeout=30, stall_timeout=1.5)
+    assert time.monotonic() - start < 25
+    assert r.status == "timeout"
+    assert r.message == "no batch for 1.5 s, killed"
+    assert r.images_per_s is None and r.images == 0
+
+
+def test_a_failing_loader_is_reported() -> None:
+    r = run_loader({"loader": "_fail"}, dataset="d", description="fails", timeout=60, stall_timeout=60)
+    assert r.status == "failed"
+    assert "fails on purpose" in r.message
+
+
+def test_bench_on_tiny_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main(["bench", "--tiny", "--quiet", "--out", str(out), "--loaders", "lancefeed,imagefolder-pillow"])
+    assert code == 0
+    table = capsys.readouterr().out
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["dataset", "loader", "images/s"]
+    body = [ln.split() for ln in lines[2:]]
+    assert [(b[0], b[1]) for b in body] == [
+        ("imagenet-like", "lancefeed"),
+        ("imagenet-like", "imagefolder-pillow"),
+        ("cifar-like", "lancefeed"),
+        ("cifar-like", "imagefolder-pillow"),
+    ]
+    assert all(b[-1] == "ok" for b in body)
+    assert body[0][3] == "1.00x"
+
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert len(results) == 4
+    tiny = {"imagenet-like": 16, "cifar-like": 64}
+    for r in results:
+        assert r["images"] == tiny[r["dataset"]]
+        assert r["images_per_s"] > 0 and r["cpu_s"] > 0 and r["peak_mib"] > 0
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "table.txt").read_text().strip() == table.strip()
+
+
+def test_bench_on_a_dataset_with_limit_and_timeout(tmp_path: Path) -> None:
+    folder = write_imagefolder(tmp_path / "files", 40, kind="cifar-like")
+    uri = str(tmp_path / "small.lance")
+    lancefeed.ingest_folder(folder, uri, progress=False)
+    from lancefeed.bench import run_bench
+
+    report = run_bench(
+        uri,
+        transform="none",
+        batch_size=8,
+        limit=16,
+        loaders=["lance-torch-pillow", "_sleep"],
+        timeout=20,
+        stall_timeout=1,
+        out=tmp_path / "out",
+        progress=False,
+    )
+    ok, hung = report.results
+    assert (ok.loader, ok.status, ok.images) == ("lance-torch-pillow", "ok", 16)
+    assert ok.ratio is None  # no lancefeed run to compare with
+    assert (hung.loader, hung.status) == ("_sleep", "timeout")
+    assert report.settings["plans"] == {"small": "Resize((32, 32))"}
+    assert "timeout" in (tmp_path / "out" / "table.txt").read_text()

@@ -1,0 +1,291 @@
+"""Decode core: pixels against Pillow, bad input, buffers, threads and fork."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+import lancefeed
+from images import encode, jpeg, jpegtran, photo, pillow_rgb, png, png_header_only, psnr
+
+ARR = photo(67, 45, seed=3)  # odd sizes: partial MCUs, odd chroma
+
+
+# --- JPEG: every variant equals Pillow's decode exactly (same libjpeg-turbo) ----------
+
+JPEG_VARIANTS = {
+    "baseline-420": lambda: encode(ARR, "JPEG", quality=85),
+    "baseline-444": lambda: encode(ARR, "JPEG", quality=95, subsampling=0),
+    "baseline-422": lambda: encode(ARR, "JPEG", quality=75, subsampling=1),
+    "progressive": lambda: encode(ARR, "JPEG", quality=85, progressive=True),
+    "grayscale": lambda: encode(Image.fromarray(ARR).convert("L"), "JPEG", quality=90),
+    "cmyk": lambda: encode(Image.fromarray(ARR).convert("CMYK"), "JPEG", quality=90),
+    "restart-markers": lambda: jpegtran(encode(ARR, "JPEG", quality=85), "-restart", "1B"),
+    "arithmetic": lambda: jpegtran(encode(ARR, "JPEG", quality=85), "-arithmetic"),
+    "optimized-huffman": lambda: encode(ARR, "JPEG", quality=85, optimize=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(JPEG_VARIANTS))
+def test_jpeg_variants_equal_pillow(variant):
+    data = JPEG_VARIANTS[variant]()
+    assert lancefeed.image_info(data) == (67, 45, "jpeg")
+    np.testing.assert_array_equal(lancefeed.decode_image(data), pillow_rgb(data))
+
+
+@pytest.mark.parametrize("variant", ["baseline-420", "grayscale", "progressive"])
+def test_jpeg_mode_L_equals_pillow(variant):
+    data = JPEG_VARIANTS[variant]()
+    ref = np.asarray(Image.open(__import__("io").BytesIO(data)).convert("L"))
+    out = lancefeed.decode_image(data, mode="L")
+    assert out.shape == (45, 67, 1)
+    np.testing.assert_array_equal(out[..., 0], ref)
+
+
+# --- PNG -------------------------------------------------------------------------------
+
+RGBA = np.dstack([ARR, (np.arange(67 * 45) % 256).reshape(45, 67).astype(np.uint8)])
+GRAY = ARR[..., 0]
+PNG_VARIANTS = {
+    "rgb8": lambda: encode(ARR, "PNG"),
+    "rgba8": lambda: encode(RGBA, "PNG"),
+    "gray8": lambda: encode(GRAY, "PNG"),
+    "gray-alpha8": lambda: encode(Image.fromarray(RGBA).convert("LA"), "PNG"),
+    "palette": lambda: encode(Image.fromarray(ARR).quantize(64), "PNG"),
+    "palette-trns": lambda: encode(Image.fromarray(ARR).quantize(16), "PNG", transparency=3),
+    "rgb-trns": lambda: encode(ARR, "PNG", transparency=(10, 20, 30)),
+    "1bit": lambda: encode(Image.fromarray(GRAY).convert("1"), "PNG"),
+    "rgb16": lambda: png(ARR.astype(np.uint16) * 257 + 3),
+    "rgba16": lambda: png(RGBA.astype(np.uint16) * 256),
+    "interlaced-rgb8": lambda: png(ARR, interlace=True),
+    "interlaced-gray8": lambda: png(GRAY, interlace=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PNG_VARIANTS))
+def test_png_variants_equal_pillow(variant):
+    data = PNG_VARIANTS[variant]()
+    assert lancefeed.image_info(data) == (67, 45, "png")
+    np.testing.assert_array_equal(lancefeed.decode_image(data), pillow_rgb(data))
+
+
+def test_png_16bit_gray_is_high_byte():
+    # Pillow opens 16-bit gray as I;16 and its convert("RGB") clips at 255, which
+    # whitens the image; the right 8-bit value is the high byte (value >> 8).
+    values = (np.arange(67 * 45, dtype=np.uint32).reshape(45, 67) * 21).astype(np.uint16)
+    out = lancefeed.decode_image(png(values))
+    expected = (values >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(out, np.repeat(expected[..., None], 3, axis=2))
+    np.testing.assert_array_equal(lancefeed.decode_image(png(values), mode="L")[..., 0], expected)
+
+
+def test_png_16bit_gray_alpha_interlaced():
+    la = np.dstack([GRAY.astype(np.uint16) * 257, np.full_like(GRAY, 7, dtype=np.uint16)])
+    out = lancefeed.decode_image(png(la, interlace=True))
+    np.testing.assert_array_equal(out, np.repeat(GRAY[..., None], 3, axis=2))
+
+
+# --- WebP ------------------------------------------------------------------------------
+
+
+def test_webp_lossless_equals_pillow():
+    for arr in (ARR, RGBA):
+        data = encode(arr, "WEBP", lossless=True)
+        assert lancefeed.image_info(data) == (67, 45, "webp")
+        np.testing.assert_array_equal(lancefeed.decode_image(data), pillow_rgb(data))
+
+
+def test_webp_lossy_close_to_pillow():
+    # Lossy WebP: image-webp and libwebp upsample chroma differently, so pixels
+    # differ slightly; we require >= 35 dB PSNR against Pillow (libwebp).
+    for arr in (ARR, RGBA):
+        data = encode(arr, "WEBP", quality=90)
+        out = lancefeed.decode_image(data)
+        assert psnr(out, pillow_rgb(data)) >= 35
+
+
+# --- resize ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(32, 32), (20, 50), (90, 130)])
+def test_resize_close_to_pillow_bilinear(size):
+    # fast_image_resize's bilinear convolution is Pillow's algorithm; rounding of the
+    # fixed-point intermediate differs by at most 1 or 2 levels per pixel.
+    data = encode(ARR, "PNG")
+    h, w = size
+    ref = np.asarray(Image.open(__import__("io").BytesIO(data)).convert("RGB").resize((w, h), Image.BILINEAR))
+    out = lancefeed.decode_batch([data], size=size)[0]
+    assert out.shape == (h, w, 3)
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.5
+
+
+def test_jpeg_resize_with_and_without_dct_scaling():
+    # A 4x downscale: with DCT scaling the JPEG is decoded at 1/4 scale first. Without
+    # it, full decode + resize matches Pillow's to 2 levels; with it, >= 32 dB.
+    data = jpeg(640, 480, seed=5)
+    ref = np.asarray(Image.open(__import__("io").BytesIO(data)).convert("RGB").resize((160, 120), Image.BILINEAR))
+    exact = lancefeed.decode_batch([data], size=(120, 160), dct_scaling=False)[0]
+    assert np.abs(exact.astype(int) - ref.astype(int)).max() <= 2
+    fast = lancefeed.decode_batch([data], size=(120, 160))[0]
+    assert psnr(fast, ref) >= 32
+
+
+# --- batches, buffers, threads -----------------------------------------------------------
+
+
+def blobs(n: int = 12) -> list[bytes]:
+    return [jpeg(60 + 7 * i, 40 + 5 * i, seed=i) for i in range(n)]
+
+
+def test_batch_from_arrow_equals_list_and_single_decodes():
+    items = blobs()
+    ref = lancefeed.decode_batch(items, size=(32, 48))
+    for arr in (pa.array(items, pa.binary()), pa.array(items, pa.large_binary()), pa.chunked_array([items[:5], items[5:]], pa.binary())):
+        np.testing.assert_array_equal(lancefeed.decode_batch(arr, size=(32, 48)), ref)
+    single = [lancefeed.decode_batch([b], size=(32, 48))[0] for b in items]
+    np.testing.assert_array_equal(np.stack(single), ref)
+
+
+def test_sliced_arrow_array_respects_offset():
+    items = blobs(6)
+    arr = pa.array(items, pa.binary()).slice(2, 3)
+    np.testing.assert_array_equal(lancefeed.decode_batch(arr, size=(16, 16)), lancefeed.decode_batch(items[2:5], size=(16, 16)))
+
+
+def test_without_size_all_images_must_match():
+    same = [jpeg(40, 30, seed=i) for i in range(3)]
+    out = lancefeed.decode_batch(same)
+    np.testing.assert_array_equal(out, np.stack([pillow_rgb(b) for b in same]))
+    with pytest.raises(ValueError, match=r"rows 0 and 1 come out at different sizes \(30x40 and 31x40\)"):
+        lancefeed.decode_batch([jpeg(40, 30), jpeg(40, 31)])
+
+
+def test_owned_buffer_is_shared_not_copied():
+    torch = pytest.importorskip("torch")
+    out = lancefeed.decode_batch(blobs(4), size=(16, 16))
+    assert out.flags.c_contiguous and not out.flags.owndata and out.base is not None
+    t = torch.from_numpy(out)
+    assert t.data_ptr() == out.ctypes.data
+    t[0, 0, 0, 0] = 7
+    assert out[0, 0, 0, 0] == 7
+
+
+def test_out_is_filled_in_place():
+    items = blobs(5)
+    ref = lancefeed.decode_batch(items, size=(24, 24))
+    out = np.zeros((8, 24, 24, 3), np.uint8)
+    res = lancefeed.decode_batch(items, size=(24, 24), out=out)
+    assert res.shape == (5, 24, 24, 3) and np.shares_memory(res, out)
+    np.testing.assert_array_equal(out[:5], ref)
+    assert not out[5:].any()
+
+
+def test_out_wrong_shape_or_dtype_is_refused():
+    with pytest.raises(ValueError, match=r"out has shape \(8, 24, 20, 3\) but this batch needs \(5, 24, 24, 3\)"):
+        lancefeed.decode_batch(blobs(5), size=(24, 24), out=np.zeros((8, 24, 20, 3), np.uint8))
+    with pytest.raises(ValueError, match="out has shape"):
+        lancefeed.decode_batch(blobs(5), size=(24, 24), out=np.zeros((4, 24, 24, 3), np.uint8))
+    with pytest.raises(ValueError, match="dtype uint8"):
+        lancefeed.decode_batch(blobs(2), size=(24, 24), out=np.zeros((2, 24, 24, 3), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lancefeed.decode_batch(blobs(2), size=(24, 24), out=np.zeros((2, 24, 24, 6), np.uint8)[..., ::2])
+
+
+def test_thread_counts_give_identical_bytes():
+    items = blobs(16)
+    t = lancefeed.Compose([lancefeed.RandomResizedCrop(32), lancefeed.RandomHorizontalFlip()])
+    one = lancefeed.decode_batch(items, transform=t, num_threads=1, seed=3)
+    two = lancefeed.decode_batch(items, transform=t, num_threads=2, seed=3)
+    np.testing.assert_array_equal(one, two)
+
+
+def _decode_in_child(queue):
+    out = lancefeed.decode_batch(blobs(6), size=(20, 20), num_threads=2)
+    queue.put(out.tobytes())
+
+
+def test_decode_in_forked_child():
+    parent = lancefeed.decode_batch(blobs(6), size=(20, 20), num_threads=2)  # pool now running
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_decode_in_child, args=(q,))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert got == parent.tobytes()
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+GOOD = jpeg(40, 30)
+BAD = {
+    "empty": (b"", "empty image bytes"),
+    "truncated-jpeg": (GOOD[: len(GOOD) // 2], "truncated JPEG"),
+    "corrupt-jpeg": (GOOD[:200] + bytes(range(256)) * 8, "corrupt JPEG"),
+    "non-image": (b"hello world, not an image", "unknown image format"),
+    "gif": (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "unknown image format (first bytes 47 49 46 38 39 61"),
+    "truncated-png": (encode(ARR, "PNG")[:300], "PNG"),
+    "corrupt-webp": (b"RIFF\x10\x00\x00\x00WEBPVP8 garbage!", "corrupt WebP"),
+    "bomb": (png_header_only(30000, 30000), "900000000 pixels, over the limit of 178956970"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_names_row_and_reason(kind):
+    data, reason = BAD[kind]
+    with pytest.raises(lancefeed.DecodeError) as e:
+        lancefeed.decode_batch([GOOD, GOOD, data, GOOD], size=(16, 16))
+    assert str(e.value).startswith("row 2: ")
+    assert reason in str(e.value)
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(lancefeed.DecodeError, match=reason.split("(")[0].strip()):
+        lancefeed.decode_image(data)
+
+
+def test_null_in_arrow_column():
+    with pytest.raises(lancefeed.DecodeError, match=r"^row 1: null value"):
+        lancefeed.decode_batch(pa.array([GOOD, None], pa.binary()), size=(8, 8))
+
+
+def test_pixel_limit_is_settable():
+    big = jpeg(200, 100)
+    with pytest.raises(lancefeed.DecodeError, match="20000 pixels, over the limit of 10000"):
+        lancefeed.decode_image(big, max_pixels=10_000)
+    assert lancefeed.decode_batch([big], size=(8, 8), max_pixels=20_000).shape == (1, 8, 8, 3)
+
+
+def test_skip_drops_bad_rows_and_reports_them():
+    items = [GOOD, BAD["truncated-jpeg"][0], GOOD, None, BAD["bomb"][0], GOOD]
+    arr = pa.array(items, pa.binary())
+    out, info = lancefeed.decode_batch(arr, size=(16, 16), on_error="skip", return_info=True)
+    assert out.shape == (3, 16, 16, 3)
+    assert info.kept.tolist() == [0, 2, 5]
+    assert [row for row, _ in info.errors] == [1, 3, 4]
+    ref = lancefeed.decode_batch([GOOD], size=(16, 16))[0]
+    for img in out:
+        np.testing.assert_array_equal(img, ref)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="mode must be 'RGB' or 'L'"):
+        lancefeed.decode_batch([GOOD], mode="RGBA")
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
+        lancefeed.decode_batch([GOOD], on_error="ignore")
+    with pytest.raises(TypeError, match="images must hold bytes, got int"):
+        lancefeed.decode_batch([GOOD, 3])
+    with pytest.raises(TypeError, match="expected an Arrow binary or large_binary array"):
+        lancefeed.decode_batch(pa.array([1, 2]))
+    with pytest.raises(ValueError, match="num_threads must be at least 1"):
+        lancefeed.decode_batch([GOOD], num_threads=0)
+
+
+def test_empty_batch():
+    out = lancefeed.decode_batch([], size=(8, 8))
+    assert out.shape == (0, 8, 8, 3)

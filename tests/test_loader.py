@@ -1,0 +1,460 @@
+"""lancefeed.DataLoader: epochs, ranks, resume, labels, errors, threads.
+
+Every image of the test dataset encodes its own sample index in its pixels (PNG, so
+exactly), with a horizontal gradient in blue that shows flips. So a batch tells which
+samples it holds and how they were augmented, without trusting any other column.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, List
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+import lancefeed
+from lancefeed.sampler import epoch_order, num_batches, plan_epoch, rank_shard
+
+N = 50
+W = 6
+LABELS = ["dog", "cat", "emu"]
+
+
+def encode(i: int) -> bytes:
+    a = np.zeros((4, W, 3), np.uint8)
+    a[..., 0] = i % 256
+    a[..., 1] = i // 256
+    a[..., 2] = np.arange(W) * 40  # a left-to-right ramp: flipped images run right-to-left
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_dataset(path: Path, n: int = N, bad: tuple[int, ...] = ()) -> str:
+    images = [b"not an image at all" if i in bad else encode(i) for i in range(n)]
+    boxes = [[[float(i), float(j), 1.0, 2.0] for j in range(i % 3)] for i in range(n)]
+    table = pa.table(
+        {
+            "image": pa.array(images, pa.binary()),
+            "label": pa.array([LABELS[i % 3] for i in range(n)]),
+            "idx": pa.array(range(n), pa.int64()),
+            "boxes": pa.array(boxes, pa.list_(pa.list_(pa.float32(), 4))),
+            "filename": pa.array([f"img{i}.png" for i in range(n)]),
+        }
+    )
+    uri = str(path / "ds.lance")
+    lance.write_dataset(table, uri, max_rows_per_file=20)  # several fragments
+    return uri
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_dataset(tmp_path_factory.mktemp("loader"))
+
+
+def sample_ids(images: torch.Tensor) -> List[int]:
+    """The sample index each decoded image encodes."""
+    px = images[:, 0, 0, :].to(torch.int64)
+    return (px[:, 0] + 256 * px[:, 1]).tolist()
+
+
+def flipped(images: torch.Tensor) -> List[bool]:
+    return (images[:, 0, 0, 2] > images[:, 0, -1, 2]).tolist()
+
+
+def epoch_ids(loader: Any) -> List[int]:
+    return [i for images, *_ in loader for i in sample_ids(images)]
+
+
+def our_threads() -> List[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lancefeed")]
+
+
+# -- the order rules, exhaustively -----------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 12, 13])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_plan_shards_are_disjoint_equal_and_drop_only_the_remainder(n: int, world_size: int) -> None:
+    for shuffle in (False, True):
+        for epoch in range(3):
+            order = epoch_order(n, shuffle=shuffle, seed=5, epoch=epoch)
+            assert sorted(order.tolist()) == list(range(n))
+            shards = [rank_shard(order, r, world_size) for r in range(world_size)]
+            assert {len(s) for s in shards} == {n // world_size}
+            seen = np.concatenate(shards).tolist()
+            assert len(set(seen)) == len(seen)
+            # what no rank reads: exactly the last n % world_size of the epoch order
+            assert sorted(set(range(n)) - set(seen)) == sorted(order[n - n % world_size :].tolist())
+            for bs in (1, 3, 5):
+                for drop_last in (False, True):
+                    plan = plan_epoch(
+                        n, batch_size=bs, shuffle=shuffle, seed=5, epoch=epoch,
+                        rank=world_size - 1, world_size=world_size, drop_last=drop_last,
+                    )
+                    batches = [b.tolist() for _, b in plan]
+                    assert len(batches) == num_batches(n // world_size, bs, drop_last) == len(plan)
+                    assert all(len(b) == bs for b in batches[:-1])
+                    flat = [i for b in batches for i in b]
+                    expect = shards[-1].tolist()
+                    assert flat == (expect[: len(expect) // bs * bs] if drop_last else expect)
+
+
+def test_plan_orders_depend_on_seed_and_epoch_only() -> None:
+    a = epoch_order(100, shuffle=True, seed=1, epoch=0)
+    assert (a == epoch_order(100, shuffle=True, seed=1, epoch=0)).all()
+    assert not (a == epoch_order(100, shuffle=True, seed=1, epoch=1)).all()
+    assert not (a == epoch_order(100, shuffle=True, seed=2, epoch=0)).all()
+    plan = plan_epoch(10, batch_size=3, shuffle=True, seed=1, epoch=0, start_batch=2)
+    assert [k for k, _ in plan] == [2, 3]
+    with pytest.raises(ValueError, match="cannot resume at batch 5"):
+        plan_epoch(10, batch_size=3, shuffle=True, seed=1, epoch=0, start_batch=5)
+    with pytest.raises(ValueError, match="rank must be in 0..1"):
+        plan_epoch(10, batch_size=3, shuffle=True, seed=1, epoch=0, rank=2, world_size=2)
+
+
+# -- batches ----------------------------------------------------------------------
+
+
+def test_tuple_batches_are_uint8_nhwc_with_class_indices(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=16)
+    assert loader.classes == sorted(LABELS)
+    assert len(loader) == 4
+    batches = list(loader)
+    assert [b[0].shape for b in batches] == [(16, 4, W, 3)] * 3 + [(2, 4, W, 3)]
+    images, labels = batches[0]
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    ids = [i for b in batches for i in sample_ids(b[0])]
+    assert ids == list(range(N))  # no shuffle: dataset order
+    got = torch.cat([b[1] for b in batches]).tolist()
+    assert got == [sorted(LABELS).index(LABELS[i % 3]) for i in range(N)]
+    # The tensor is the decoded buffer itself, not a copy of it.
+    assert images.numpy().base is not None or images.is_contiguous()
+
+
+def test_dict_output_columns_lists_and_strings(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=8, output="dict", classes=["emu", "dog", "cat"])
+    batch = next(iter(loader))
+    assert list(batch) == ["image", "label", "idx", "boxes", "filename"]
+    assert batch["idx"].tolist() == list(range(8))
+    assert batch["label"].tolist() == [["emu", "dog", "cat"].index(LABELS[i % 3]) for i in range(8)]
+    assert batch["filename"] == [f"img{i}.png" for i in range(8)]
+    boxes = batch["boxes"]
+    assert [tuple(b.shape) for b in boxes] == [(i % 3, 4) for i in range(8)]
+    assert boxes[5].tolist() == [[5.0, 0.0, 1.0, 2.0], [5.0, 1.0, 1.0, 2.0]]
+    assert boxes[5].dtype == torch.float32
+
+
+def test_tuple_output_follows_columns(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=4, columns=["idx", "filename"], label_column=None)
+    images, idx, names = next(iter(loader))
+    assert sample_ids(images) == idx.tolist() == [0, 1, 2, 3]
+    assert names == ["img0.png", "img1.png", "img2.png", "img3.png"]
+
+
+def test_numeric_labels_pass_through(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=5, label_column="idx")
+    images, labels = next(iter(loader))
+    assert loader.classes is None
+    assert labels.dtype == torch.int64 and labels.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="numeric labels pass through"):
+        lancefeed.DataLoader(uri, batch_size=5, label_column="idx", classes=["a"])
+
+
+def test_label_not_in_classes_is_refused_with_the_row(uri: str) -> None:
+    # Labels are read (and checked) once, up front: the loader fails before training.
+    with pytest.raises(ValueError, match=r"row \d+: label 'emu' is not in classes \(2 classes: cat, dog\)"):
+        lancefeed.DataLoader(uri, batch_size=4, classes=["cat", "dog"])
+
+
+def test_an_exception_in_the_background_surfaces_in_the_loop(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=4, prefetch=1)
+    real_take = loader._maker.take
+
+    def failing_take(positions: np.ndarray) -> Any:
+        if positions[0] == 8:
+            raise OSError("object store went away")
+        return real_take(positions)
+
+    loader._maker.take = failing_take  # type: ignore[method-assign]
+    seen = []
+    with pytest.raises(OSError, match="object store went away"):
+        for images, _ in loader:
+            seen.extend(sample_ids(images))
+    assert seen == list(range(8))  # the batches before the failure arrived, in order
+    assert our_threads() == []
+
+
+def test_normalize_on_cpu_is_float_nchw(uri: str) -> None:
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    raw = next(iter(lancefeed.DataLoader(uri, batch_size=6)))[0]
+    for cl in (False, True):
+        loader = lancefeed.DataLoader(uri, batch_size=6, normalize=(mean, std), channels_last=cl)
+        images, _ = next(iter(loader))
+        assert images.shape == (6, 3, 4, W) and images.dtype == torch.float32
+        assert images.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        expect = (raw.permute(0, 3, 1, 2).double() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
+            std
+        ).view(1, 3, 1, 1)
+        torch.testing.assert_close(images.double(), expect, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected 1 or 3"):
+        lancefeed.DataLoader(uri, batch_size=6, normalize=((0.5, 0.5), (0.2, 0.2)))
+
+
+# -- epochs, ranks, determinism -----------------------------------------------------
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_each_sample_once_per_epoch_across_ranks(uri: str, world_size: int) -> None:
+    loaders = [
+        lancefeed.DataLoader(uri, batch_size=7, shuffle=True, seed=3, rank=r, world_size=world_size)
+        for r in range(world_size)
+    ]
+    assert len({len(ld) for ld in loaders}) == 1
+    epochs = []
+    for epoch in range(3):  # each iteration is the next epoch
+        per_rank = [epoch_ids(ld) for ld in loaders]
+        assert {len(ids) for ids in per_rank} == {N // world_size}
+        everything = [i for ids in per_rank for i in ids]
+        assert len(set(everything)) == len(everything)  # no duplicate, within or across ranks
+        dropped = set(range(N)) - set(everything)
+        order = epoch_order(N, shuffle=True, seed=3, epoch=epoch)
+        assert dropped == set(order[N - N % world_size :].tolist())  # only the documented remainder
+        epochs.append(everything)
+    assert epochs[0] != epochs[1] != epochs[2]  # a new order every epoch
+
+
+def test_torch_distributed_gives_the_default_rank(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 3)
+    loader = lancefeed.DataLoader(uri, batch_size=4)
+    assert (loader.rank, loader.world_size, len(loader)) == (1, 3, 4)
+    assert epoch_ids(loader) == list(range(16, 32))
+
+
+def test_same_seed_same_batches_and_set_epoch(uri: str) -> None:
+    flip = lancefeed.RandomHorizontalFlip()
+    a = lancefeed.DataLoader(uri, batch_size=8, shuffle=True, seed=11, transform=flip)
+    b = lancefeed.DataLoader(uri, batch_size=8, shuffle=True, seed=11, transform=flip)
+    c = lancefeed.DataLoader(uri, batch_size=8, shuffle=True, seed=12, transform=flip)
+    run_a = [(sample_ids(x), flipped(x)) for x, _ in a]
+    assert run_a == [(sample_ids(x), flipped(x)) for x, _ in b]
+    assert [i for ids, _ in run_a for i in ids] != epoch_ids(c)
+    assert 0 < sum(f for _, fl in run_a for f in fl) < N  # the flip does happen, not always
+    b.set_epoch(0)
+    assert [(sample_ids(x), flipped(x)) for x, _ in b] == run_a
+    second = [(sample_ids(x), flipped(x)) for x, _ in a]  # epoch 1
+    assert second != run_a
+    b.set_epoch(1)
+    assert [(sample_ids(x), flipped(x)) for x, _ in b] == second
+
+
+def test_augmentation_follows_the_sample_not_the_batch(uri: str) -> None:
+    flip = lancefeed.RandomHorizontalFlip()
+
+    def by_sample(loader: Any) -> dict[int, bool]:
+        return {i: f for x, _ in loader for i, f in zip(sample_ids(x), flipped(x))}
+
+    one = by_sample(lancefeed.DataLoader(uri, batch_size=4, shuffle=True, seed=2, transform=flip))
+    other = by_sample(lancefeed.DataLoader(uri, batch_size=9, shuffle=True, seed=2, transform=flip))
+    ranks = {}
+    for r in range(2):
+        ranks.update(by_sample(lancefeed.DataLoader(uri, 3, shuffle=True, seed=2, transform=flip, rank=r, world_size=2)))
+    assert one == other
+    assert all(one[i] == f for i, f in ranks.items())
+
+
+def test_the_epoch_is_fixed_at_the_first_next_not_at_iter(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=10, shuffle=True, seed=9)
+    unused = iter(loader)  # never advanced: starts nothing, uses no epoch
+    assert our_threads() == []
+    it = iter(loader)
+    loader.set_epoch(3)  # as Lightning does between iter() and the first batch
+    ids = [i for x, _ in it for i in sample_ids(x)]
+    assert ids == epoch_order(N, shuffle=True, seed=9, epoch=3).tolist()
+    # Advanced later, the first iterator reads the epoch after: 4.
+    assert [i for x, _ in unused for i in sample_ids(x)] == epoch_order(N, shuffle=True, seed=9, epoch=4).tolist()
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches_consumed"]) == (4, 5)
+
+
+def test_len_counts_drop_last_and_ranks(uri: str) -> None:
+    assert len(lancefeed.DataLoader(uri, batch_size=8)) == 7
+    assert len(lancefeed.DataLoader(uri, batch_size=8, drop_last=True)) == 6
+    assert len(lancefeed.DataLoader(uri, batch_size=6, rank=0, world_size=3)) == 3  # 16 samples a rank
+    assert len(lancefeed.DataLoader(uri, batch_size=6, rank=2, world_size=3, drop_last=True)) == 2
+    loader = lancefeed.DataLoader(uri, batch_size=8, drop_last=True)
+    assert [len(x) for x, _ in loader] == [8] * 6
+
+
+# -- resume -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", [0, 1, 3, 6, 7])
+def test_resume_gives_the_uninterrupted_batches(uri: str, stop: int) -> None:
+    kw: dict[str, Any] = dict(batch_size=7, shuffle=True, seed=4, transform=lancefeed.RandomHorizontalFlip())
+    full = lancefeed.DataLoader(uri, **kw)
+    expect = [[(sample_ids(x), flipped(x), y.tolist()) for x, y in full] for _ in range(2)]  # epochs 0, 1
+
+    first = lancefeed.DataLoader(uri, **kw)
+    it = iter(first)
+    got = [(sample_ids(x), flipped(x), y.tolist()) for _, (x, y) in zip(range(stop), it)]
+    state = first.state_dict()
+    del it
+    assert state["epoch"] == 0 and state["batches_consumed"] == stop
+
+    resumed = lancefeed.DataLoader(uri, **{**kw, "seed": 0})  # the seed comes from the state
+    resumed.load_state_dict(state)
+    got += [(sample_ids(x), flipped(x), y.tolist()) for x, y in resumed]
+    got_second = [(sample_ids(x), flipped(x), y.tolist()) for x, y in resumed]
+    assert got == expect[0]
+    assert got_second == expect[1]
+
+
+def test_resume_with_set_epoch_keeps_the_position(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=10, shuffle=True, seed=1)
+    loader.set_epoch(3)
+    expect = epoch_ids(loader)
+    loader.set_epoch(3)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    it.close()
+    resumed = lancefeed.DataLoader(uri, batch_size=10, shuffle=True, seed=1)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(3)  # what a DDP loop or Lightning does at the start of the epoch
+    assert epoch_ids(resumed) == expect[20:]
+    resumed.set_epoch(4)
+    assert len(epoch_ids(resumed)) == N
+
+
+def test_load_state_refuses_a_different_batch_size(uri: str) -> None:
+    state = lancefeed.DataLoader(uri, batch_size=10).state_dict()
+    with pytest.raises(ValueError, match="batch_size=10 but this loader has batch_size=5"):
+        lancefeed.DataLoader(uri, batch_size=5).load_state_dict(state)
+    with pytest.raises(ValueError, match="missing"):
+        lancefeed.DataLoader(uri, batch_size=5).load_state_dict({"epoch": 1})
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def test_bad_rows_raise_with_the_row_or_are_skipped(tmp_path: Path) -> None:
+    uri = make_dataset(tmp_path, n=12, bad=(5,))
+    loader = lancefeed.DataLoader(uri, batch_size=4)
+    it = iter(loader)
+    next(it)
+    with pytest.raises(lancefeed.DecodeError, match=r"row 5 \(position 5 of the loader's permutation, epoch 0\)"):
+        next(it)
+    del it
+    skip = lancefeed.DataLoader(uri, batch_size=4, on_error="skip", label_column="idx")
+    batches = list(skip)
+    assert [len(y) for _, y in batches] == [4, 3, 4]
+    assert [i for x, y in batches for i in sample_ids(x)] == [i for i in range(12) if i != 5]
+    assert [i for x, y in batches for i in y.tolist()] == [i for i in range(12) if i != 5]
+    assert [r for r, _ in skip.skipped] == [5]
+
+
+def test_construction_errors_name_what_is_wrong(uri: str) -> None:
+    with pytest.raises(ValueError, match=r"columns \['nope'\] not in the dataset; available columns"):
+        lancefeed.DataLoader(uri, batch_size=4, columns=["nope"])
+    with pytest.raises(ValueError, match="image column 'label' is string; expected binary"):
+        lancefeed.DataLoader(uri, batch_size=4, image_column="label")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        lancefeed.DataLoader(uri, batch_size=0)
+    with pytest.raises(ValueError, match="pass both rank and world_size"):
+        lancefeed.DataLoader(uri, batch_size=4, rank=1)
+    with pytest.raises(TypeError, match="source must be a URI"):
+        lancefeed.DataLoader(42, batch_size=4)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(uri: str) -> None:
+    with pytest.raises(RuntimeError, match="device='cuda' but CUDA is not available"):
+        lancefeed.DataLoader(uri, batch_size=4, device="cuda")
+
+
+def test_source_may_be_a_dataset_or_a_permutation(uri: str) -> None:
+    ds = lance.dataset(uri)
+    assert epoch_ids(lancefeed.DataLoader(ds, batch_size=16)) == list(range(N))
+    perm = lancefeed.Permutation.identity(uri)
+    assert epoch_ids(lancefeed.DataLoader(perm, batch_size=16, shuffle=True)) != list(range(N))
+
+
+# -- threads ------------------------------------------------------------------------
+
+
+def test_break_exception_and_del_leave_no_thread(uri: str) -> None:
+    assert our_threads() == []
+    loader = lancefeed.DataLoader(uri, batch_size=2, prefetch=2)
+    for _ in loader:
+        assert our_threads()  # the pipeline runs in the background
+        break
+    assert our_threads() == []
+
+    with pytest.raises(KeyError):
+        for _ in loader:
+            raise KeyError("boom in the training step")
+    assert our_threads() == []
+
+    it = iter(loader)
+    next(it)
+    del it, loader
+    assert our_threads() == []
+
+
+def test_pipeline_keeps_a_bounded_number_of_batches(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=2, prefetch=2, io_threads=1)
+    taken: List[int] = []
+    real_take = loader._maker.take
+
+    def counting_take(positions: np.ndarray) -> Any:
+        taken.append(int(positions[0]))
+        return real_take(positions)
+
+    loader._maker.take = counting_take  # type: ignore[method-assign]
+    it = iter(loader)
+    next(it)
+    time.sleep(0.5)  # let the pipeline fill up while the loop "trains"
+    # one handed out + 2 queued + 1 blocked in the driver + takes ahead (prefetch + io_threads)
+    assert 3 <= len(taken) <= 1 + 2 + 1 + 3
+    it.close()
+    assert our_threads() == []
+
+
+def test_exit_with_an_unfinished_iterator_does_not_hang(uri: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        import lancefeed
+        loader = lancefeed.DataLoader({uri!r}, batch_size=2, prefetch=1)
+        it = iter(loader)
+        next(it)
+        print("ok", flush=True)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_del_loader_mid_epoch_frees_it(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=2)
+    for i, _ in enumerate(loader):
+        if i == 2:
+            break
+    del loader
+    gc.collect()
+    assert our_threads() == []
