@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn center_crop_larger_pads() {
         let p = fixed(&[Op::CenterCrop { height: 40, width: 30 }], 32, 32);
-        assert_eq!((p.top, p.left, p.height, p.width), (-4.0, 0.0, 40.0, 30.0));
+        assert_eq!((p.top, p.left, p.height, p.width), (-4.0, 1.0, 40.0, 30.0));
         let p = fixed(&[Op::CenterCrop { height: 33, width: 33 }], 32, 32);
         assert_eq!((p.top, p.left), (0.0, 0.0));
     }

@@ -97,8 +97,13 @@ impl Decompressor {
         if unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) } != 0 {
             return Err(self.error("corrupt JPEG header"));
         }
+        let width = self.get(raw::TJPARAM_TJPARAM_JPEGWIDTH);
+        if width <= 0 {
+            // A tables-only (abbreviated) stream parses, but holds no image.
+            return Err("corrupt JPEG header: no image frame (SOF marker)".into());
+        }
         Ok(JpegHeader {
-            width: self.get(raw::TJPARAM_TJPARAM_JPEGWIDTH).max(0) as u32,
+            width: width as u32,
             height: self.get(raw::TJPARAM_TJPARAM_JPEGHEIGHT).max(0) as u32,
             subsamp: self.get(raw::TJPARAM_TJPARAM_SUBSAMP),
             colorspace: self.get(raw::TJPARAM_TJPARAM_COLORSPACE),
@@ -128,7 +133,7 @@ impl Decompressor {
         let y0 = ((region.y0 * ky).floor().max(0.0) as u32).min(sh.saturating_sub(1));
         let y1 = ((region.y1 * ky).ceil() as u32).clamp(y0 + 1, sh);
         let crop = match mcu_w {
-            Some(m) if (x0, y0, x1, y1) != (0, 0, sw, sh) => {
+            Some(m) if req.crop && (x0, y0, x1, y1) != (0, 0, sw, sh) => {
                 x0 -= x0 % m;
                 Some(raw::tjregion { x: x0 as i32, y: y0 as i32, w: (x1 - x0) as i32, h: (y1 - y0) as i32 })
             }

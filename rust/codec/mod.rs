@@ -80,6 +80,8 @@ pub struct Request {
     pub min_width: u32,
     pub min_height: u32,
     pub dct_scaling: bool,
+    /// Decode only the region (JPEG cropping region and skipped scanlines).
+    pub crop: bool,
     pub channels: Channels,
 }
 
@@ -198,6 +200,7 @@ pub fn decode_full(data: &[u8], channels: Channels, max_pixels: u64) -> Result<(
         min_width: header.width,
         min_height: header.height,
         dct_scaling: false,
+        crop: false,
         channels,
     };
     let mut out = Vec::new();
