@@ -251,6 +251,17 @@ def test_version_by_number_and_tag(uri):
     assert open_source(f"file://{uri}").version == 2
 
 
+def test_io_uring_reader_can_be_turned_off_and_reads_the_same_rows(uri, monkeypatch):
+    table = permutation_builder(uri).shuffle(seed=4).execute()
+    fast = Permutation.from_tables(uri, table)
+    monkeypatch.setenv("LANCEFEED_IO_URING", "0")
+    plain = Permutation.from_tables(uri, table)
+    assert not str(plain.dataset.uri).startswith("file+uring://")
+    assert fast.uri == plain.uri == uri
+    positions = np.arange(N)[::-1]
+    assert fast.take_positions(positions).equals(plain.take_positions(positions))
+
+
 def test_blob_encoded_images_read_as_binary(tmp_path):
     path = str(tmp_path / "blob.lance")
     schema = pa.schema(
@@ -371,6 +382,14 @@ def test_missing_dataset_and_version(uri, tmp_path):
         open_source(uri, version="best")
     with pytest.raises(TypeError, match="expected a Lance dataset"):
         open_source(42)  # type: ignore[arg-type]
+
+
+def test_applying_a_table_to_another_dataset_warns(uri, tmp_path):
+    other = str(tmp_path / "other.lance")
+    lance.write_dataset(_table(range(N)), other)
+    table = permutation_builder(uri).execute()
+    with pytest.warns(UserWarning, match=r"built on .*ds.lance.* applied to .*other.lance"):
+        Permutation.from_tables(other, table)
 
 
 def test_out_of_range_position(uri):

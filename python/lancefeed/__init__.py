@@ -32,6 +32,8 @@ _LAZY = {
     "permutation_builder": "lancefeed.permutation",
     "PermutationBuilder": "lancefeed.permutation",
     "Permutation": "lancefeed.permutation",
+    "Permutations": "lancefeed.permutation",
+    "open_source": "lancefeed.source",
     "DataLoader": "lancefeed.loader",
     "CudaPrefetcher": "lancefeed.cuda",
     "ingest_folder": "lancefeed.ingest",
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
     from lancefeed.cuda import CudaPrefetcher
     from lancefeed.ingest import ingest_coco, ingest_folder
     from lancefeed.loader import DataLoader
-    from lancefeed.permutation import Permutation, PermutationBuilder, permutation_builder
+    from lancefeed.permutation import Permutation, PermutationBuilder, Permutations, permutation_builder
+    from lancefeed.source import open_source
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +70,7 @@ __all__ = [
     "DecodeError",
     "Permutation",
     "PermutationBuilder",
+    "Permutations",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
@@ -75,5 +79,6 @@ __all__ = [
     "image_info",
     "ingest_coco",
     "ingest_folder",
+    "open_source",
     "permutation_builder",
 ]
