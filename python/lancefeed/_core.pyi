@@ -26,6 +26,7 @@ def decode_batch(
     positions: Optional[npt.NDArray[np.uint64]],
     max_pixels: Optional[int],
     dct_scaling: bool,
+    decode_crop: bool,
 ) -> tuple[
     Optional[npt.NDArray[np.uint8]],
     npt.NDArray[np.int64],

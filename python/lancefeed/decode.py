@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 
 from lancefeed import _core
-from lancefeed.transforms import Size, Transform, as_ops
+from lancefeed.transforms import Size, Transform, _pair, as_ops
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,6 +60,7 @@ def decode_batch(
     positions: Sequence[int] | np.ndarray | None = None,
     max_pixels: int | None = None,
     dct_scaling: bool = True,
+    decode_crop: bool = True,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
     """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
@@ -82,7 +83,9 @@ def decode_batch(
     that many pixels from their header (default: Pillow's decompression-bomb error
     threshold, 178,956,970). Random transforms draw from (``seed``, ``epoch``,
     ``positions[i]``); ``positions`` defaults to 0..N-1. ``dct_scaling=False`` decodes
-    JPEGs at full scale before resizing (slower; closest to Pillow).
+    JPEGs at full scale before resizing (slower; closest to Pillow), and
+    ``decode_crop=False`` decodes whole JPEGs rather than only the crop's region; both
+    are there to measure what they buy.
 
     With ``return_info=True`` the result is ``(array, BatchInfo)``.
 
@@ -118,8 +121,14 @@ def decode_batch(
         positions=pos,
         max_pixels=max_pixels,
         dct_scaling=dct_scaling,
+        decode_crop=decode_crop,
     )
     array = out[: len(kept)] if out is not None else pixels
+    if out is None and len(kept) == 0:
+        # No row to size the batch by: use the size the transform promises.
+        static = _pair(size, "size") if size is not None else (transform.output_size if transform else None)
+        h, w = static or (0, 0)
+        array = np.zeros((0, h, w, 1 if mode == "L" else 3), np.uint8)
     if return_info:
         return array, BatchInfo(kept=kept, errors=errors, boxes=boxes, flipped=flipped)
     return array
