@@ -12,7 +12,6 @@ import io
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
 import lance

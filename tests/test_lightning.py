@@ -91,3 +91,9 @@ def test_fit_with_lancefeed_loaders(tmp_path: Path) -> None:
     assert epochs[0] != epochs[1]
     assert model.val_batches == 2 * len(val) + 2  # the sanity check runs 2 batches first
     assert all(np.isfinite(model.losses))
+
+    # Lightning keeps the loader's state in its checkpoints (the loader is "stateful").
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    saved = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert [(s["epoch"], s["batches_consumed"], s["seed"]) for s in saved] == [(1, 6, 7)]

@@ -52,6 +52,7 @@ def make_dataset(path: Path, n: int = N, bad: tuple[int, ...] = ()) -> str:
             "idx": pa.array(range(n), pa.int64()),
             "boxes": pa.array(boxes, pa.list_(pa.list_(pa.float32(), 4))),
             "filename": pa.array([f"img{i}.png" for i in range(n)]),
+            "tags": pa.array([[LABELS[(i + j) % 3] for j in range(i % 3)] for i in range(n)]),
         }
     )
     uri = str(path / "ds.lance")
@@ -147,7 +148,7 @@ def test_tuple_batches_are_uint8_nhwc_with_class_indices(uri: str) -> None:
 def test_dict_output_columns_lists_and_strings(uri: str) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=8, output="dict", classes=["emu", "dog", "cat"])
     batch = next(iter(loader))
-    assert list(batch) == ["image", "label", "idx", "boxes", "filename"]
+    assert list(batch) == ["image", "label", "idx", "boxes", "filename", "tags"]
     assert batch["idx"].tolist() == list(range(8))
     assert batch["label"].tolist() == [["emu", "dog", "cat"].index(LABELS[i % 3]) for i in range(8)]
     assert batch["filename"] == [f"img{i}.png" for i in range(8)]
@@ -162,6 +163,17 @@ def test_tuple_output_follows_columns(uri: str) -> None:
     images, idx, names = next(iter(loader))
     assert sample_ids(images) == idx.tolist() == [0, 1, 2, 3]
     assert names == ["img0.png", "img1.png", "img2.png", "img3.png"]
+
+
+def test_a_list_of_labels_per_image_maps_to_a_tensor_each(uri: str) -> None:
+    # COCO's categories: a list of class names per image.
+    loader = lancefeed.DataLoader(uri, batch_size=6, label_column="tags", classes="auto")
+    assert loader.classes == sorted(LABELS)
+    images, tags = next(iter(loader))
+    assert [t.dtype for t in tags] == [torch.int64] * 6
+    assert [t.tolist() for t in tags] == [
+        [sorted(LABELS).index(LABELS[(i + j) % 3]) for j in range(i % 3)] for i in range(6)
+    ]
 
 
 def test_numeric_labels_pass_through(uri: str) -> None:
@@ -181,6 +193,7 @@ def test_label_not_in_classes_is_refused_with_the_row(uri: str) -> None:
 
 def test_an_exception_in_the_background_surfaces_in_the_loop(uri: str) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=4, prefetch=1)
+    loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
     real_take = loader._maker.take
 
     def failing_take(positions: np.ndarray) -> Any:
@@ -394,6 +407,25 @@ def test_source_may_be_a_dataset_or_a_permutation(uri: str) -> None:
     assert epoch_ids(lancefeed.DataLoader(perm, batch_size=16, shuffle=True)) != list(range(N))
 
 
+@pytest.mark.parametrize("group", [1, 3, 100])
+def test_one_take_for_several_batches_changes_nothing(uri: str, group: int) -> None:
+    kw: dict[str, Any] = dict(batch_size=4, shuffle=True, seed=6, transform=lancefeed.RandomHorizontalFlip())
+    loader = lancefeed.DataLoader(uri, **kw)
+    assert loader._maker.batches_per_take(4) == 256  # tiny images: 1024 rows a take
+    expect = [(sample_ids(x), flipped(x), y.tolist()) for x, y in loader]
+    grouped = lancefeed.DataLoader(uri, **kw)
+    grouped._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+    assert [(sample_ids(x), flipped(x), y.tolist()) for x, y in grouped] == expect
+    assert [len(b[0]) for b in expect] == [4] * 12 + [2]
+
+
+def test_concurrent_takes_keep_the_order_and_gray_mode(uri: str) -> None:
+    loader = lancefeed.DataLoader(uri, batch_size=3, shuffle=True, seed=8, io_threads=3, prefetch=1)
+    assert epoch_ids(loader) == epoch_order(N, shuffle=True, seed=8, epoch=0).tolist()
+    gray, _ = next(iter(lancefeed.DataLoader(uri, batch_size=3, mode="L")))
+    assert gray.shape == (3, 4, W, 1) and gray.dtype == torch.uint8
+
+
 # -- threads ------------------------------------------------------------------------
 
 
@@ -418,6 +450,7 @@ def test_break_exception_and_del_leave_no_thread(uri: str) -> None:
 
 def test_pipeline_keeps_a_bounded_number_of_batches(uri: str) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=2, prefetch=2, io_threads=1)
+    loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
     taken: List[int] = []
     real_take = loader._maker.take
 

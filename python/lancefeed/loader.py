@@ -1,0 +1,643 @@
+"""``lancefeed.DataLoader``: a drop-in for torch's ``DataLoader`` over a Lance dataset.
+
+One batch: the positions of this epoch, this rank (``lancefeed.sampler``) -> one
+sorted take of the needed columns (``Permutation.take_positions``) -> the decode core
+fills one uint8 NHWC buffer (``decode_batch``) -> labels to class indices, other
+columns to tensors or lists (``lancefeed.labels``) -> the stage (CPU tensors, or the
+CUDA prefetcher). The takes run ahead of the decode on background threads of this
+process (``lancefeed.pipeline``); no worker processes.
+
+Semantics a user can rely on:
+
+- Randomness: the epoch order depends only on ``(seed, epoch)``; each sample's
+  augmentation (crop box, flip) only on ``(seed, epoch, position)``, where the
+  position is the sample's index in the loader's ``Permutation``. So a sample gets the
+  same augmentation in an epoch whatever the batch size, rank count or resume point.
+- Epochs: ``set_epoch(e)`` sets the epoch of the next iteration; without it, each new
+  iteration takes the next epoch (a new order when shuffling, new augmentations).
+- Distributed: ``rank``/``world_size`` default from ``torch.distributed`` when it is
+  initialized. Ranks read disjoint contiguous shards of ``len(source) // world_size``
+  samples of each epoch's order; the last ``len(source) % world_size`` samples of that
+  order are not read that epoch (no padding with duplicates).
+- ``len(loader)``: batches per epoch on this rank: ``ceil(shard / batch_size)``, or
+  ``floor`` with ``drop_last``. Rows skipped by ``on_error="skip"`` shorten their batch;
+  they never change the number of batches.
+- Resume: ``state_dict()`` holds the epoch, the seed and the batches handed out in that
+  epoch; a loader given it with ``load_state_dict()`` continues with exactly the
+  batches an uninterrupted run would have produced.
+- Memory: at most ``prefetch`` finished batches wait, one is being decoded, and
+  ``prefetch + io_threads`` takes are read ahead. A take covers several batches when
+  the images are small (about 1,024 rows, at most 8 MiB of encoded images), one
+  batch otherwise; this changes only how rows are read, never which or in what order.
+- Labels (a numeric or string label column) are read for the whole permutation once,
+  when the loader is made, and checked against ``classes`` there.
+
+Example:
+    >>> import lancefeed
+    >>> loader = lancefeed.DataLoader("cifar.lance", batch_size=256, shuffle=True,
+    ...                               transform=lancefeed.RandomHorizontalFlip())  # doctest: +SKIP
+    >>> for images, labels in loader:  # doctest: +SKIP
+    ...     pass  # images: uint8 (256, 32, 32, 3); labels: int64 (256,)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import weakref
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import lance
+import numpy as np
+import pyarrow as pa
+import torch
+
+from lancefeed._core import DecodeError
+from lancefeed.decode import decode_batch
+from lancefeed.labels import (
+    ClassMap,
+    collate_column,
+    column_by_position,
+    distinct_labels,
+    is_numeric_type,
+    is_string_list_type,
+    is_string_type,
+)
+from lancefeed.permutation import Permutation
+from lancefeed.pipeline import Pipeline
+from lancefeed.sampler import num_batches, plan_epoch, shard_length
+from lancefeed.staging import CpuStage, Normalize, NormalizeArg
+
+SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset, Permutation]
+_CHANNELS = {"RGB": 3, "L": 1}
+_ROW_PREFIX = re.compile(r"^(row|item|index) \d+: ")
+_STATE_KEYS = ("epoch", "batches_consumed", "seed")
+_TAKE_ROWS = 1024
+_TAKE_BYTES = 8 << 20
+
+
+@dataclass
+class _Progress:
+    """How far the latest iteration got; shared by the loader and its iterator."""
+
+    epoch: int
+    consumed: int
+    total: int
+
+
+class _BatchMaker:
+    """Everything the background thread needs to turn a take into a batch."""
+
+    def __init__(
+        self,
+        perm: Permutation,
+        image_column: str,
+        other_columns: List[str],
+        class_maps: Dict[str, ClassMap],
+        transform: Any,
+        mode: str,
+        num_threads: Optional[int],
+        on_error: str,
+        seed: int,
+        skipped: List[Tuple[int, str]],
+        preloaded: Dict[str, torch.Tensor],
+    ) -> None:
+        # Preloaded columns (the labels) are indexed by position; the take reads the rest.
+        self.preloaded = preloaded
+        self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
+        self.perm = perm
+        self.image_column = image_column
+        self.other_columns = other_columns
+        self.class_maps = class_maps
+        self.transform = transform
+        self.mode = mode
+        self.num_threads = num_threads
+        self.on_error = on_error
+        self.seed = seed
+        self.skipped = skipped
+        size = getattr(transform, "output_size", None) if transform is not None else None
+        channels = _CHANNELS.get(mode)
+        self.shape: Optional[Tuple[int, int, int]] = (
+            (int(size[0]), int(size[1]), channels) if size is not None and channels is not None else None
+        )
+
+    def take(self, positions: np.ndarray) -> pa.RecordBatch:
+        return self.take_perm.take_positions(positions)
+
+    def batches_per_take(self, batch_size: int) -> int:
+        """How many batches one take reads: enough for ~_TAKE_ROWS rows, at most
+        _TAKE_BYTES of encoded images (from Lance's column statistics), at least one."""
+        if batch_size >= _TAKE_ROWS or self.image_column in self.perm.blob_columns:
+            return 1
+        try:
+            ds = self.perm.dataset
+            ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
+            sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
+            per_row = sizes[ids[self.image_column]] / max(1, ds.count_rows())
+        except Exception:  # statistics are an optimization; without them read batch by batch
+            return 1
+        by_rows = -(-_TAKE_ROWS // batch_size)
+        by_bytes = int(_TAKE_BYTES // max(1.0, per_row * batch_size))
+        return max(1, min(by_rows, by_bytes))
+
+    def build(self, rows: pa.RecordBatch, positions: np.ndarray, epoch: int, stage: Any) -> Any:
+        n = rows.num_rows
+        handle = stage.buffer(n, self.shape) if self.shape is not None else None
+        out = None if handle is None else handle.array
+        images, info = decode_batch(
+            rows.column(self.image_column),
+            transform=self.transform,
+            mode=self.mode,
+            num_threads=self.num_threads,
+            out=out,
+            on_error="skip",
+            seed=self.seed,
+            epoch=epoch,
+            positions=positions,
+            return_info=True,
+        )
+        if info.errors:
+            row_ids = self.perm.row_ids[positions]
+            if self.on_error == "raise":
+                index, message = info.errors[0]
+                raise DecodeError(
+                    f"row {int(row_ids[index])} (position {int(positions[index])} of the loader's "
+                    f"permutation, epoch {epoch}), column {self.image_column!r}: "
+                    f"{_ROW_PREFIX.sub('', str(message))}"
+                )
+            self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
+            kept = np.asarray(info.kept, dtype=np.int64)
+            rows = rows.take(pa.array(kept))
+            positions = positions[kept]
+        row_ids = None
+        columns: Dict[str, Any] = {}
+        for name in self.other_columns:
+            if name in self.preloaded:
+                columns[name] = self.preloaded[name][torch.from_numpy(positions)]
+                continue
+            cmap = self.class_maps.get(name)
+            if row_ids is None:
+                row_ids = self.perm.row_ids[positions]
+            columns[name] = collate_column(rows.column(name), class_map=cmap, row_ids=row_ids)
+        return stage.finish(handle, images, columns)
+
+
+class _SamplerShim:
+    """``loader.sampler``: lets PyTorch Lightning call ``set_epoch`` as on a sampler."""
+
+    def __init__(self, loader: "DataLoader") -> None:
+        self._loader = weakref.ref(loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        loader = self._loader()
+        if loader is not None:
+            loader.set_epoch(epoch)
+
+
+class LoaderIterator:
+    """One pass over an epoch; ``close()`` (or dropping it) stops its threads.
+
+    As with torch's ``DataLoader``, the epoch is fixed by the first ``next()``, not by
+    ``iter()``: a ``set_epoch`` in between (PyTorch Lightning does exactly this) still
+    applies, and an iterator that is never advanced starts no thread and uses no epoch.
+
+    Example:
+        >>> it = iter(loader)  # doctest: +SKIP
+        >>> images, labels = next(it)  # doctest: +SKIP
+        >>> it.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, loader: "DataLoader", stage: Any) -> None:
+        self._loader = loader
+        self._stage = stage
+        self._pipeline: Optional[Pipeline[Any, Any, Any]] = None
+        self._progress: Optional[_Progress] = None
+        self._closed = False
+
+    def __iter__(self) -> "LoaderIterator":
+        return self
+
+    def __next__(self) -> Any:
+        if self._pipeline is None:
+            if self._closed:
+                raise StopIteration
+            self._pipeline, self._progress = self._loader._start(self._stage)
+        images, columns = self._stage.deliver(next(self._pipeline))
+        assert self._progress is not None
+        self._progress.consumed += 1
+        return self._loader._shape_output(images, columns)
+
+    def __len__(self) -> int:
+        return self._progress.total if self._progress is not None else len(self._loader)
+
+    def close(self) -> None:
+        """Stop the background threads now (also done when the iterator is dropped)."""
+        self._closed = True
+        if self._pipeline is not None:
+            self._pipeline.close()
+
+
+class DataLoader:
+    """Batches of decoded images (and their columns) from a Lance dataset.
+
+    ``source``: a URI, a ``lance.LanceDataset`` or a ``lancefeed.Permutation``.
+    Batches are ``(images, labels)`` (``output="tuple"``: the image column, then the
+    other selected columns in order; by default the ``label`` column when there is
+    one) or a dict with one entry per column (``output="dict"``; by default all
+    columns). Images are a uint8 NHWC tensor over the decoded buffer; with
+    ``normalize=(mean, std)`` (0..1 scale, per channel) float32 NCHW, normalized per
+    batch (``channels_last=True`` for channels_last memory). String labels become class
+    indices through ``classes`` (a list, or ``"auto"``/``None``: the sorted distinct
+    labels of the dataset, reported as ``loader.classes``); numeric labels pass through
+    as int64; list columns come as lists of tensors.
+
+    ``transform``: a lancefeed transform (``Resize``, ``RandomResizedCrop``, ...).
+    ``num_threads``: decode threads (default: the cores). ``io_threads``: concurrent
+    takes. ``prefetch``: ready batches kept ahead. ``on_error="skip"`` drops rows whose
+    image does not decode (listed in ``loader.skipped``) instead of raising
+    ``DecodeError`` naming the row. ``device="cuda"`` moves batches through a
+    :class:`lancefeed.CudaPrefetcher`.
+
+    Example:
+        >>> loader = DataLoader("imagenet.lance", 64, shuffle=True, seed=1,
+        ...                     transform=RandomResizedCrop(224),
+        ...                     normalize=((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))  # doctest: +SKIP
+        >>> images, labels = next(iter(loader))  # doctest: +SKIP
+        >>> images.shape, images.dtype, labels.dtype  # doctest: +SKIP
+        (torch.Size([64, 3, 224, 224]), torch.float32, torch.int64)
+    """
+
+    def __init__(
+        self,
+        source: SourceLike,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        image_column: str = "image",
+        label_column: Optional[str] = "label",
+        columns: Optional[Sequence[str]] = None,
+        transform: Any = None,
+        classes: Union[None, str, Sequence[str]] = None,
+        mode: str = "RGB",
+        num_threads: Optional[int] = None,
+        io_threads: int = 1,
+        prefetch: int = 2,
+        on_error: str = "raise",
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        device: Union[None, str, torch.device] = None,
+        normalize: Optional[NormalizeArg] = None,
+        channels_last: bool = False,
+        output: str = "tuple",
+        version: Union[None, int, str] = None,
+        storage_options: Optional[Dict[str, str]] = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if output not in ("tuple", "dict"):
+            raise ValueError(f"output must be 'tuple' or 'dict', got {output!r}")
+        if int(prefetch) < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch!r}")
+        if int(io_threads) < 1:
+            raise ValueError(f"io_threads must be at least 1, got {io_threads!r}")
+
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.output = output
+        self.prefetch = int(prefetch)
+        self.io_threads = int(io_threads)
+        self.on_error = on_error
+        self.image_column = image_column
+        self.rank, self.world_size = _resolve_rank(rank, world_size)
+        self.device = _resolve_device(device)
+
+        perm = _as_permutation(source, version, storage_options)
+        self.columns = _resolve_columns(perm, image_column, label_column, columns, output)
+        self.permutation = perm.select_columns(self.columns)
+        self.dataset = self.permutation  # what torch and Lightning look for on a loader
+        self.label_column = label_column if label_column in self.columns and label_column != image_column else None
+        _check_image_column(self.permutation.schema, image_column)
+
+        class_maps: Dict[str, ClassMap] = {}
+        self.classes: Optional[List[str]] = None
+        if self.label_column is not None:
+            ltype = self.permutation.schema.field(self.label_column).type
+            if is_string_type(ltype) or is_string_list_type(ltype):
+                if classes is None or (isinstance(classes, str) and classes == "auto"):
+                    names = distinct_labels(self.permutation.dataset, self.label_column)
+                elif isinstance(classes, str):
+                    raise ValueError(f"classes must be a list of class names or 'auto', got {classes!r}")
+                else:
+                    names = list(classes)
+                class_maps[self.label_column] = ClassMap(names)
+                self.classes = class_maps[self.label_column].classes
+            elif classes is not None:
+                raise ValueError(
+                    f"classes= maps string labels to indices, but column {self.label_column!r} is {ltype}; "
+                    "numeric labels pass through as they are: leave classes=None"
+                )
+        elif classes is not None:
+            raise ValueError(
+                f"classes= was given but there is no label column to map (label_column={label_column!r}, "
+                f"columns {self.columns})"
+            )
+        self.class_to_idx: Optional[Dict[str, int]] = (
+            None if self.classes is None else {c: i for i, c in enumerate(self.classes)}
+        )
+
+        channels = _CHANNELS.get(mode)
+        if channels is None:
+            raise ValueError(f"mode must be one of {sorted(_CHANNELS)}, got {mode!r}")
+        self.normalize = Normalize.of(normalize, channels, channels_last)
+        self.transform = transform
+        self.mode = mode
+        self.num_threads = num_threads
+        self.skipped: List[Tuple[int, str]] = []
+        preloaded = _preload_labels(self.permutation, self.label_column, class_maps)
+        self._maker = _BatchMaker(
+            self.permutation,
+            image_column,
+            [c for c in self.columns if c != image_column],
+            class_maps,
+            transform,
+            mode,
+            num_threads,
+            on_error,
+            self.seed,
+            self.skipped,
+            preloaded,
+        )
+        self.sampler = _SamplerShim(self)
+        self.batch_sampler = None  # Lightning reads it next to .sampler
+        self._next: Optional[Tuple[int, int]] = (0, 0)
+        self._progress: Optional[_Progress] = None
+        self._prefetcher: Any = None
+
+    # -- sizes and epochs ---------------------------------------------------------
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank reads each epoch (before any ``drop_last``)."""
+        return shard_length(len(self.permutation), self.world_size)
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next iteration (or of the running one, when none is set)."""
+        if self._next is not None:
+            return self._next[0]
+        assert self._progress is not None
+        return self._progress.epoch + 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration (as ``DistributedSampler.set_epoch``).
+
+        Setting the epoch a loaded state resumes in keeps the resume point.
+
+        Example:
+            >>> for epoch in range(3):  # doctest: +SKIP
+            ...     loader.set_epoch(epoch)
+            ...     for images, labels in loader: ...
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        if self._next is not None and self._next[0] == epoch:
+            return
+        self._next = (int(epoch), 0)
+
+    # -- resume -------------------------------------------------------------------
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the loader stands: epoch, seed and batches handed out in that epoch.
+
+        Example:
+            >>> state = loader.state_dict()  # doctest: +SKIP
+            >>> fresh = DataLoader(uri, 64, shuffle=True); fresh.load_state_dict(state)  # doctest: +SKIP
+        """
+        if self._next is not None:
+            epoch, consumed = self._next
+        else:
+            assert self._progress is not None
+            epoch, consumed = self._progress.epoch, self._progress.consumed
+        return {
+            "epoch": epoch,
+            "batches_consumed": consumed,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "world_size": self.world_size,
+            "num_samples": len(self.permutation),
+            "dataset_version": self.permutation.version,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from ``state`` (see :meth:`state_dict`) at the next iteration.
+
+        The seed is taken from the state; a different batch size, shuffle, drop_last,
+        world size or number of samples would give other batches, and raises.
+        """
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"not a lancefeed DataLoader state: missing {missing}; got keys {sorted(state)}")
+        mine = self.state_dict()
+        for key in ("batch_size", "shuffle", "drop_last", "world_size", "num_samples"):
+            if key in state and state[key] != mine[key]:
+                raise ValueError(
+                    f"cannot resume: the state was saved with {key}={state[key]!r} but this loader has "
+                    f"{key}={mine[key]!r}; the batches would differ"
+                )
+        epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+        if consumed < 0 or epoch < 0:
+            raise ValueError(f"bad state: epoch={epoch}, batches_consumed={consumed}")
+        self.seed = int(state["seed"])
+        self._maker.seed = self.seed
+        self._next = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
+
+    # -- iteration ----------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.device is not None and self.device.type != "cpu":
+            if self._prefetcher is None:  # one side stream for the loader's life
+                from lancefeed.cuda import CudaPrefetcher
+
+                self._prefetcher = CudaPrefetcher(self, device=self.device)
+            return iter(self._prefetcher)
+        return self._iterate(CpuStage(self.normalize))
+
+    def _iterate(self, stage: Any) -> LoaderIterator:
+        """An iterator over the next epoch, delivering through ``stage``; starts lazily."""
+        return LoaderIterator(self, stage)
+
+    def _start(self, stage: Any) -> Tuple[Pipeline[Any, Any, Any], _Progress]:
+        """Fix the epoch and resume point, and start its pipeline."""
+        if self._next is not None:
+            epoch, start = self._next
+        else:
+            assert self._progress is not None
+            epoch, start = self._progress.epoch + 1, 0
+        plan = plan_epoch(
+            len(self.permutation),
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+            start_batch=start,
+        )
+        self._next = None
+        progress = _Progress(epoch, start, len(plan))
+        self._progress = progress
+        maker = self._maker
+
+        # One take feeds `group` consecutive batches: Lance's cost per row drops with
+        # bigger takes (small images), while a take stays under _TAKE_BYTES.
+        group = maker.batches_per_take(self.batch_size)
+        keys = [range(k, min(k + group, len(plan))) for k in range(start, len(plan), group)]
+
+        def fetch(batches: range) -> Tuple[pa.RecordBatch, List[np.ndarray]]:
+            parts = [plan.batch(k) for k in batches]
+            positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return maker.take(positions), parts
+
+        def process(batches: range, fetched: Tuple[pa.RecordBatch, List[np.ndarray]]) -> Iterator[Any]:
+            rows, parts = fetched
+            offset = 0
+            for positions in parts:
+                yield maker.build(rows.slice(offset, len(positions)), positions, epoch, stage)
+                offset += len(positions)
+
+        pipeline = Pipeline(
+            keys,
+            fetch,
+            process,
+            prefetch=self.prefetch,
+            io_threads=self.io_threads,
+            depth=self.prefetch + self.io_threads,
+        )
+        return pipeline, progress
+
+    def _shape_output(self, images: Any, columns: Dict[str, Any]) -> Any:
+        if self.output == "tuple":
+            return (images, *(columns[c] for c in self.columns if c != self.image_column))
+        return {c: images if c == self.image_column else columns[c] for c in self.columns}
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader({self.permutation.uri!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
+        )
+
+
+def _preload_labels(
+    perm: Permutation, label_column: Optional[str], class_maps: Dict[str, ClassMap]
+) -> Dict[str, torch.Tensor]:
+    """The label of every position as one int64 tensor, checked now (a label missing
+    from ``classes`` fails at construction, naming its row), or nothing when the labels
+    cannot be scanned (then each batch takes them with its images)."""
+    if label_column is None:
+        return {}
+    ltype = perm.schema.field(label_column).type
+    if not (is_numeric_type(ltype) or (is_string_type(ltype) and label_column in class_maps)):
+        return {}  # lists of labels (COCO categories) are read with each batch
+    values = column_by_position(perm.dataset, perm.row_ids, label_column)
+    if values is None:
+        return {}
+    return {label_column: collate_column(values, class_map=class_maps.get(label_column), row_ids=perm.row_ids)}
+
+
+def _as_permutation(
+    source: SourceLike, version: Union[None, int, str], storage_options: Optional[Dict[str, str]]
+) -> Permutation:
+    if isinstance(source, Permutation):
+        if version is not None:
+            raise ValueError("version= applies to a URI or a LanceDataset; a Permutation is already pinned")
+        return source
+    if isinstance(source, (str, os.PathLike, lance.LanceDataset)):
+        return Permutation.identity(source, version=version, storage_options=storage_options)
+    raise TypeError(
+        f"source must be a URI, a lance.LanceDataset or a lancefeed.Permutation, got {type(source).__name__}"
+    )
+
+
+def _resolve_columns(
+    perm: Permutation,
+    image_column: str,
+    label_column: Optional[str],
+    columns: Optional[Sequence[str]],
+    output: str,
+) -> List[str]:
+    available = perm.columns
+    if isinstance(columns, str):
+        columns = [columns]
+    if columns is None:
+        if output == "dict":
+            chosen = list(available)
+        else:
+            has_label = label_column and label_column != image_column and label_column in available
+            chosen = [image_column] + ([label_column] if has_label else [])
+    else:
+        chosen = list(columns)
+        if image_column not in chosen:
+            chosen.insert(0, image_column)
+    dupes = sorted({c for c in chosen if chosen.count(c) > 1})
+    if dupes:
+        raise ValueError(f"columns must be distinct; repeated: {dupes}")
+    missing = [c for c in chosen if c not in available]
+    if missing:
+        what = "image column" if missing == [image_column] else "columns"
+        raise ValueError(f"{what} {missing} not in the dataset; available columns: {available}")
+    return chosen
+
+
+def _check_image_column(schema: pa.Schema, image_column: str) -> None:
+    t = schema.field(image_column).type
+    if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)):
+        raise ValueError(
+            f"image column {image_column!r} is {t}; expected binary (the encoded image files). "
+            "Pass image_column= to name the column that holds them"
+        )
+
+
+def _resolve_rank(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
+    if rank is None and world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank()), int(dist.get_world_size())
+        return 0, 1
+    if rank is None or world_size is None:
+        raise ValueError(
+            f"pass both rank and world_size (got rank={rank!r}, world_size={world_size!r}), "
+            "or neither to take them from torch.distributed"
+        )
+    if int(world_size) < 1 or not 0 <= int(rank) < int(world_size):
+        raise ValueError(f"rank must be in 0..world_size-1 and world_size >= 1, got rank={rank}, world_size={world_size}")
+    return int(rank), int(world_size)
+
+
+def _resolve_device(device: Union[None, str, torch.device]) -> Optional[torch.device]:
+    if device is None:
+        return None
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={str(device)!r} but CUDA is not available (torch {torch.__version__}, "
+            f"built with CUDA {torch.version.cuda}, no GPU visible); use device=None for CPU tensors"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be None, 'cpu' or 'cuda[:N]', got {str(device)!r}")
+    return dev
+

@@ -1,0 +1,129 @@
+"""Where decoded images go: the buffer the core decodes into, and what the loop receives.
+
+A *stage* sits at the end of the loader's pipeline. In the background thread it may
+lend a buffer to decode into (``buffer``) and turns a decoded uint8 NHWC batch into a
+*ready* item (``finish``); in the training loop's thread it hands the ready item over
+(``deliver``). :class:`CpuStage` keeps batches on the CPU; the CUDA prefetcher
+(``lancefeed.cuda``) is the other stage.
+
+Normalizing is one vectorized pass over the whole batch (not per image), the same
+math on the CPU and the GPU: ``(x / 255 - mean) / std`` with ``mean``/``std`` on the
+0..1 scale as in torchvision, giving float32 NCHW (or NCHW with channels_last memory).
+
+Example:
+    >>> import torch
+    >>> x = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
+    >>> normalize_batch(x, Normalize.of(((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), 3)).shape
+    torch.Size([1, 3, 2, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+Number = Union[int, float]
+NormalizeArg = Tuple[Union[Number, Sequence[Number]], Union[Number, Sequence[Number]]]
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """Per-channel ``mean`` and ``std`` on the 0..1 scale, checked against the channel count."""
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    channels_last: bool = False
+
+    @classmethod
+    def of(cls, value: Optional[NormalizeArg], channels: Optional[int], channels_last: bool = False) -> Optional["Normalize"]:
+        """Validate a user's ``normalize=(mean, std)``; ``None`` stays ``None``.
+
+        Example:
+            >>> Normalize.of((0.5, 0.25), 3).std
+            (0.25, 0.25, 0.25)
+        """
+        if value is None:
+            return None
+        try:
+            mean, std = value
+        except (TypeError, ValueError):
+            raise ValueError(f"normalize must be a pair (mean, std), got {value!r}") from None
+        m, s = _per_channel("mean", mean, channels), _per_channel("std", std, channels)
+        if len(m) != len(s):
+            raise ValueError(f"normalize: mean has {len(m)} values and std {len(s)}; expected one per channel")
+        if any(v == 0 for v in s):
+            raise ValueError(f"normalize: std must not be 0, got {s}")
+        return cls(m, s, channels_last)
+
+    def coefficients(self, channels: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``scale`` and ``shift`` of shape (1, C, 1, 1) with ``x * scale - shift`` the result."""
+        mean = self.mean * channels if len(self.mean) == 1 else self.mean
+        std = self.std * channels if len(self.std) == 1 else self.std
+        if len(mean) != channels:
+            raise ValueError(f"normalize has {len(mean)} values per statistic but the images have {channels} channels")
+        m = torch.tensor(mean, dtype=torch.float64)
+        s = torch.tensor(std, dtype=torch.float64)
+        scale = (1.0 / (255.0 * s)).to(torch.float32).reshape(1, channels, 1, 1)
+        shift = (m / s).to(torch.float32).reshape(1, channels, 1, 1)
+        return scale.to(device), shift.to(device)
+
+
+def _per_channel(name: str, value: Any, channels: Optional[int]) -> Tuple[float, ...]:
+    vals = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if channels is not None and len(vals) not in (1, channels):
+        raise ValueError(f"normalize: {name} has {len(vals)} values, expected 1 or {channels} (one per channel)")
+    if channels is not None and len(vals) == 1:
+        vals = vals * channels
+    return vals
+
+
+def normalize_batch(
+    images: torch.Tensor, norm: Normalize, coefficients: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW ``(x/255 - mean)/std``, in one pass plus one in place.
+
+    The layout change is free in the first pass: the NCHW view of NHWC memory is
+    already channels_last; ``channels_last=False`` writes contiguous NCHW instead.
+
+    Example:
+        >>> x = torch.zeros((2, 4, 4, 1), dtype=torch.uint8)
+        >>> normalize_batch(x, Normalize.of((0.5, 0.5), 1)).unique().tolist()
+        [-1.0]
+    """
+    n, h, w, c = images.shape
+    scale, shift = coefficients if coefficients is not None else norm.coefficients(c, images.device)
+    fmt = torch.channels_last if norm.channels_last else torch.contiguous_format
+    out = torch.empty((n, c, h, w), dtype=torch.float32, device=images.device, memory_format=fmt)
+    torch.mul(images.permute(0, 3, 1, 2), scale, out=out)
+    return out.sub_(shift)
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A numpy batch as a tensor over the same memory (no copy)."""
+    return torch.from_numpy(array)
+
+
+class CpuStage:
+    """Batches stay on the CPU: the core allocates each batch, the tensor shares it.
+
+    Fresh memory per batch rather than a reused ring, because a training loop may keep
+    a batch (or a view of it) past the next ``next()``.
+    """
+
+    def __init__(self, normalize: Optional[Normalize] = None) -> None:
+        self.normalize = normalize
+
+    def buffer(self, n: int, shape: Tuple[int, int, int]) -> None:
+        return None
+
+    def finish(self, handle: None, images: np.ndarray, columns: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        t = to_tensor(images)
+        if self.normalize is not None:
+            t = normalize_batch(t, self.normalize)
+        return t, columns
+
+    def deliver(self, ready: Tuple[torch.Tensor, Dict[str, Any]]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        return ready
