@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 import lancefeed
 from lancefeed.bench import run_loader
 from lancefeed.bench_data import synthetic_image, write_imagefolder
-from lancefeed.bench_transforms import make_plan, output_side, pillow_transform
+from lancefeed.bench_transforms import lancefeed_transform, make_plan, output_side, pillow_transform
 from lancefeed.cli import main
 
 
@@ -42,6 +43,19 @@ def test_pillow_transforms_match_torchvision_geometry() -> None:
     # CenterCrop takes the middle: a crop of the crop-sized image is the image itself.
     small = img.resize((32, 32))
     assert pillow_transform([("center_crop", 32)])(small).tobytes() == small.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["eval", "none"])
+def test_baselines_do_the_same_work_as_lancefeed(kind: str) -> None:
+    # The Pillow transforms and lancefeed's give (almost) the same pixels, so the
+    # benchmark compares loaders doing the same work.
+    buf = io.BytesIO()
+    synthetic_image(np.random.default_rng(1), 500, 375).save(buf, "JPEG", quality=90)
+    plan = make_plan(kind, 224)
+    ours = lancefeed.decode_batch([buf.getvalue()], transform=lancefeed_transform(plan))[0]
+    pil = np.asarray(pillow_transform(plan)(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    assert ours.shape == pil.shape == (224, 224, 3)
+    assert np.abs(ours.astype(int) - pil.astype(int)).mean() < 1.0
 
 
 def test_generated_images_look_like_photos(tmp_path: Path) -> None:
@@ -114,11 +128,30 @@ def test_bench_on_a_dataset_with_limit_and_timeout(tmp_path: Path) -> None:
         timeout=20,
         stall_timeout=1,
         out=tmp_path / "out",
+        repeat=3,
         progress=False,
     )
     ok, hung = report.results
     assert (ok.loader, ok.status, ok.images) == ("lance-torch-pillow", "ok", 16)
+    assert len(ok.runs) == 3 and sorted(ok.runs)[1] == ok.images_per_s  # the median run is kept
+    assert len(hung.runs) == 1  # a loader that hangs is not tried again
     assert ok.ratio is None  # no lancefeed run to compare with
     assert (hung.loader, hung.status) == ("_sleep", "timeout")
     assert report.settings["plans"] == {"small": "Resize((32, 32))"}
     assert "timeout" in (tmp_path / "out" / "table.txt").read_text()
+
+
+def test_bench_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--loaders", "lancefeed,torchvision", "--out", str(tmp_path)]) == 1
+    assert "unknown loader 'torchvision'" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "missing.lance"), "--out", str(tmp_path)]) == 1
+    assert "missing.lance: no Lance dataset there" in capsys.readouterr().err
+
+
+def test_failure_messages_name_the_signal_or_the_exception() -> None:
+    from lancefeed.bench import _failure_message
+
+    assert _failure_message(-11, "") == "killed by SIGSEGV"
+    stderr = "Traceback (most recent call last):\nRuntimeError: worker died\n  warnings.warn(\n"
+    assert _failure_message(1, stderr) == "RuntimeError: worker died"
+    assert _failure_message(2, "") == "exit status 2"

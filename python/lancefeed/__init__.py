@@ -38,11 +38,13 @@ _LAZY = {
     "CudaPrefetcher": "lancefeed.cuda",
     "ingest_folder": "lancefeed.ingest",
     "ingest_coco": "lancefeed.ingest",
+    "IngestSummary": "lancefeed.ingest",
+    "IngestError": "lancefeed.ingest",
 }
 
 if TYPE_CHECKING:
     from lancefeed.cuda import CudaPrefetcher
-    from lancefeed.ingest import ingest_coco, ingest_folder
+    from lancefeed.ingest import IngestError, IngestSummary, ingest_coco, ingest_folder
     from lancefeed.loader import DataLoader
     from lancefeed.permutation import Permutation, PermutationBuilder, Permutations, permutation_builder
     from lancefeed.source import open_source
@@ -68,6 +70,8 @@ __all__ = [
     "CudaPrefetcher",
     "DataLoader",
     "DecodeError",
+    "IngestError",
+    "IngestSummary",
     "Permutation",
     "PermutationBuilder",
     "Permutations",

@@ -1,0 +1,179 @@
+"""The ``lancefeed`` command: ``ingest folder``, ``ingest coco`` and ``bench``.
+
+Example:
+    $ lancefeed ingest folder cifar10/ cifar10.lance
+    $ lancefeed ingest coco annotations/instances_val2017.json val2017/ coco-val.lance
+    $ lancefeed bench                      # built-in generated datasets
+    $ lancefeed bench cifar10.lance imagenet.lance --transform eval --limit 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_ingest_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable or non-image file")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every image fully (also catches truncated files; slower)",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    mode.add_argument("--append", action="store_true", help="add rows to an existing OUT")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="rows per written batch (256)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="reader threads (default: cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lancefeed`` command."""
+    parser = argparse.ArgumentParser(
+        prog="lancefeed", description="Feed image training data from Lance datasets to PyTorch."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ingest,bench}")
+
+    ingest = sub.add_parser("ingest", help="write image files to a Lance dataset")
+    isub = ingest.add_subparsers(dest="source", required=True, metavar="{folder,coco}")
+    folder = isub.add_parser(
+        "folder",
+        help="an ImageFolder tree: ROOT/<label>/* or ROOT/<split>/<label>/*",
+        description="Columns: image, filename, label, split, width, height.",
+    )
+    folder.add_argument("root", help="the folder to read")
+    folder.add_argument("out", help="the Lance dataset to write")
+    _add_ingest_options(folder)
+    coco = isub.add_parser(
+        "coco",
+        help="a COCO annotation file and its image folder",
+        description="Columns: image, image_id, filename, width, height, boxes, categories.",
+    )
+    coco.add_argument("annotations", help="the COCO annotation JSON file")
+    coco.add_argument("images_dir", help="the folder the file_name entries are relative to")
+    coco.add_argument("out", help="the Lance dataset to write")
+    _add_ingest_options(coco)
+
+    from lancefeed.bench_transforms import TRANSFORMS
+    from lancefeed.bench_worker import LOADERS
+
+    loaders = "\n".join(
+        f"  {k:<21}{v.format(workers='N', threads='N', pillow='Pillow')}" for k, v in LOADERS.items()
+    )
+    bench = sub.add_parser(
+        "bench",
+        help="compare lancefeed with other loaders",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Without a URI, generates an ImageNet-like and a CIFAR-like dataset in a temporary\n"
+            "folder and benchmarks every loader on both (N: --workers / --threads, the cores).\n"
+            "Loaders:\n" + loaders
+        ),
+    )
+    opt = bench.add_argument
+    opt("uri", nargs="*", default=[], help="Lance datasets with an 'image' column (default: built-in)")
+    opt("--transform", choices=TRANSFORMS, default="train", help="(default: train)")
+    opt("--batch-size", type=_positive_int, default=None, help="(default: 64, 256 for small images)")
+    opt("--limit", type=_positive_int, default=None, help="images per loader (default: all)")
+    opt("--timeout", type=_positive_float, default=120.0, help="seconds per loader (120)")
+    opt("--stall-timeout", type=_positive_float, default=30.0, help="seconds without a batch before a kill (30)")
+    opt("--workers", type=_non_negative_int, default=None, help="DataLoader workers of the baselines (cores)")
+    opt("--threads", type=_positive_int, default=None, help="lancefeed decode threads (cores)")
+    opt("--loaders", default=None, help="comma-separated subset of: " + ",".join(LOADERS) + " (default: all)")
+    opt("--out", default="bench-out", help="folder for table, JSON, CSV and chart (./bench-out)")
+    opt("--repeat", type=_positive_int, default=1, help="runs per loader; the median is kept (1)")
+    opt("--tiny", action="store_true", help="a very small default dataset (a smoke test)")
+    opt("--quiet", action="store_true", help="only print the table")
+    return parser
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from lancefeed.ingest import IngestError, ingest_coco, ingest_folder
+
+    mode = "overwrite" if args.overwrite else "append" if args.append else "create"
+    common = dict(
+        strict=args.strict,
+        batch_size=args.batch_size,
+        num_threads=args.threads,
+        mode=mode,
+        progress=not args.no_progress,
+        verify=args.verify,
+    )
+    try:
+        if args.source == "folder":
+            summary = ingest_folder(args.root, args.out, **common)
+        else:
+            summary = ingest_coco(args.annotations, args.images_dir, args.out, **common)
+    except (IngestError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"lancefeed: error: {exc}", file=sys.stderr)
+        return 1
+    for path, reason in summary.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{summary} in {summary.seconds:.1f} s")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from lancefeed.bench import run_bench
+
+    loaders = [s.strip() for s in args.loaders.split(",") if s.strip()] if args.loaders else None
+    try:
+        report = run_bench(
+            args.uri or None,
+            transform=args.transform,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            timeout=args.timeout,
+            stall_timeout=args.stall_timeout,
+            workers=args.workers,
+            threads=args.threads,
+            loaders=loaders,
+            out=args.out,
+            tiny=args.tiny,
+            repeat=args.repeat,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lancefeed: error: {exc}", file=sys.stderr)
+        return 1
+    print(report.table())
+    if not args.quiet:
+        for dataset, plan in report.settings["plans"].items():
+            print(f"{dataset}: {plan}")
+        print(f"wrote {args.out}/table.txt, results.json, results.csv, results.md, bench.png")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lancefeed`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "ingest":
+        return _ingest(args)
+    return _bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
