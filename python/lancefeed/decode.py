@@ -59,7 +59,7 @@ def decode_batch(
     epoch: int = 0,
     positions: Sequence[int] | np.ndarray | None = None,
     max_pixels: int | None = None,
-    dct_scaling: bool = True,
+    fast: bool = True,
     decode_crop: bool = True,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
@@ -82,10 +82,14 @@ def decode_batch(
     ``"skip"`` drops bad rows (see ``return_info``). ``max_pixels`` refuses images over
     that many pixels from their header (default: Pillow's decompression-bomb error
     threshold, 178,956,970). Random transforms draw from (``seed``, ``epoch``,
-    ``positions[i]``); ``positions`` defaults to 0..N-1. ``dct_scaling=False`` decodes
-    JPEGs at full scale before resizing (slower; closest to Pillow), and
-    ``decode_crop=False`` decodes whole JPEGs rather than only the crop's region; both
-    are there to measure what they buy.
+    ``positions[i]``); ``positions`` defaults to 0..N-1.
+
+    ``fast`` (default True): where an image is resized anyway, a JPEG is decoded at the
+    smallest DCT scale (1/8, 1/4, 1/2) that keeps the crop at least the output size, with
+    libjpeg-turbo's fast integer IDCT and plain chroma upsampling. ``fast=False`` decodes
+    exactly as Pillow before the resize (slower). ``decode_crop=False`` decodes whole
+    JPEGs rather than only the crop's rows and columns. Unresized images are always
+    decoded exactly.
 
     With ``return_info=True`` the result is ``(array, BatchInfo)``.
 
@@ -120,7 +124,7 @@ def decode_batch(
         epoch=int(epoch),
         positions=pos,
         max_pixels=max_pixels,
-        dct_scaling=dct_scaling,
+        fast=fast,
         decode_crop=decode_crop,
     )
     array = out[: len(kept)] if out is not None else pixels

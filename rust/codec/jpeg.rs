@@ -96,6 +96,13 @@ impl Decompressor {
         unsafe { raw::tj3Get(self.handle, param as i32) }
     }
 
+    fn set(&mut self, param: raw::TJPARAM, value: i32) -> Result<()> {
+        if unsafe { raw::tj3Set(self.handle, param as i32, value) } != 0 {
+            return Err(self.error("JPEG decoder setting"));
+        }
+        Ok(())
+    }
+
     pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader> {
         if unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) } != 0 {
             return Err(self.error("corrupt JPEG header"));
@@ -119,7 +126,7 @@ impl Decompressor {
     pub fn decode(&mut self, data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
         let h = self.header(data)?;
         let region = req.region;
-        let scalable = req.dct_scaling && !h.lossless;
+        let scalable = req.fast && !h.lossless;
         let num = if scalable { dct_scale(region.width(), region.height(), req.min_width, req.min_height) } else { 8 };
         let (sw, sh) = (scaled(h.width, num), scaled(h.height, num));
         let (kx, ky) = (sw as f64 / h.width as f64, sh as f64 / h.height as f64);
@@ -147,6 +154,11 @@ impl Decompressor {
             None => (0, 0, sw, sh),
         };
 
+        // Where the image is resized anyway, trade bit-exactness for speed: the fast
+        // integer IDCT and plain chroma upsampling (both SIMD in libjpeg-turbo).
+        let fast = i32::from(req.fast);
+        self.set(raw::TJPARAM_TJPARAM_FASTDCT, fast)?;
+        self.set(raw::TJPARAM_TJPARAM_FASTUPSAMPLE, fast)?;
         unsafe {
             if raw::tj3SetScalingFactor(self.handle, reduced(num)) != 0 {
                 return Err(self.error("JPEG scaling"));
@@ -166,8 +178,12 @@ impl Decompressor {
             (raw::TJPF_TJPF_RGB, 3)
         };
         let pixels = dw as usize * dh as usize;
-        out.clear();
-        out.resize(pixels * bpp, 0);
+        // The scratch buffer is reused across images: grow it, never re-zero it (the
+        // decoder writes every byte of the region).
+        if out.len() < pixels * bpp {
+            out.resize(pixels * bpp, 0);
+        }
+        out.truncate(pixels * bpp);
         self.decompress_into(data, out, dw as usize * bpp, format)?;
 
         let want = req.channels.count();
@@ -199,6 +215,8 @@ impl Decompressor {
         if cmyk || (channels == Channels::Gray && !gray_src) {
             return Ok(false);
         }
+        self.set(raw::TJPARAM_TJPARAM_FASTDCT, 0)?;
+        self.set(raw::TJPARAM_TJPARAM_FASTUPSAMPLE, 0)?;
         unsafe {
             raw::tj3SetScalingFactor(self.handle, raw::tjscalingfactor { num: 1, denom: 1 });
             raw::tj3SetCroppingRegion(self.handle, UNCROPPED);
