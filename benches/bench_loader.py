@@ -29,72 +29,23 @@ import io
 import json
 import os
 import random
-import shutil
-import tarfile
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import lance
 import numpy as np
-import pyarrow as pa
 import torch
 
 import lancefeed
 from lancefeed.bench_transforms import pil_hflip, pil_random_resized_crop, pil_resize
 from lancefeed.sampler import plan_epoch
 
+sys.path.insert(0, str(Path(__file__).parent))
+import data  # noqa: E402  (benches/data.py: the reference archives)
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-
-
-# -- datasets -----------------------------------------------------------------------
-
-
-def _write(rows: List[Tuple[bytes, str, str, str]], uri: Path) -> None:
-    table = pa.table(
-        {
-            "image": pa.array([r[0] for r in rows], pa.binary()),
-            "filename": pa.array([r[1] for r in rows]),
-            "label": pa.array([r[2] for r in rows]),
-            "split": pa.array([r[3] for r in rows]),
-        }
-    )
-    tmp = uri.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
-    lance.write_dataset(table, str(tmp))
-    os.replace(tmp, uri)
-
-
-def cifar_train(data: Path, cache: Path) -> Path:
-    """CIFAR-10 train as Lance, rows in label/file order (the ImageFolder order)."""
-    uri = cache / "cifar10-train.lance"
-    if not uri.exists():
-        rows = []
-        with tarfile.open(data / "cifar10-jpeg.tar.gz") as tar:
-            for m in tar:
-                parts = Path(m.name).parts
-                if m.isfile() and m.name.endswith(".jpg") and "train" in parts:
-                    i = parts.index("train")
-                    rows.append((tar.extractfile(m).read(), "/".join(parts[i:]), parts[i + 1], "train"))
-        rows.sort(key=lambda r: r[1])
-        _write(rows, uri)
-    return uri
-
-
-def imagenet_sample(data: Path, cache: Path) -> Path:
-    """The ImageNet sample as Lance; the label is the file's WordNet id."""
-    uri = cache / "imagenet-sample.lance"
-    if not uri.exists():
-        rows = []
-        with tarfile.open(data / "imagenet-sample-1000.tar") as tar:
-            for m in tar:
-                name = Path(m.name).name
-                if m.isfile() and name.lower().endswith((".jpeg", ".jpg")):
-                    rows.append((tar.extractfile(m).read(), name, name.split("_")[0], "train"))
-        rows.sort(key=lambda r: r[1])
-        _write(rows, uri)
-    return uri
 
 
 # -- loaders --------------------------------------------------------------------------
@@ -260,7 +211,7 @@ def report(r: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=DATA, help="folder with the reference tarballs")
+    p.add_argument("--data", type=Path, default=data.DATA, help="folder with the reference tarballs")
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("LANCEFEED_BENCH_CACHE", REPO / "target" / "bench-cache")))
     p.add_argument("--only", choices=["cifar10", "imagenet"], action="append")
     p.add_argument("--seeds-subset", type=int, default=3000, help="CIFAR-10 images timed through the seeds' loader")
@@ -273,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.only or ["cifar10", "imagenet"]:
-        uri = cifar_train(args.data, args.cache) if name == "cifar10" else imagenet_sample(args.data, args.cache)
+        uri = data.lance_dataset("cifar10-train" if name == "cifar10" else "imagenet-sample", args.cache, args.data)
         r = bench(name, uri, args)
         print(report(r), flush=True)
         results.append(r)
