@@ -106,7 +106,7 @@ def main() -> int:
         f"ImageNet sample, {n} JPEGs -> (224, 224)",
         [
             ("lancefeed.decode_batch", rate(lancefeed_run(arr, size=(224, 224)), n, args.repeat)),
-            ("lancefeed.decode_batch, fast=False (exact decode)", rate(lancefeed_run(arr, size=(224, 224), fast=False), n, args.repeat)),
+            ("lancefeed.decode_batch, no DCT scaling", rate(lancefeed_run(arr, size=(224, 224), dct_scaling=False), n, args.repeat)),
             ("simplejpeg full decode, 1 thread", sj_full),
             ("simplejpeg decode + Pillow resize, 1 thread", rate(simplejpeg_loop(inet, (224, 224)), n, args.repeat)),
             ("Pillow decode + resize, 1 thread", rate(pillow_loop(inet, (224, 224)), n, args.repeat)),
@@ -121,10 +121,10 @@ def main() -> int:
         f"ImageNet sample, {n} JPEGs, fused transforms",
         [
             ("train: RandomResizedCrop(224) + flip", rate(lancefeed_run(arr, transform=train), n, args.repeat)),
-            ("train, crop region only (fast=False)", rate(lancefeed_run(arr, transform=train, fast=False), n, args.repeat)),
-            ("train, full decode then crop+resize", rate(lancefeed_run(arr, transform=train, fast=False, decode_crop=False), n, args.repeat)),
+            ("train, crop region only (no DCT scaling)", rate(lancefeed_run(arr, transform=train, dct_scaling=False), n, args.repeat)),
+            ("train, full decode then crop+resize", rate(lancefeed_run(arr, transform=train, dct_scaling=False, decode_crop=False), n, args.repeat)),
             ("eval: Resize(256) + CenterCrop(224)", rate(lancefeed_run(arr, transform=evalt), n, args.repeat)),
-            ("eval, full decode then crop+resize", rate(lancefeed_run(arr, transform=evalt, fast=False, decode_crop=False), n, args.repeat)),
+            ("eval, full decode then crop+resize", rate(lancefeed_run(arr, transform=evalt, dct_scaling=False, decode_crop=False), n, args.repeat)),
             ("simplejpeg full decode, 1 thread", sj_full),
         ],
         "simplejpeg full decode, 1 thread",

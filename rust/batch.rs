@@ -19,7 +19,7 @@ pub struct Config {
     pub epoch: u64,
     pub max_pixels: u64,
     pub skip_errors: bool,
-    pub fast: bool,
+    pub dct_scaling: bool,
     pub decode_crop: bool,
     pub threads: usize,
 }
@@ -106,7 +106,7 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     if !(direct && jpeg::with_decoder(|d| d.decode_full_into(job.blob, slot, cfg.channels)).map_err(|e| e.0)?) {
         SCRATCH.with(|scratch| -> Result<(), String> {
             let mut scratch = scratch.borrow_mut();
-            let req = Request { region: clip, min_width: dw, min_height: dh, fast: cfg.fast, crop: cfg.decode_crop, channels: cfg.channels };
+            let req = Request { region: clip, min_width: dw, min_height: dh, dct_scaling: cfg.dct_scaling, crop: cfg.decode_crop, channels: cfg.channels };
             let decoded = codec::decode(job.blob, h, &req, &mut scratch).map_err(|e| e.0)?;
             let src_box = decoded.map(&clip);
             if !padded {
@@ -230,7 +230,7 @@ mod tests {
     use super::*;
 
     fn cfg(ops: Vec<Op>, skip: bool) -> Config {
-        Config { ops, channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, fast: true, decode_crop: true, threads: 1 }
+        Config { ops, channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, threads: 1 }
     }
 
     #[test]

@@ -123,7 +123,7 @@ type BatchResult<'py> = (
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, fast, decode_crop))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -138,7 +138,7 @@ fn decode_batch<'py>(
     epoch: u64,
     positions: Option<PyReadonlyArray1<'py, u64>>,
     max_pixels: Option<u64>,
-    fast: bool,
+    dct_scaling: bool,
     decode_crop: bool,
 ) -> PyResult<BatchResult<'py>> {
     let ch = channels(mode)?;
@@ -187,7 +187,7 @@ fn decode_batch<'py>(
         epoch,
         max_pixels: default_max_pixels(max_pixels),
         skip_errors,
-        fast,
+        dct_scaling,
         decode_crop,
         threads: num_threads.unwrap_or_else(pool::default_threads).max(1),
     };

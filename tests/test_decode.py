@@ -124,12 +124,12 @@ def test_resize_close_to_pillow_bilinear(size):
     assert diff.max() <= 2 and diff.mean() < 0.5
 
 
-def test_jpeg_resize_fast_and_exact():
+def test_jpeg_resize_with_and_without_dct_scaling():
     # A 4x downscale: with DCT scaling the JPEG is decoded at 1/4 scale first. Without
     # it, full decode + resize matches Pillow's to 2 levels; with it, >= 32 dB.
     data = jpeg(640, 480, seed=5)
     ref = np.asarray(Image.open(__import__("io").BytesIO(data)).convert("RGB").resize((160, 120), Image.BILINEAR))
-    exact = lancefeed.decode_batch([data], size=(120, 160), fast=False)[0]
+    exact = lancefeed.decode_batch([data], size=(120, 160), dct_scaling=False)[0]
     assert np.abs(exact.astype(int) - ref.astype(int)).max() <= 2
     fast = lancefeed.decode_batch([data], size=(120, 160))[0]
     assert psnr(fast, ref) >= 32

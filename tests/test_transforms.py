@@ -91,7 +91,7 @@ def test_random_resized_crop_pixels_close_to_reference():
     out, info = lancefeed.decode_batch(blobs, transform=t, seed=1, return_info=True)
     scores = [psnr(out[k], reference(blobs[k], info.boxes[k], (112, 112), info.flipped[k])) for k in range(12)]
     assert min(scores) >= 30, scores
-    exact = lancefeed.decode_batch(blobs, transform=t, seed=1, fast=False)
+    exact = lancefeed.decode_batch(blobs, transform=t, seed=1, dct_scaling=False)
     scores = [psnr(exact[k], reference(blobs[k], info.boxes[k], (112, 112), info.flipped[k])) for k in range(12)]
     assert min(scores) >= 40, scores
 

@@ -25,7 +25,7 @@ def decode_batch(
     epoch: int,
     positions: Optional[npt.NDArray[np.uint64]],
     max_pixels: Optional[int],
-    fast: bool,
+    dct_scaling: bool,
     decode_crop: bool,
 ) -> tuple[
     Optional[npt.NDArray[np.uint8]],

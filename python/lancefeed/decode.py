@@ -59,7 +59,7 @@ def decode_batch(
     epoch: int = 0,
     positions: Sequence[int] | np.ndarray | None = None,
     max_pixels: int | None = None,
-    fast: bool = True,
+    dct_scaling: bool = True,
     decode_crop: bool = True,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
@@ -84,12 +84,11 @@ def decode_batch(
     threshold, 178,956,970). Random transforms draw from (``seed``, ``epoch``,
     ``positions[i]``); ``positions`` defaults to 0..N-1.
 
-    ``fast`` (default True): where an image is resized anyway, a JPEG is decoded at the
-    smallest DCT scale (1/8, 1/4, 1/2) that keeps the crop at least the output size, with
-    libjpeg-turbo's fast integer IDCT and plain chroma upsampling. ``fast=False`` decodes
-    exactly as Pillow before the resize (slower). ``decode_crop=False`` decodes whole
-    JPEGs rather than only the crop's rows and columns. Unresized images are always
-    decoded exactly.
+    ``dct_scaling`` (default True): where an image is shrunk, a JPEG is decoded at the
+    smallest DCT scale (1/8, 1/4 or 1/2) that keeps the crop at least the output size;
+    ``False`` decodes at full scale before the resize (closest to Pillow).
+    ``decode_crop=False`` decodes whole JPEGs rather than only the crop's rows and
+    columns; it is there to measure what the crop buys.
 
     With ``return_info=True`` the result is ``(array, BatchInfo)``.
 
@@ -124,7 +123,7 @@ def decode_batch(
         epoch=int(epoch),
         positions=pos,
         max_pixels=max_pixels,
-        fast=fast,
+        dct_scaling=dct_scaling,
         decode_crop=decode_crop,
     )
     array = out[: len(kept)] if out is not None else pixels

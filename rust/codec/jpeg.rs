@@ -96,13 +96,6 @@ impl Decompressor {
         unsafe { raw::tj3Get(self.handle, param as i32) }
     }
 
-    fn set(&mut self, param: raw::TJPARAM, value: i32) -> Result<()> {
-        if unsafe { raw::tj3Set(self.handle, param as i32, value) } != 0 {
-            return Err(self.error("JPEG decoder setting"));
-        }
-        Ok(())
-    }
-
     pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader> {
         if unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) } != 0 {
             return Err(self.error("corrupt JPEG header"));
@@ -126,7 +119,7 @@ impl Decompressor {
     pub fn decode(&mut self, data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
         let h = self.header(data)?;
         let region = req.region;
-        let scalable = req.fast && !h.lossless;
+        let scalable = req.dct_scaling && !h.lossless;
         let num = if scalable { dct_scale(region.width(), region.height(), req.min_width, req.min_height) } else { 8 };
         let (sw, sh) = (scaled(h.width, num), scaled(h.height, num));
         let (kx, ky) = (sw as f64 / h.width as f64, sh as f64 / h.height as f64);
@@ -154,11 +147,6 @@ impl Decompressor {
             None => (0, 0, sw, sh),
         };
 
-        // Where the image is resized anyway, trade bit-exactness for speed: the fast
-        // integer IDCT and plain chroma upsampling (both SIMD in libjpeg-turbo).
-        let fast = i32::from(req.fast);
-        self.set(raw::TJPARAM_TJPARAM_FASTDCT, fast)?;
-        self.set(raw::TJPARAM_TJPARAM_FASTUPSAMPLE, fast)?;
         unsafe {
             if raw::tj3SetScalingFactor(self.handle, reduced(num)) != 0 {
                 return Err(self.error("JPEG scaling"));
@@ -215,8 +203,6 @@ impl Decompressor {
         if cmyk || (channels == Channels::Gray && !gray_src) {
             return Ok(false);
         }
-        self.set(raw::TJPARAM_TJPARAM_FASTDCT, 0)?;
-        self.set(raw::TJPARAM_TJPARAM_FASTUPSAMPLE, 0)?;
         unsafe {
             raw::tj3SetScalingFactor(self.handle, raw::tjscalingfactor { num: 1, denom: 1 });
             raw::tj3SetCroppingRegion(self.handle, UNCROPPED);

@@ -79,8 +79,8 @@ pub struct Request {
     pub region: Rect,
     pub min_width: u32,
     pub min_height: u32,
-    /// Allowed to trade bit-exactness for speed: DCT scaling, fast IDCT and upsampling.
-    pub fast: bool,
+    /// Decode a JPEG at a reduced DCT scale where that still covers the output size.
+    pub dct_scaling: bool,
     /// Decode only the region (JPEG cropping region and skipped scanlines).
     pub crop: bool,
     pub channels: Channels,
@@ -200,7 +200,7 @@ pub fn decode_full(data: &[u8], channels: Channels, max_pixels: u64) -> Result<(
         region: Rect::full(header.width, header.height),
         min_width: header.width,
         min_height: header.height,
-        fast: false,
+        dct_scaling: false,
         crop: false,
         channels,
     };
