@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lancefeed.ingest import IMAGE_FIELD
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 ARCHIVE = "cifar10-jpeg.tar.gz"
@@ -46,7 +48,7 @@ TRAIN_ROWS = 50_000
 
 SCHEMA = pa.schema(
     [
-        pa.field("image", pa.binary()),
+        IMAGE_FIELD,
         pa.field("filename", pa.string()),
         pa.field("label", pa.string()),
         pa.field("split", pa.string()),

@@ -10,6 +10,8 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
+from lancefeed.ingest import IMAGE_FIELD
+
 DATA = Path(os.environ.get("LANCEFEED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
@@ -52,12 +54,16 @@ def lance_dataset(name: str, cache: Path, data: Path = DATA) -> Path:
     else:
         raise ValueError(f"unknown reference dataset {name!r}; expected 'cifar10-train' or 'imagenet-sample'")
     rows.sort(key=lambda r: r[1])
-    table = pa.table({
-        "image": pa.array([r[0] for r in rows], pa.binary()),
-        "filename": pa.array([r[1] for r in rows]),
-        "label": pa.array([r[2] for r in rows]),
-        "split": pa.array(["train"] * len(rows)),
-    })
+    schema = pa.schema([IMAGE_FIELD, ("filename", pa.string()), ("label", pa.string()), ("split", pa.string())])
+    table = pa.table(
+        [
+            pa.array([r[0] for r in rows], pa.binary()),
+            pa.array([r[1] for r in rows]),
+            pa.array([r[2] for r in rows]),
+            pa.array(["train"] * len(rows)),
+        ],
+        schema=schema,
+    )
     tmp = uri.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
     lance.write_dataset(table, str(tmp))

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import collections
+
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -97,7 +99,7 @@ class ClassMap:
         bad = [c for c in classes if not isinstance(c, str)]
         if bad:
             raise TypeError(f"classes must be strings (the label column holds strings), got {bad[:3]!r}")
-        dupes = sorted({c for c in classes if classes.count(c) > 1})
+        dupes = sorted(c for c, n in collections.Counter(classes).items() if n > 1)
         if dupes:
             raise ValueError(f"classes must be distinct; repeated: {dupes[:5]}")
         self.classes = classes
