@@ -75,7 +75,7 @@ fn reduced(num: i32) -> raw::tjscalingfactor {
 
 /// TJSCALED: the size libjpeg produces for a dimension at scale num/8.
 fn scaled(dim: u32, num: i32) -> u32 {
-    ((dim as u64 * num as u64 + 7) / 8) as u32
+    (dim as u64 * num as u64).div_ceil(8) as u32
 }
 
 impl Decompressor {
@@ -214,7 +214,7 @@ impl Decompressor {
 
     fn decompress_into(&mut self, data: &[u8], out: &mut [u8], pitch: usize, format: raw::TJPF) -> Result<()> {
         let rc = unsafe {
-            raw::tj3Decompress8(self.handle, data.as_ptr(), data.len() as _, out.as_mut_ptr(), pitch as i32, format as i32)
+            raw::tj3Decompress8(self.handle, data.as_ptr(), data.len() as _, out.as_mut_ptr(), pitch as i32, format)
         };
         if rc != 0 {
             let fatal = unsafe { raw::tj3GetErrorCode(self.handle) } != raw::TJERR_TJERR_WARNING as i32;
