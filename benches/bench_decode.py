@@ -28,14 +28,17 @@ import data  # noqa: E402
 import lancefeed  # noqa: E402
 
 
-def rate(fn, n: int, repeat: int) -> float:
-    """Best-of-`repeat` images/s: the machine is shared, the best run is the least disturbed."""
-    best = float("inf")
+def rates(candidates: list[tuple[str, object]], n: int, repeat: int) -> list[tuple[str, float]]:
+    """Images/s of each candidate, best of `repeat` rounds. Each round runs every
+    candidate once, in turn, so that the machine's frequency drift and its neighbours'
+    load hit all of them alike; the best round is the least disturbed."""
+    best = {name: float("inf") for name, _ in candidates}
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return n / best
+        for name, fn in candidates:
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return [(name, n / best[name]) for name, _ in candidates]
 
 
 def lancefeed_run(blobs: pa.Array, batch: int = 256, **kw):
@@ -89,11 +92,15 @@ def main() -> int:
     n = len(cifar)
     ok &= report(
         f"CIFAR-10 train, {n} JPEGs 32x32 -> (32, 32)",
-        [
-            ("lancefeed.decode_batch", rate(lancefeed_run(arr, size=(32, 32)), n, args.repeat)),
-            ("simplejpeg decode + Pillow resize, 1 thread", rate(simplejpeg_loop(cifar, (32, 32)), n, args.repeat)),
-            ("Pillow decode + resize, 1 thread", rate(pillow_loop(cifar, (32, 32)), n, args.repeat)),
-        ],
+        rates(
+            [
+                ("lancefeed.decode_batch", lancefeed_run(arr, size=(32, 32))),
+                ("simplejpeg decode + Pillow resize, 1 thread", simplejpeg_loop(cifar, (32, 32))),
+                ("Pillow decode + resize, 1 thread", pillow_loop(cifar, (32, 32))),
+            ],
+            n,
+            args.repeat,
+        ),
         "simplejpeg decode + Pillow resize, 1 thread",
         ("lancefeed.decode_batch", 3.0),
     )
@@ -101,16 +108,19 @@ def main() -> int:
     inet = [b for _, b in data.imagenet()]
     arr = pa.array(inet, pa.binary())
     n = len(inet)
-    sj_full = rate(simplejpeg_loop(inet, None), n, args.repeat)
     ok &= report(
         f"ImageNet sample, {n} JPEGs -> (224, 224)",
-        [
-            ("lancefeed.decode_batch", rate(lancefeed_run(arr, size=(224, 224)), n, args.repeat)),
-            ("lancefeed.decode_batch, no DCT scaling", rate(lancefeed_run(arr, size=(224, 224), dct_scaling=False), n, args.repeat)),
-            ("simplejpeg full decode, 1 thread", sj_full),
-            ("simplejpeg decode + Pillow resize, 1 thread", rate(simplejpeg_loop(inet, (224, 224)), n, args.repeat)),
-            ("Pillow decode + resize, 1 thread", rate(pillow_loop(inet, (224, 224)), n, args.repeat)),
-        ],
+        rates(
+            [
+                ("lancefeed.decode_batch", lancefeed_run(arr, size=(224, 224))),
+                ("lancefeed.decode_batch, no DCT scaling", lancefeed_run(arr, size=(224, 224), dct_scaling=False)),
+                ("simplejpeg full decode, 1 thread", simplejpeg_loop(inet, None)),
+                ("simplejpeg decode + Pillow resize, 1 thread", simplejpeg_loop(inet, (224, 224))),
+                ("Pillow decode + resize, 1 thread", pillow_loop(inet, (224, 224))),
+            ],
+            n,
+            args.repeat,
+        ),
         "simplejpeg full decode, 1 thread",
         ("lancefeed.decode_batch", 1.7),
     )
@@ -119,14 +129,18 @@ def main() -> int:
     evalt = lancefeed.Compose([lancefeed.Resize(256), lancefeed.CenterCrop(224)])
     ok &= report(
         f"ImageNet sample, {n} JPEGs, fused transforms",
-        [
-            ("train: RandomResizedCrop(224) + flip", rate(lancefeed_run(arr, transform=train), n, args.repeat)),
-            ("train, crop region only (no DCT scaling)", rate(lancefeed_run(arr, transform=train, dct_scaling=False), n, args.repeat)),
-            ("train, full decode then crop+resize", rate(lancefeed_run(arr, transform=train, dct_scaling=False, decode_crop=False), n, args.repeat)),
-            ("eval: Resize(256) + CenterCrop(224)", rate(lancefeed_run(arr, transform=evalt), n, args.repeat)),
-            ("eval, full decode then crop+resize", rate(lancefeed_run(arr, transform=evalt, dct_scaling=False, decode_crop=False), n, args.repeat)),
-            ("simplejpeg full decode, 1 thread", sj_full),
-        ],
+        rates(
+            [
+                ("train: RandomResizedCrop(224) + flip", lancefeed_run(arr, transform=train)),
+                ("train, crop region only (no DCT scaling)", lancefeed_run(arr, transform=train, dct_scaling=False)),
+                ("train, full decode then crop+resize", lancefeed_run(arr, transform=train, dct_scaling=False, decode_crop=False)),
+                ("eval: Resize(256) + CenterCrop(224)", lancefeed_run(arr, transform=evalt)),
+                ("eval, full decode then crop+resize", lancefeed_run(arr, transform=evalt, dct_scaling=False, decode_crop=False)),
+                ("simplejpeg full decode, 1 thread", simplejpeg_loop(inet, None)),
+            ],
+            n,
+            args.repeat,
+        ),
         "simplejpeg full decode, 1 thread",
         ("train: RandomResizedCrop(224) + flip", 2.2),
     )
