@@ -4,7 +4,11 @@
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use rayon::prelude::*;
+use std::cmp::Reverse;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rayon::ThreadPool;
 
 use crate::codec::{self, jpeg, Channels, Format, Header, Rect, Request};
 use crate::plan::{self, Op, Plan};
@@ -140,6 +144,24 @@ fn guarded(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     })
 }
 
+/// Decodes every job into its slot on `pool`, largest blobs first: each worker takes the
+/// next job from a shared counter, so a batch ends on its smallest images instead of one
+/// thread finishing a large one while the others wait.
+fn decode_parallel(pool: &ThreadPool, jobs: &[Job], slots: Vec<&mut [u8]>, cfg: &Config) -> Vec<Result<(), String>> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| Reverse(jobs[i].blob.len()));
+    let slots: Vec<Mutex<Option<&mut [u8]>>> = slots.into_iter().map(|s| Mutex::new(Some(s))).collect();
+    let results: Vec<Mutex<Result<(), String>>> = jobs.iter().map(|_| Mutex::new(Ok(()))).collect();
+    let next = AtomicUsize::new(0);
+    pool.broadcast(|_| loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&i) = order.get(k) else { break };
+        let slot = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each slot is decoded once");
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = guarded(&jobs[i], cfg, slot);
+    });
+    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+}
+
 /// Decodes `blobs` (None = a null row) with `positions[i]` keying row i's random draws.
 pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
     let mut out = Outcome::default();
@@ -194,7 +216,7 @@ pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, ta
         buf.chunks_mut(slot_len).zip(&jobs).map(|(slot, job)| guarded(job, cfg, slot)).collect()
     } else {
         let pool = pool::get(cfg.threads).map_err(BatchError::Invalid)?;
-        pool.install(|| buf.par_chunks_mut(slot_len).zip(&jobs).map(|(slot, job)| guarded(job, cfg, slot)).collect())
+        decode_parallel(&pool, &jobs, buf.chunks_mut(slot_len).collect(), cfg)
     };
 
     // Drop failed rows, moving later slots down so the kept ones stay contiguous.
