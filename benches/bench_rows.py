@@ -11,10 +11,9 @@ without decoding, and reports rows/s for
 in the same run, and their ratio. The seeds' loop opens the dataset with a plain
 ``lance.dataset(path)``; the permutation opens it through ``lancefeed.open_source``,
 which uses Lance's io_uring reader for local paths on Linux (``LANCEFEED_IO_URING=0``
-turns that off, for comparison). The first run extracts
-``../shared/data/cifar10-jpeg.tar.gz`` into a cache directory and writes the train
-images to Lance in the seeds' layout (``image`` binary, ``filename``, ``label``,
-``split``); later runs reuse it.
+turns that off, for comparison). The first run writes the train images of
+``../shared/data/cifar10-jpeg.tar.gz`` to Lance in the seeds' layout (``image``
+binary, ``filename``, ``label``, ``split``) in a cache directory; later runs reuse it.
 
 Usage:
     python benches/bench_rows.py                      # defaults below
@@ -28,84 +27,18 @@ import argparse
 import json
 import os
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lancefeed.ingest import IMAGE_FIELD
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
-ARCHIVE = "cifar10-jpeg.tar.gz"
-TRAIN_ROWS = 50_000
-
-SCHEMA = pa.schema(
-    [
-        IMAGE_FIELD,
-        pa.field("filename", pa.string()),
-        pa.field("label", pa.string()),
-        pa.field("split", pa.string()),
-    ]
-)
-
-
-def extract_train(data_dir: Path, cache: Path) -> Path:
-    """Extract ``train/`` of the CIFAR-10 archive into ``cache`` once; return its root."""
-    root = cache / "cifar10-jpeg"
-    done = root / ".extracted"
-    if done.exists():
-        return root
-    archive = data_dir / ARCHIVE
-    if not archive.exists():
-        sys.exit(f"missing {archive}: expected the reference data (see ../shared/data/README.md); use --data")
-    root.mkdir(parents=True, exist_ok=True)
-    print(f"extracting {archive} -> {root}", flush=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith("train/")]
-        tar.extractall(root, members=members, filter="data")
-    done.touch()
-    return root
-
-
-def _rows(root: Path, files: List[Path], chunk: int) -> Iterator[pa.RecordBatch]:
-    for start in range(0, len(files), chunk):
-        part = files[start : start + chunk]
-        yield pa.RecordBatch.from_arrays(
-            [
-                pa.array([p.read_bytes() for p in part], pa.binary()),
-                pa.array([p.relative_to(root).as_posix() for p in part], pa.string()),
-                pa.array([p.parent.name for p in part], pa.string()),
-                pa.array([p.relative_to(root).parts[0] for p in part], pa.string()),
-            ],
-            schema=SCHEMA,
-        )
-
-
-def write_lance(root: Path, uri: Path, *, blob: bool = False) -> lance.LanceDataset:
-    """Write the extracted train images to Lance in the seeds' layout (once)."""
-    if uri.exists():
-        ds = lance.dataset(str(uri))
-        if ds.count_rows() == TRAIN_ROWS:
-            return ds
-    files = sorted((root / "train").glob("*/*.jpg"))
-    if len(files) != TRAIN_ROWS:
-        sys.exit(f"expected {TRAIN_ROWS} train JPEGs under {root / 'train'}, found {len(files)}")
-    schema = SCHEMA
-    if blob:
-        schema = pa.schema(
-            [pa.field("image", pa.large_binary(), metadata={"lance-encoding:blob": "true"})] + list(SCHEMA)[1:]
-        )
-    print(f"writing {uri}", flush=True)
-    batches = (b.cast(schema) if blob else b for b in _rows(root, files, 5_000))
-    reader = pa.RecordBatchReader.from_batches(schema, batches)
-    return lance.write_dataset(reader, str(uri), mode="overwrite")
+sys.path.insert(0, str(Path(__file__).parent))
+import data  # noqa: E402  (benches/data.py: the reference archives)
 
 
 def bench_batched(perm, batch_size: int) -> Tuple[float, int, int]:
@@ -156,13 +89,11 @@ def run(args: argparse.Namespace) -> dict:
     from lancefeed.permutation import Permutation
 
     cache = Path(args.cache)
-    root = extract_train(Path(args.data), cache)
+    cache.mkdir(parents=True, exist_ok=True)
     results: dict = {"batch_size": args.batch_size, "per_row_sample": args.per_row_sample}
-    kinds = [("binary", cache / "cifar10-train.lance", False)]
-    if args.blob:
-        kinds.append(("blob", cache / "cifar10-train-blob.lance", True))
-    for kind, uri, blob in kinds:
-        ds = write_lance(root, uri, blob=blob)
+    for kind, blob in [("binary", False)] + ([("blob", True)] if args.blob else []):
+        uri = data.lance_dataset("cifar10-train", cache, Path(args.data), blob=blob)
+        ds = lance.dataset(str(uri))
         columns = ["image", "label"]
         t0 = time.perf_counter()
         table = lancefeed.permutation_builder(str(uri)).shuffle(seed=args.seed).execute()
@@ -248,11 +179,11 @@ def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding cifar10-jpeg.tar.gz")
+    parser.add_argument("--data", default=str(data.DATA), help="folder holding cifar10-jpeg.tar.gz")
     parser.add_argument(
         "--cache",
         default=os.environ.get("LANCEFEED_BENCH_CACHE", str(Path(tempfile.gettempdir()) / "lancefeed-bench")),
-        help="where the extracted images and Lance datasets are kept between runs",
+        help="where the Lance datasets are kept between runs",
     )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--per-row-sample", type=int, default=2_000, help="rows read by the one-row take loop")

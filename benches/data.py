@@ -39,10 +39,11 @@ def imagenet(limit: int | None = None, data: Path = DATA) -> list[tuple[str, byt
     return _read(data / "imagenet-sample-1000.tar", lambda n: n.endswith(".JPEG"), limit)
 
 
-def lance_dataset(name: str, cache: Path, data: Path = DATA) -> Path:
+def lance_dataset(name: str, cache: Path, data: Path = DATA, *, blob: bool = False) -> Path:
     """`cifar10-train` or `imagenet-sample` as a Lance dataset in the seeds' layout
-    (image, filename, label, split), rows sorted by file name; built once into `cache`."""
-    uri = cache / f"{name}.lance"
+    (image, filename, label, split), rows sorted by file name; built once into `cache`.
+    `blob=True` stores the image column with Lance's blob encoding instead."""
+    uri = cache / f"{name}{'-blob' if blob else ''}.lance"
     if uri.exists():
         return uri
     if name == "cifar10-train":
@@ -54,16 +55,18 @@ def lance_dataset(name: str, cache: Path, data: Path = DATA) -> Path:
     else:
         raise ValueError(f"unknown reference dataset {name!r}; expected 'cifar10-train' or 'imagenet-sample'")
     rows.sort(key=lambda r: r[1])
-    schema = pa.schema([IMAGE_FIELD, ("filename", pa.string()), ("label", pa.string()), ("split", pa.string())])
+    image = pa.field("image", pa.large_binary(), metadata={"lance-encoding:blob": "true"}) if blob else IMAGE_FIELD
+    schema = pa.schema([image, ("filename", pa.string()), ("label", pa.string()), ("split", pa.string())])
     table = pa.table(
         [
-            pa.array([r[0] for r in rows], pa.binary()),
+            pa.array([r[0] for r in rows], image.type),
             pa.array([r[1] for r in rows]),
             pa.array([r[2] for r in rows]),
             pa.array(["train"] * len(rows)),
         ],
         schema=schema,
     )
+    print(f"writing {uri}", flush=True)
     tmp = uri.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
     lance.write_dataset(table, str(tmp))
