@@ -4,6 +4,7 @@
 mod arrow;
 mod batch;
 mod codec;
+mod malloc;
 mod plan;
 mod pool;
 mod resize;
@@ -13,7 +14,7 @@ use std::ffi::CStr;
 
 use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
@@ -107,6 +108,24 @@ fn default_num_threads() -> usize {
     pool::default_threads()
 }
 
+/// Which build of libjpeg-turbo's Huffman decoder this process runs: "x86-64-v3" (chosen
+/// on CPUs that have AVX2, BMI2, LZCNT and the rest of that level) or "portable".
+/// `select` switches for the decodes started after it (benchmarks compare the two).
+#[pyfunction]
+#[pyo3(signature = (select = None))]
+fn huffman_decoder(select: Option<&str>) -> PyResult<&'static str> {
+    codec::huffman_decoder(select).map_err(PyValueError::new_err)
+}
+
+/// Makes glibc keep freed buffers for reuse: allocations up to `mmap_threshold` bytes
+/// come from its arenas and up to `trim_threshold` freed bytes stay mapped. False where
+/// the C library is not glibc or refused the values (see `lancefeed.memory`).
+#[pyfunction]
+#[pyo3(signature = (mmap_threshold, trim_threshold))]
+fn keep_freed_memory(mmap_threshold: usize, trim_threshold: usize) -> bool {
+    malloc::keep_freed_memory(mmap_threshold, trim_threshold)
+}
+
 fn capsule_ptr<T>(obj: &Bound<'_, PyAny>, name: &CStr) -> PyResult<*const T> {
     let capsule = obj.cast::<PyCapsule>().map_err(|_| PyTypeError::new_err("__arrow_c_array__ did not return capsules"))?;
     Ok(capsule.pointer_checked(Some(name))?.as_ptr() as *const T)
@@ -123,7 +142,7 @@ type BatchResult<'py> = (
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -140,6 +159,7 @@ fn decode_batch<'py>(
     max_pixels: Option<u64>,
     dct_scaling: bool,
     decode_crop: bool,
+    order: Option<PyReadonlyArray1<'py, u64>>,
 ) -> PyResult<BatchResult<'py>> {
     let ch = channels(mode)?;
     let ops = ops.iter().map(|(name, args)| op(name, args)).collect::<PyResult<Vec<_>>>()?;
@@ -168,6 +188,17 @@ fn decode_batch<'py>(
                 blobs.push(Some(bytes.as_bytes()));
             }
         }
+    }
+
+    // Output row i decodes input row order[i]: a sorted take is gathered here, by
+    // pointer, instead of having its bytes reordered first.
+    if let Some(order) = &order {
+        let order = order.as_slice()?;
+        let picked: Option<Vec<Option<&[u8]>>> = order.iter().map(|&j| blobs.get(j as usize).copied()).collect();
+        blobs = picked.ok_or_else(|| {
+            let bad = order.iter().find(|&&j| j as usize >= blobs.len()).copied().unwrap_or_default();
+            PyIndexError::new_err(format!("order holds {bad}, out of range for {} images", blobs.len()))
+        })?;
     }
 
     let positions: Vec<u64> = match &positions {
@@ -237,5 +268,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(random_uniforms, m)?)?;
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(huffman_decoder, m)?)?;
+    m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
     Ok(())
 }

@@ -12,6 +12,8 @@ def decode_image(data: bytes, *, mode: str = "RGB", max_pixels: Optional[int] = 
 def image_info(data: bytes) -> tuple[int, int, str]: ...
 def random_uniforms(seed: int, epoch: int, position: int, op: int, n: int) -> list[float]: ...
 def default_num_threads() -> int: ...
+def huffman_decoder(select: Optional[str] = None) -> str: ...
+def keep_freed_memory(mmap_threshold: int, trim_threshold: int) -> bool: ...
 def decode_batch(
     images: Sequence[Any],
     *,
@@ -27,6 +29,7 @@ def decode_batch(
     max_pixels: Optional[int],
     dct_scaling: bool,
     decode_crop: bool,
+    order: Optional[npt.NDArray[np.uint64]] = None,
 ) -> tuple[
     Optional[npt.NDArray[np.uint8]],
     npt.NDArray[np.int64],

@@ -61,6 +61,7 @@ def decode_batch(
     max_pixels: int | None = None,
     dct_scaling: bool = True,
     decode_crop: bool = True,
+    order: Sequence[int] | np.ndarray | None = None,
     return_info: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
     """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
@@ -83,6 +84,11 @@ def decode_batch(
     that many pixels from their header (default: Pillow's decompression-bomb error
     threshold, 178,956,970). Random transforms draw from (``seed``, ``epoch``,
     ``positions[i]``); ``positions`` defaults to 0..N-1.
+
+    ``order``: output row ``i`` is ``images[order[i]]`` (N = ``len(order)``; rows may
+    repeat or be left out). Rows read in storage order are put in sample order this
+    way, by pointer, without copying their bytes. ``positions``, ``kept`` and the
+    errors' indices count output rows.
 
     ``dct_scaling`` (default True): where an image is shrunk, a JPEG is decoded at the
     smallest DCT scale (1/8, 1/4 or 1/2) that keeps the crop at least the output size;
@@ -111,6 +117,14 @@ def decode_batch(
     ops = as_ops(transform, size)
     chunks, arrow = _chunks(images)
     pos = None if positions is None else np.ascontiguousarray(positions, dtype=np.uint64)
+    gather = None
+    if order is not None:
+        idx = np.asarray(order)
+        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+            raise TypeError(f"order must be a one-dimensional sequence of integers, got {idx.dtype} of shape {idx.shape}")
+        if idx.size and idx.min() < 0:
+            raise IndexError(f"order holds {int(idx.min())}; indices into images must be >= 0")
+        gather = np.ascontiguousarray(idx, dtype=np.uint64)
     pixels, kept, errors, boxes, flipped = _core.decode_batch(
         chunks,
         arrow=arrow,
@@ -125,6 +139,7 @@ def decode_batch(
         max_pixels=max_pixels,
         dct_scaling=dct_scaling,
         decode_crop=decode_crop,
+        order=gather,
     )
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:

@@ -64,6 +64,7 @@ from lancefeed.labels import (
     is_string_list_type,
     is_string_type,
 )
+from lancefeed.memory import keep_freed_memory_unless_disabled
 from lancefeed.permutation import Permutation
 from lancefeed.pipeline import Pipeline
 from lancefeed.sampler import num_batches, plan_epoch, shard_length
@@ -122,8 +123,10 @@ class _BatchMaker:
             (int(size[0]), int(size[1]), channels) if size is not None and channels is not None else None
         )
 
-    def take(self, positions: np.ndarray) -> pa.RecordBatch:
-        return self.take_perm.take_positions(positions)
+    def take(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
+        """The rows at ``positions`` in storage order and where each position's row is:
+        the decoder gathers the images by pointer instead of a copy into sample order."""
+        return self.take_perm.take_positions_sorted(positions)
 
     def batches_per_take(self, batch_size: int) -> int:
         """How many batches one take reads: enough for ~_TAKE_ROWS rows, at most
@@ -141,12 +144,14 @@ class _BatchMaker:
         by_bytes = int(_TAKE_BYTES // max(1.0, per_row * batch_size))
         return max(1, min(by_rows, by_bytes))
 
-    def build(self, rows: pa.RecordBatch, positions: np.ndarray, epoch: int, stage: Any) -> Any:
-        n = rows.num_rows
+    def build(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int, stage: Any) -> Any:
+        """One batch: ``rows.take(order)`` holds the rows of ``positions``, in that order."""
+        n = len(order)
         handle = stage.buffer(n, self.shape) if self.shape is not None else None
         out = None if handle is None else handle.array
         images, info = decode_batch(
             rows.column(self.image_column),
+            order=order,
             transform=self.transform,
             mode=self.mode,
             num_threads=self.num_threads,
@@ -168,9 +173,10 @@ class _BatchMaker:
                 )
             self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
             kept = np.asarray(info.kept, dtype=np.int64)
-            rows = rows.take(pa.array(kept))
+            order = order[kept]
             positions = positions[kept]
         row_ids = None
+        gather = None
         columns: Dict[str, Any] = {}
         for name in self.other_columns:
             if name in self.preloaded:
@@ -179,7 +185,9 @@ class _BatchMaker:
             cmap = self.class_maps.get(name)
             if row_ids is None:
                 row_ids = self.perm.row_ids[positions]
-            columns[name] = collate_column(rows.column(name), class_map=cmap, row_ids=row_ids)
+            if gather is None:
+                gather = pa.array(order)
+            columns[name] = collate_column(rows.column(name).take(gather), class_map=cmap, row_ids=row_ids)
         return stage.finish(handle, images, columns)
 
 
@@ -319,6 +327,7 @@ class DataLoader:
         self.image_column = image_column
         self.rank, self.world_size = _resolve_rank(rank, world_size)
         self.device = _resolve_device(device)
+        keep_freed_memory_unless_disabled()  # see lancefeed.memory: no page faults per batch
 
         perm = _as_permutation(source, version, storage_options)
         self.columns = _resolve_columns(perm, image_column, label_column, columns, output)
@@ -508,16 +517,17 @@ class DataLoader:
         group = maker.batches_per_take(self.batch_size)
         keys = [range(k, min(k + group, len(plan))) for k in range(start, len(plan), group)]
 
-        def fetch(batches: range) -> Tuple[pa.RecordBatch, List[np.ndarray]]:
+        def fetch(batches: range) -> Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]:
             parts = [plan.batch(k) for k in batches]
             positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            return maker.take(positions), parts
+            rows, order = maker.take(positions)
+            return rows, order, parts
 
-        def process(batches: range, fetched: Tuple[pa.RecordBatch, List[np.ndarray]]) -> Iterator[Any]:
-            rows, parts = fetched
+        def process(batches: range, fetched: Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]) -> Iterator[Any]:
+            rows, order, parts = fetched
             offset = 0
             for positions in parts:
-                yield maker.build(rows.slice(offset, len(positions)), positions, epoch, stage)
+                yield maker.build(rows, order[offset : offset + len(positions)], positions, epoch, stage)
                 offset += len(positions)
 
         pipeline = Pipeline(

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import lance
 import numpy as np
 import pyarrow as pa
 
 from lancefeed import splits as _splits
-from lancefeed.rows import take_rows
+from lancefeed.rows import take_rows, take_rows_sorted
 from lancefeed.source import (
     SourceLike,
     VersionLike,
@@ -503,6 +503,22 @@ class Permutation:
             >>> perm.take_positions(np.arange(256)).num_rows  # doctest: +SKIP
             256
         """
+        return take_rows(self._ds, self._row_ids[self._check_positions(positions)], self._columns, **self._take_options())
+
+    def take_positions_sorted(self, positions: Union[Sequence[int], np.ndarray]) -> Tuple[pa.RecordBatch, np.ndarray]:
+        """The rows at ``positions`` in storage (row id) order, and ``order``: row
+        ``order[i]`` of the batch is the one at ``positions[i]``. One copy less than
+        :meth:`take_positions` for a reader that gathers (``decode_batch(order=...)``).
+
+        Example:
+            >>> rows, order = perm.take_positions_sorted([5, 0, 3])  # doctest: +SKIP
+            >>> lancefeed.decode_batch(rows.column("image"), order=order, size=(224, 224))  # doctest: +SKIP
+        """
+        return take_rows_sorted(
+            self._ds, self._row_ids[self._check_positions(positions)], self._columns, **self._take_options()
+        )
+
+    def _check_positions(self, positions: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         pos = np.asarray(positions, dtype=np.int64)
         if pos.ndim != 1:
             raise ValueError(f"positions must be one-dimensional, got shape {pos.shape}")
@@ -510,14 +526,10 @@ class Permutation:
         if len(pos) and (pos.min() < -n or pos.max() >= n):
             bad = pos[(pos < -n) | (pos >= n)][0]
             raise IndexError(f"position {int(bad)} is out of range for a permutation of {n} rows")
-        return take_rows(
-            self._ds,
-            self._row_ids[pos],
-            self._columns,
-            blob_columns=self._blobs,
-            ids_are_live=self._ids_are_live,
-            schema=self._schema,
-        )
+        return pos
+
+    def _take_options(self) -> Dict[str, Any]:
+        return {"blob_columns": self._blobs, "ids_are_live": self._ids_are_live, "schema": self._schema}
 
     # -- lancedb's Permutation surface --------------------------------------------
 

@@ -1,6 +1,8 @@
 //! Format sniffing by magic bytes, header reading, and decoding to RGB or L.
 
 pub mod color;
+#[cfg(fast_huffman)]
+pub mod huffman;
 pub mod jpeg;
 pub mod png;
 pub mod webp;
@@ -152,6 +154,26 @@ pub fn sniff(data: &[u8]) -> Result<Format> {
         "unknown image format (first bytes {}); expected JPEG, PNG or WebP",
         head.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
     )))
+}
+
+/// Which build of the JPEG Huffman decoder this process uses: "x86-64-v3" or "portable".
+/// With `select`, switches first; an unknown name or one this CPU cannot run is an error.
+pub fn huffman_decoder(select: Option<&str>) -> std::result::Result<&'static str, String> {
+    #[cfg(fast_huffman)]
+    {
+        if let Some(name) = select {
+            let variant = huffman::Variant::from_name(name).ok_or_else(|| format!("unknown Huffman decoder {name:?}; expected 'x86-64-v3' or 'portable'"))?;
+            if !huffman::select(variant) {
+                return Err(format!("this CPU cannot run the {name} Huffman decoder"));
+            }
+        }
+        Ok(huffman::selected().name())
+    }
+    #[cfg(not(fast_huffman))]
+    match select {
+        None | Some("portable") => Ok("portable"),
+        Some(name) => Err(format!("this build has no {name:?} Huffman decoder, only 'portable'")),
+    }
 }
 
 /// Reads only the header: format and dimensions.
