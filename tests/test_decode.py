@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -288,3 +292,89 @@ def test_invalid_arguments():
 def test_empty_batch():
     out = lancefeed.decode_batch([], size=(8, 8))
     assert out.shape == (0, 8, 8, 3)
+
+
+# --- gathering rows with order= -------------------------------------------------------
+
+
+def test_order_gathers_rows_without_reordering_the_input():
+    items = blobs(5)
+    arr = pa.array(items, pa.binary())
+    order = [4, 0, 0, 2]
+    t = lancefeed.Compose([lancefeed.RandomResizedCrop(24), lancefeed.RandomHorizontalFlip()])
+    got, info = lancefeed.decode_batch(arr, transform=t, order=order, positions=[10, 11, 12, 13], return_info=True)
+    want = lancefeed.decode_batch([items[i] for i in order], transform=t, positions=[10, 11, 12, 13])
+    np.testing.assert_array_equal(got, want)
+    assert info.kept.tolist() == [0, 1, 2, 3]
+    # A repeated row at two positions gets two different random crops.
+    assert not np.array_equal(got[1], got[2])
+
+
+def test_order_indices_of_skipped_rows_count_output_rows():
+    items = [GOOD, BAD["empty"][0], GOOD]
+    out, info = lancefeed.decode_batch(items, size=(8, 8), order=[1, 2, 0, 1], on_error="skip", return_info=True)
+    assert out.shape == (2, 8, 8, 3)
+    assert info.kept.tolist() == [1, 2]
+    assert [row for row, _ in info.errors] == [0, 3]
+    with pytest.raises(lancefeed.DecodeError, match=r"^row 1: empty image bytes"):
+        lancefeed.decode_batch(items, size=(8, 8), order=[0, 1])
+
+
+def test_order_out_of_range_or_not_integers_is_refused():
+    with pytest.raises(IndexError, match="order holds 3, out of range for 3 images"):
+        lancefeed.decode_batch([GOOD] * 3, size=(8, 8), order=[0, 3])
+    with pytest.raises(IndexError, match="order holds -1"):
+        lancefeed.decode_batch([GOOD] * 3, size=(8, 8), order=[-1])
+    with pytest.raises(TypeError, match="order must be a one-dimensional sequence of integers"):
+        lancefeed.decode_batch([GOOD] * 3, size=(8, 8), order=[0.5])
+
+
+# --- the Huffman decoder build ----------------------------------------------------------
+
+
+def test_both_huffman_decoders_decode_identically():
+    # Baseline, progressive (its own decoder, untouched) and restart-marker JPEGs.
+    items = [encode(photo(97, 61, seed=s), "JPEG", quality=q) for s, q in [(1, 95), (2, 60), (3, 85)]]
+    items += [JPEG_VARIANTS["progressive"](), JPEG_VARIANTS["restart-markers"](), JPEG_VARIANTS["optimized-huffman"]()]
+    core = lancefeed._core
+    start = core.huffman_decoder()
+    assert start in ("x86-64-v3", "portable")
+    try:
+        results = {}
+        for name in ("portable", "x86-64-v3"):
+            try:
+                assert core.huffman_decoder(name) == name
+            except ValueError as e:  # a CPU or build without the v3 copy
+                assert "Huffman decoder" in str(e)
+                continue
+            results[name] = [lancefeed.decode_image(b) for b in items]
+        for name, decoded in results.items():
+            for data, img in zip(items, decoded):
+                np.testing.assert_array_equal(img, pillow_rgb(data), err_msg=name)
+    finally:
+        core.huffman_decoder(start)
+    with pytest.raises(ValueError, match='unknown Huffman decoder "avx9"|no "avx9" Huffman decoder'):
+        core.huffman_decoder("avx9")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64"), reason="the v3 copy is built for Linux x86-64 only"
+)
+def test_v3_huffman_decoder_is_built_and_chosen_where_the_cpu_has_it():
+    v3 = {"avx2", "bmi1", "bmi2", "fma", "f16c", "abm", "movbe", "xsave"} <= _cpu_flags()  # abm: LZCNT
+    env = dict(os.environ)
+    env.pop("LANCEFEED_HUFFMAN", None)
+    run = lambda extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", "import lancefeed._core as c; print(c.huffman_decoder())"],
+        env={**env, **extra}, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert run({}) == ("x86-64-v3" if v3 else "portable")
+    assert run({"LANCEFEED_HUFFMAN": "baseline"}) == "portable"

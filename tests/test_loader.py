@@ -381,6 +381,27 @@ def test_bad_rows_raise_with_the_row_or_are_skipped(tmp_path: Path) -> None:
     assert [r for r, _ in skip.skipped] == [5]
 
 
+@pytest.mark.parametrize("group", [1, 4])
+def test_shuffled_columns_stay_with_their_images_around_skipped_rows(tmp_path: Path, group: int) -> None:
+    # Takes come back in storage order and are gathered into sample order: every
+    # column of a batch must still line up with its image, also where a bad row drops out.
+    uri = make_dataset(tmp_path, n=30, bad=(7, 19))
+    loader = lancefeed.DataLoader(uri, batch_size=5, shuffle=True, seed=2, output="dict", on_error="skip")
+    loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+    seen = []
+    for batch in loader:
+        ids = sample_ids(batch["image"])
+        assert batch["idx"].tolist() == ids
+        assert batch["filename"] == [f"img{i}.png" for i in ids]
+        assert batch["label"].tolist() == [loader.classes.index(LABELS[i % 3]) for i in ids]
+        assert [b[:, 0].tolist() for b in batch["boxes"]] == [[float(i)] * (i % 3) for i in ids]
+        assert batch["tags"] == [[LABELS[(i + j) % 3] for j in range(i % 3)] for i in ids]
+        seen += ids
+    assert sorted(seen) == [i for i in range(30) if i not in (7, 19)]
+    assert seen != sorted(seen)
+    assert sorted(r for r, _ in loader.skipped) == [7, 19]
+
+
 def test_construction_errors_name_what_is_wrong(uri: str) -> None:
     with pytest.raises(ValueError, match=r"columns \['nope'\] not in the dataset; available columns"):
         lancefeed.DataLoader(uri, batch_size=4, columns=["nope"])

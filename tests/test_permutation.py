@@ -73,6 +73,18 @@ def test_take_positions_returns_rows_in_permutation_order_with_selected_columns(
     assert full != list(range(N))  # the shuffle really moved rows
 
 
+def test_take_positions_sorted_reads_storage_order_and_says_where_each_position_is(uri):
+    table = permutation_builder(uri).shuffle(seed=3).execute()
+    perm = Permutation.from_tables(uri, table).select_columns(["id", "image"])
+    positions = [17, 3, 99, 3, 0]
+    rows, order = perm.take_positions_sorted(positions)
+    ids = rows.column("id").to_pylist()
+    assert ids == sorted(ids) and len(ids) == len(positions)
+    assert rows.take(pa.array(order)).to_pylist() == perm.take_positions(positions).to_pylist()
+    empty, none = perm.take_positions_sorted([])
+    assert empty.num_rows == 0 and len(none) == 0 and empty.schema.names == ["id", "image"]
+
+
 def test_random_splits_are_disjoint_and_cover_every_filtered_row(uri):
     table = (
         permutation_builder(uri)

@@ -49,6 +49,16 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def active() -> bool:
+    """Whether this process runs with the settings of :func:`keep_freed_memory`.
+
+    Example:
+        >>> isinstance(active(), bool)
+        True
+    """
+    return _applied
+
+
 def keep_freed_memory_unless_disabled() -> bool:
     """What the loader calls: :func:`keep_freed_memory` unless ``LANCEFEED_KEEP_FREED_MEMORY=0``."""
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
