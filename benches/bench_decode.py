@@ -41,11 +41,24 @@ def rates(candidates: list[tuple[str, object]], n: int, repeat: int) -> list[tup
     return [(name, n / best[name]) for name, _ in candidates]
 
 
-def lancefeed_run(blobs: pa.Array, batch: int = 256, **kw):
+def lancefeed_run(blobs: pa.Array, batch: int = 256, huffman: str | None = None, **kw):
+    """decode_batch over `blobs` in batches; `huffman` picks the Huffman decoder build
+    for this candidate only (to measure what the x86-64-v3 copy buys)."""
     def run():
-        for i in range(0, len(blobs), batch):
-            lancefeed.decode_batch(blobs.slice(i, batch), positions=range(i, min(i + batch, len(blobs))), **kw)
+        before = lancefeed._core.huffman_decoder(huffman)
+        try:
+            for i in range(0, len(blobs), batch):
+                lancefeed.decode_batch(blobs.slice(i, batch), positions=range(i, min(i + batch, len(blobs))), **kw)
+        finally:
+            lancefeed._core.huffman_decoder(before)
     return run
+
+
+def with_portable(candidates: list[tuple[str, object]], name: str, blobs: pa.Array, **kw) -> list[tuple[str, object]]:
+    """Adds `name` decoded with the portable Huffman decoder where the default is another."""
+    if lancefeed._core.huffman_decoder() == "portable":
+        return candidates
+    return candidates + [(f"{name}, portable Huffman decoder", lancefeed_run(blobs, huffman="portable", **kw))]
 
 
 def simplejpeg_loop(blobs: list[bytes], size: tuple[int, int] | None):
@@ -84,7 +97,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     threads = lancefeed._core.default_num_threads()
-    print(f"lancefeed decode benchmark, {threads} decode threads")
+    print(f"lancefeed decode benchmark, {threads} decode threads, {lancefeed._core.huffman_decoder()} Huffman decoder")
     ok = True
 
     cifar = [b for _, b in data.cifar("train", args.cifar)]
@@ -111,13 +124,18 @@ def main() -> int:
     ok &= report(
         f"ImageNet sample, {n} JPEGs -> (224, 224)",
         rates(
-            [
-                ("lancefeed.decode_batch", lancefeed_run(arr, size=(224, 224))),
-                ("lancefeed.decode_batch, no DCT scaling", lancefeed_run(arr, size=(224, 224), dct_scaling=False)),
-                ("simplejpeg full decode, 1 thread", simplejpeg_loop(inet, None)),
-                ("simplejpeg decode + Pillow resize, 1 thread", simplejpeg_loop(inet, (224, 224))),
-                ("Pillow decode + resize, 1 thread", pillow_loop(inet, (224, 224))),
-            ],
+            with_portable(
+                [
+                    ("lancefeed.decode_batch", lancefeed_run(arr, size=(224, 224))),
+                    ("lancefeed.decode_batch, no DCT scaling", lancefeed_run(arr, size=(224, 224), dct_scaling=False)),
+                    ("simplejpeg full decode, 1 thread", simplejpeg_loop(inet, None)),
+                    ("simplejpeg decode + Pillow resize, 1 thread", simplejpeg_loop(inet, (224, 224))),
+                    ("Pillow decode + resize, 1 thread", pillow_loop(inet, (224, 224))),
+                ],
+                "lancefeed.decode_batch",
+                arr,
+                size=(224, 224),
+            ),
             n,
             args.repeat,
         ),
@@ -130,14 +148,25 @@ def main() -> int:
     ok &= report(
         f"ImageNet sample, {n} JPEGs, fused transforms",
         rates(
-            [
-                ("train: RandomResizedCrop(224) + flip", lancefeed_run(arr, transform=train)),
-                ("train, crop region only (no DCT scaling)", lancefeed_run(arr, transform=train, dct_scaling=False)),
-                ("train, full decode then crop+resize", lancefeed_run(arr, transform=train, dct_scaling=False, decode_crop=False)),
-                ("eval: Resize(256) + CenterCrop(224)", lancefeed_run(arr, transform=evalt)),
-                ("eval, full decode then crop+resize", lancefeed_run(arr, transform=evalt, dct_scaling=False, decode_crop=False)),
-                ("simplejpeg full decode, 1 thread", simplejpeg_loop(inet, None)),
-            ],
+            with_portable(
+                [
+                    ("train: RandomResizedCrop(224) + flip", lancefeed_run(arr, transform=train)),
+                    ("train, crop region only (no DCT scaling)", lancefeed_run(arr, transform=train, dct_scaling=False)),
+                    (
+                        "train, full decode then crop+resize",
+                        lancefeed_run(arr, transform=train, dct_scaling=False, decode_crop=False),
+                    ),
+                    ("eval: Resize(256) + CenterCrop(224)", lancefeed_run(arr, transform=evalt)),
+                    (
+                        "eval, full decode then crop+resize",
+                        lancefeed_run(arr, transform=evalt, dct_scaling=False, decode_crop=False),
+                    ),
+                    ("simplejpeg full decode, 1 thread", simplejpeg_loop(inet, None)),
+                ],
+                "train: RandomResizedCrop(224) + flip",
+                arr,
+                transform=train,
+            ),
             n,
             args.repeat,
         ),

@@ -8,7 +8,6 @@ use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use rayon::ThreadPool;
 
 use crate::codec::{self, jpeg, Channels, Format, Header, Rect, Request};
 use crate::plan::{self, Op, Plan};
@@ -133,8 +132,9 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn guarded(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
-    catch_unwind(AssertUnwindSafe(|| decode_row(job, cfg, slot))).unwrap_or_else(|panic| {
+/// Runs `work`, turning a panic into a row error: no panic crosses into Python.
+fn guarded<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -144,32 +144,102 @@ fn guarded(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     })
 }
 
-/// Decodes every job into its slot on `pool`, largest blobs first: each worker takes the
-/// next job from a shared counter, so a batch ends on its smallest images instead of one
-/// thread finishing a large one while the others wait.
-fn decode_parallel(pool: &ThreadPool, jobs: &[Job], slots: Vec<&mut [u8]>, cfg: &Config) -> Vec<Result<(), String>> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| Reverse(jobs[i].blob.len()));
+/// `work(i, slot i)` for every slot, on `cfg.threads` threads, taking the slots in
+/// `order`: each worker takes the next one from a shared counter, so with the largest
+/// images first a batch ends on its smallest instead of one thread finishing a large
+/// one while the others wait.
+fn run_rows<T: Send>(
+    cfg: &Config,
+    order: &[usize],
+    slots: Vec<&mut [u8]>,
+    work: impl Fn(usize, &mut [u8]) -> Result<T, String> + Sync,
+) -> Result<Vec<Result<T, String>>, BatchError> {
+    if cfg.threads <= 1 || slots.len() <= 1 {
+        return Ok(slots.into_iter().enumerate().map(|(i, slot)| guarded(|| work(i, slot))).collect());
+    }
+    let pool = pool::get(cfg.threads).map_err(BatchError::Invalid)?;
     let slots: Vec<Mutex<Option<&mut [u8]>>> = slots.into_iter().map(|s| Mutex::new(Some(s))).collect();
-    let results: Vec<Mutex<Result<(), String>>> = jobs.iter().map(|_| Mutex::new(Ok(()))).collect();
+    let results: Vec<Mutex<Option<Result<T, String>>>> = slots.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     pool.broadcast(|_| loop {
         let k = next.fetch_add(1, Ordering::Relaxed);
         let Some(&i) = order.get(k) else { break };
         let slot = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each slot is decoded once");
-        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = guarded(&jobs[i], cfg, slot);
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(guarded(|| work(i, slot)));
     });
-    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+    Ok(results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err("row was not decoded".into())))
+        .collect())
+}
+
+/// Row indices, largest blob first (the decode order, see `run_rows`).
+fn largest_first(sizes: impl Iterator<Item = usize>) -> Vec<usize> {
+    let sizes: Vec<usize> = sizes.collect();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| Reverse(sizes[i]));
+    order
+}
+
+/// The batch's buffer: the caller's (checked against `rows` x `height` x `width`) or a
+/// new one, and its slot length.
+fn target_buffer<'a>(target: Target<'a>, owned: &'a mut Vec<u8>, rows: usize, height: u32, width: u32, ch: usize) -> Result<(&'a mut [u8], usize), BatchError> {
+    let slot_len = height as usize * width as usize * ch;
+    match target {
+        Target::Caller { buf, rows: have, height: th, width: tw, channels: tc } => {
+            if (th, tw, tc) != (height, width, ch) || have < rows {
+                return Err(BatchError::Invalid(format!(
+                    "out has shape ({have}, {th}, {tw}, {tc}) but this batch needs ({rows}, {height}, {width}, {ch}) or more rows"
+                )));
+            }
+            Ok((&mut buf[..rows * slot_len], slot_len))
+        }
+        Target::Owned => {
+            *owned = vec![0u8; rows * slot_len];
+            Ok((&mut owned[..], slot_len))
+        }
+    }
 }
 
 /// Decodes `blobs` (None = a null row) with `positions[i]` keying row i's random draws.
 pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
-    let mut out = Outcome::default();
+    match plan::fixed_size(&cfg.ops) {
+        Some((height, width)) => decode_fixed(blobs, positions, cfg, target, height, width),
+        None => decode_planned(blobs, positions, cfg, target),
+    }
+}
+
+/// The transform fixes the output size: every row is planned (header read, random
+/// draws) and decoded by the worker that takes it, all rows in parallel.
+fn decode_fixed(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target, height: u32, width: u32) -> Result<Outcome, BatchError> {
+    let ch = cfg.channels.count();
+    let mut owned = Vec::new();
+    let is_owned = matches!(target, Target::Owned);
+    let (buf, slot_len) = target_buffer(target, &mut owned, blobs.len(), height, width, ch)?;
+    let order = largest_first(blobs.iter().map(|b| b.map_or(0, <[u8]>::len)));
+    let results = if slot_len == 0 {
+        (0..blobs.len()).map(|i| plan_row(blobs[i], positions[i], cfg).map(|(_, p)| p)).collect()
+    } else {
+        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| {
+            let (header, plan) = plan_row(blobs[i], positions[i], cfg)?;
+            decode_row(&Job { row: i, blob: blobs[i].unwrap_or_default(), header, plan }, cfg, slot)?;
+            Ok(plan)
+        })?
+    };
+    let rows: Vec<usize> = (0..blobs.len()).collect();
+    let out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
+    Ok(with_pixels(out, is_owned, owned, slot_len))
+}
+
+/// The output size depends on the images: read every header first, check that all rows
+/// come out at one size, then decode in parallel.
+fn decode_planned(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
+    let mut errors = Vec::new();
     let mut jobs = Vec::with_capacity(blobs.len());
     for (row, (blob, &position)) in blobs.iter().zip(positions).enumerate() {
         match plan_row(*blob, position, cfg) {
             Ok((header, plan)) => jobs.push(Job { row, blob: blob.unwrap_or_default(), header, plan }),
-            Err(message) if cfg.skip_errors => out.errors.push((row, message)),
+            Err(message) if cfg.skip_errors => errors.push((row, message)),
             Err(message) => return Err(BatchError::Row { row, message }),
         }
     }
@@ -184,66 +254,67 @@ pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, ta
             first.row, other.row, first.plan.out_height, first.plan.out_width, other.plan.out_height, other.plan.out_width
         )));
     }
-    let ch = cfg.channels.count();
     let (height, width) = match (&target, size) {
         (_, Some(s)) => s,
         (Target::Caller { height, width, .. }, None) => (*height, *width),
         (Target::Owned, None) => (0, 0),
     };
-    let slot_len = height as usize * width as usize * ch;
-
+    let ch = cfg.channels.count();
     let mut owned = Vec::new();
     let is_owned = matches!(target, Target::Owned);
-    let buf: &mut [u8] = match target {
-        Target::Caller { buf, rows, height: th, width: tw, channels: tc } => {
-            if (th, tw, tc) != (height, width, ch) || rows < jobs.len() {
-                return Err(BatchError::Invalid(format!(
-                    "out has shape ({rows}, {th}, {tw}, {tc}) but this batch needs ({}, {height}, {width}, {ch}) or more rows",
-                    jobs.len()
-                )));
-            }
-            &mut buf[..jobs.len() * slot_len]
-        }
-        Target::Owned => {
-            owned = vec![0u8; jobs.len() * slot_len];
-            &mut owned[..]
-        }
-    };
-
-    let results: Vec<Result<(), String>> = if slot_len == 0 {
-        jobs.iter().map(|_| Ok(())).collect()
-    } else if cfg.threads <= 1 {
-        buf.chunks_mut(slot_len).zip(&jobs).map(|(slot, job)| guarded(job, cfg, slot)).collect()
+    let (buf, slot_len) = target_buffer(target, &mut owned, jobs.len(), height, width, ch)?;
+    let results = if slot_len == 0 {
+        jobs.iter().map(|j| Ok(j.plan)).collect()
     } else {
-        let pool = pool::get(cfg.threads).map_err(BatchError::Invalid)?;
-        decode_parallel(&pool, &jobs, buf.chunks_mut(slot_len).collect(), cfg)
+        let order = largest_first(jobs.iter().map(|j| j.blob.len()));
+        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| decode_row(&jobs[i], cfg, slot).map(|()| jobs[i].plan))?
     };
+    let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
+    let mut out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
+    out.errors.extend(errors);
+    out.errors.sort_by_key(|(row, _)| *row);
+    Ok(with_pixels(out, is_owned, owned, slot_len))
+}
 
-    // Drop failed rows, moving later slots down so the kept ones stay contiguous.
+/// Hands a buffer the batch allocated over to the outcome, cut to the kept rows.
+fn with_pixels(mut out: Outcome, is_owned: bool, mut owned: Vec<u8>, slot_len: usize) -> Outcome {
+    if is_owned {
+        owned.truncate(out.kept.len() * slot_len);
+        out.pixels = Some(owned);
+    }
+    out
+}
+
+/// Drops failed rows (or fails on the first), moving later slots down so the kept ones
+/// stay contiguous. `rows[k]` is the input row of slot k.
+fn finish(
+    buf: &mut [u8],
+    slot_len: usize,
+    rows: &[usize],
+    results: Vec<Result<Plan, String>>,
+    cfg: &Config,
+    height: u32,
+    width: u32,
+) -> Result<Outcome, BatchError> {
+    let mut out = Outcome::default();
     let mut kept = 0;
-    for (i, (job, result)) in jobs.iter().zip(results).enumerate() {
+    for (k, (&row, result)) in rows.iter().zip(results).enumerate() {
         match result {
-            Ok(()) => {
-                if kept != i {
-                    buf.copy_within(i * slot_len..(i + 1) * slot_len, kept * slot_len);
+            Ok(p) => {
+                if kept != k && slot_len > 0 {
+                    buf.copy_within(k * slot_len..(k + 1) * slot_len, kept * slot_len);
                 }
                 kept += 1;
-                out.kept.push(job.row);
-                let p = &job.plan;
+                out.kept.push(row);
                 out.boxes.push([p.top as f32, p.left as f32, p.height as f32, p.width as f32]);
                 out.flips.push(p.flip);
             }
-            Err(message) if cfg.skip_errors => out.errors.push((job.row, message)),
-            Err(message) => return Err(BatchError::Row { row: job.row, message }),
+            Err(message) if cfg.skip_errors => out.errors.push((row, message)),
+            Err(message) => return Err(BatchError::Row { row, message }),
         }
     }
-    out.errors.sort_by_key(|(row, _)| *row);
     out.height = height;
     out.width = width;
-    if is_owned {
-        owned.truncate(kept * slot_len);
-        out.pixels = Some(owned);
-    }
     Ok(out)
 }
 

@@ -113,6 +113,19 @@ impl View {
     }
 }
 
+/// The output size (height, width) when `ops` fix it whatever the image: the last op
+/// that sets a size is `Resize((h, w))`, `CenterCrop` or `RandomResizedCrop`. `None`
+/// when it depends on the image (no such op, or a shorter-side `Resize` after it).
+pub fn fixed_size(ops: &[Op]) -> Option<(u32, u32)> {
+    ops.iter().fold(None, |size, op| match *op {
+        Op::Resize { height, width } | Op::CenterCrop { height, width } | Op::RandomResizedCrop { height, width, .. } => {
+            Some((height, width))
+        }
+        Op::ResizeShorter { .. } => None,
+        Op::HorizontalFlip { .. } => size,
+    })
+}
+
 /// Folds `ops` for a `src_w` x `src_h` image. `stream(i)` gives op i's random draws.
 pub fn plan(ops: &[Op], src_w: u32, src_h: u32, mut stream: impl FnMut(usize) -> Stream) -> Plan {
     let mut v = View { x0: 0.0, y0: 0.0, w: src_w as f64, h: src_h as f64, size_w: src_w, size_h: src_h, flip: false };
@@ -165,6 +178,22 @@ mod tests {
         assert!((p.top - 16.0 * s).abs() < 1e-9);
         assert!((p.left - 58.0 * 500.0 / 341.0).abs() < 1e-9);
         assert!((p.height - 224.0 * s).abs() < 1e-9);
+    }
+
+    #[test]
+    fn fixed_size_is_known_only_when_no_op_leaves_it_to_the_image() {
+        let rrc = Op::RandomResizedCrop { height: 7, width: 9, scale: (0.1, 1.0), ratio: (0.75, 1.33) };
+        let shorter = Op::ResizeShorter { size: 256, max_size: None };
+        let flip = Op::HorizontalFlip { p: 0.5 };
+        assert_eq!(fixed_size(&[]), None);
+        assert_eq!(fixed_size(&[shorter.clone()]), None);
+        assert_eq!(fixed_size(&[shorter.clone(), Op::CenterCrop { height: 4, width: 5 }, flip.clone()]), Some((4, 5)));
+        assert_eq!(fixed_size(&[rrc.clone(), flip]), Some((7, 9)));
+        assert_eq!(fixed_size(&[rrc, shorter]), None);
+        for (w, h) in [(500, 375), (32, 32), (3, 900)] {
+            let p = fixed(&[Op::Resize { height: 11, width: 13 }], w, h);
+            assert_eq!((p.out_height, p.out_width), (11, 13));
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct JpegHeader {
 
 pub struct Decompressor {
     handle: raw::tjhandle,
+    /// The blob (address, length) whose header the handle has just read, and that
+    /// header: the next decode of that very blob goes straight to the pixels instead of
+    /// parsing the header (markers, tables) again. Any decode clears it.
+    parsed: Option<(usize, usize, JpegHeader)>,
 }
 
 // The handle is only ever used by the thread that owns it (a thread-local).
@@ -84,7 +88,7 @@ impl Decompressor {
         if handle.is_null() {
             return Err("could not create a TurboJPEG decompressor".into());
         }
-        Ok(Decompressor { handle })
+        Ok(Decompressor { handle, parsed: None })
     }
 
     fn error(&self, what: &str) -> DecodeError {
@@ -96,7 +100,24 @@ impl Decompressor {
         unsafe { raw::tj3Get(self.handle, param as i32) }
     }
 
+    /// Reads the header of `data` (always: a blob at a reused address may be another).
     pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader> {
+        self.parsed = None;
+        let h = self.read_header(data)?;
+        self.parsed = Some((data.as_ptr() as usize, data.len(), h));
+        Ok(h)
+    }
+
+    /// The header for a decode of `data`: the one just read when it is this blob's,
+    /// else read now. Either way the handle is left ready to decompress `data`.
+    fn header_for_decode(&mut self, data: &[u8]) -> Result<JpegHeader> {
+        match self.parsed.take() {
+            Some((ptr, len, h)) if (ptr, len) == (data.as_ptr() as usize, data.len()) => Ok(h),
+            _ => self.read_header(data),
+        }
+    }
+
+    fn read_header(&mut self, data: &[u8]) -> Result<JpegHeader> {
         if unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) } != 0 {
             return Err(self.error("corrupt JPEG header"));
         }
@@ -117,7 +138,7 @@ impl Decompressor {
     /// Decodes the part of the image `req` needs, at the smallest DCT scale that keeps
     /// that part at least `req.min_width` x `req.min_height`.
     pub fn decode(&mut self, data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
-        let h = self.header(data)?;
+        let h = self.header_for_decode(data)?;
         let region = req.region;
         let scalable = req.dct_scaling && !h.lossless;
         let num = if scalable { dct_scale(region.width(), region.height(), req.min_width, req.min_height) } else { 8 };
@@ -197,7 +218,7 @@ impl Decompressor {
     /// Full-size decode straight into a caller's buffer (a batch slot), no scratch.
     /// Only for RGB/gray sources whose size is the slot's.
     pub fn decode_full_into(&mut self, data: &[u8], out: &mut [u8], channels: Channels) -> Result<bool> {
-        let h = self.header(data)?;
+        let h = self.header_for_decode(data)?;
         let cmyk = h.colorspace == raw::TJCS_TJCS_CMYK as i32 || h.colorspace == raw::TJCS_TJCS_YCCK as i32;
         let gray_src = h.colorspace == raw::TJCS_TJCS_GRAY as i32;
         if cmyk || (channels == Channels::Gray && !gray_src) {
