@@ -18,11 +18,11 @@ const RENAMED: [&str; 4] = ["jinit_huff_decoder", "jpeg_make_d_derived_tbl", "jp
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(fast_huffman)");
+    println!("cargo:rerun-if-env-changed=LANCEFEED_BASELINE_HUFFMAN");
     let target = (env::var("CARGO_CFG_TARGET_OS").unwrap_or_default(), env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default());
     if target != ("linux".to_string(), "x86_64".to_string()) || env::var_os("LANCEFEED_BASELINE_HUFFMAN").is_some() {
         return;
     }
-    println!("cargo:rerun-if-env-changed=LANCEFEED_BASELINE_HUFFMAN");
     let Some((src, build)) = vendored_tree() else {
         println!("cargo:warning=libjpeg-turbo sources not found: building the baseline Huffman decoder only");
         return;

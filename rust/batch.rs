@@ -8,7 +8,6 @@ use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-
 use crate::codec::{self, jpeg, Channels, Format, Header, Rect, Request};
 use crate::plan::{self, Op, Plan};
 use crate::pool;

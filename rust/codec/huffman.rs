@@ -1,7 +1,7 @@
 //! Chooses libjpeg-turbo's Huffman decoder per CPU (see build.rs): the copy compiled
-//! for x86-64-v3 where the CPU has every feature that level implies, the baseline
-//! copy elsewhere or where `LANCEFEED_HUFFMAN=baseline` is set (or `select` says so). Both decode
-//! identically; only the instructions differ.
+//! for x86-64-v3 where the CPU has every feature that level implies, the baseline copy
+//! elsewhere, where `LANCEFEED_HUFFMAN=baseline` is set, or after `select` asks for it.
+//! Both decode identically; only the instructions differ.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU8, Ordering};
