@@ -308,6 +308,9 @@ def test_order_gathers_rows_without_reordering_the_input():
     assert info.kept.tolist() == [0, 1, 2, 3]
     # A repeated row at two positions gets two different random crops.
     assert not np.array_equal(got[1], got[2])
+    # Across the chunks of a ChunkedArray, order counts rows of the whole column.
+    chunked = pa.chunked_array([items[:2], items[2:]], pa.binary())
+    np.testing.assert_array_equal(lancefeed.decode_batch(chunked, transform=t, order=order, positions=[10, 11, 12, 13]), want)
 
 
 def test_order_indices_of_skipped_rows_count_output_rows():
