@@ -1,22 +1,24 @@
-//! A second copy of libjpeg-turbo's Huffman decoder, compiled for x86-64-v3.
+//! lancefeed's Huffman decoder (rust/codec/huffman_tables.c) and a second copy of
+//! libjpeg-turbo's, compiled for x86-64-v3.
 //!
-//! Huffman decoding is plain C and about 60% of a JPEG decode; built for the baseline
-//! x86-64 that a wheel must run on, it cannot use BMI2's flag-free shifts or LZCNT.
-//! This compiles `jdhuff.c` of the vendored libjpeg-turbo once more with those, under
-//! other names, and wraps libjpeg's `jinit_huff_decoder` at link time so that
-//! `rust/codec/huffman.rs` picks one copy per CPU at run time. Where any of this is
-//! unavailable (not Linux x86-64, a system libjpeg-turbo) the build goes on with the
-//! baseline decoder only.
+//! Huffman decoding is plain C and about 60% of a JPEG decode. huffman_tables.c
+//! includes the vendored libjpeg-turbo's `jdhuff.c` whole, under other names, and adds
+//! a faster path in front of it; it is compiled for x86-64-v3 (BMI2's flag-free
+//! shifts, LZCNT), which a wheel for baseline x86-64 cannot assume. The link wraps
+//! libjpeg's `jinit_huff_decoder` so that `rust/codec/huffman.rs` picks a decoder per
+//! CPU at run time. Where any of this is unavailable (not Linux x86-64, a system
+//! libjpeg-turbo) the build goes on with libjpeg-turbo's decoder only.
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// libjpeg-turbo's globals in jdhuff.c, renamed in the second copy.
+/// libjpeg-turbo's globals in jdhuff.c, renamed in our copy.
 const RENAMED: [&str; 4] = ["jinit_huff_decoder", "jpeg_make_d_derived_tbl", "jpeg_fill_bit_buffer", "jpeg_huff_decode"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=rust/codec/huffman_tables.c");
     println!("cargo::rustc-check-cfg=cfg(fast_huffman)");
     println!("cargo:rerun-if-env-changed=LANCEFEED_BASELINE_HUFFMAN");
     let target = (env::var("CARGO_CFG_TARGET_OS").unwrap_or_default(), env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default());
@@ -28,7 +30,7 @@ fn main() {
         return;
     };
     let mut cc = cc::Build::new();
-    cc.file(src.join("jdhuff.c"))
+    cc.file("rust/codec/huffman_tables.c")
         .include(&build)
         .include(&src)
         .opt_level(3)

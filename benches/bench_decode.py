@@ -45,7 +45,8 @@ def lancefeed_run(blobs: pa.Array, batch: int = 256, huffman: str | None = None,
     """decode_batch over `blobs` in batches; `huffman` picks the Huffman decoder build
     for this candidate only (to measure what the x86-64-v3 copy buys)."""
     def run():
-        before = lancefeed._core.huffman_decoder(huffman)
+        before = lancefeed._core.huffman_decoder()
+        lancefeed._core.huffman_decoder(huffman)
         try:
             for i in range(0, len(blobs), batch):
                 lancefeed.decode_batch(blobs.slice(i, batch), positions=range(i, min(i + batch, len(blobs))), **kw)
@@ -54,11 +55,21 @@ def lancefeed_run(blobs: pa.Array, batch: int = 256, huffman: str | None = None,
     return run
 
 
-def with_portable(candidates: list[tuple[str, object]], name: str, blobs: pa.Array, **kw) -> list[tuple[str, object]]:
-    """Adds `name` decoded with the portable Huffman decoder where the default is another."""
-    if lancefeed._core.huffman_decoder() == "portable":
-        return candidates
-    return candidates + [(f"{name}, portable Huffman decoder", lancefeed_run(blobs, huffman="portable", **kw))]
+def other_decoders(candidates: list[tuple[str, object]], name: str, blobs: pa.Array, **kw) -> list[tuple[str, object]]:
+    """Adds `name` decoded with each Huffman decoder this CPU runs besides the default
+    (libjpeg-turbo's own, built for x86-64-v3 and portable), to show what each step buys."""
+    default = lancefeed._core.huffman_decoder()
+    for other in ("x86-64-v3", "portable"):
+        if other == default:
+            continue
+        try:
+            lancefeed._core.huffman_decoder(other)
+        except ValueError:
+            continue
+        finally:
+            lancefeed._core.huffman_decoder(default)
+        candidates = candidates + [(f"{name}, {other} Huffman decoder", lancefeed_run(blobs, huffman=other, **kw))]
+    return candidates
 
 
 def simplejpeg_loop(blobs: list[bytes], size: tuple[int, int] | None):
@@ -81,7 +92,7 @@ def report(title: str, rows: list[tuple[str, float]], baseline: str, target: tup
     base = dict(rows)[baseline]
     print(f"\n{title}")
     for name, r in rows:
-        print(f"  {name:<48} {r:>10,.0f} img/s  {r / base:>6.2f}x")
+        print(f"  {name:<62} {r:>10,.0f} img/s  {r / base:>6.2f}x")
     if target is None:
         return True
     name, want = target
@@ -124,7 +135,7 @@ def main() -> int:
     ok &= report(
         f"ImageNet sample, {n} JPEGs -> (224, 224)",
         rates(
-            with_portable(
+            other_decoders(
                 [
                     ("lancefeed.decode_batch", lancefeed_run(arr, size=(224, 224))),
                     ("lancefeed.decode_batch, no DCT scaling", lancefeed_run(arr, size=(224, 224), dct_scaling=False)),
@@ -148,7 +159,7 @@ def main() -> int:
     ok &= report(
         f"ImageNet sample, {n} JPEGs, fused transforms",
         rates(
-            with_portable(
+            other_decoders(
                 [
                     ("train: RandomResizedCrop(224) + flip", lancefeed_run(arr, transform=train)),
                     ("train, crop region only (no DCT scaling)", lancefeed_run(arr, transform=train, dct_scaling=False)),

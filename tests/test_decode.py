@@ -335,29 +335,97 @@ def test_order_out_of_range_or_not_integers_is_refused():
 # --- the Huffman decoder build ----------------------------------------------------------
 
 
-def test_both_huffman_decoders_decode_identically():
-    # Baseline, progressive (its own decoder, untouched) and restart-marker JPEGs.
-    items = [encode(photo(97, 61, seed=s), "JPEG", quality=q) for s, q in [(1, 95), (2, 60), (3, 85)]]
-    items += [JPEG_VARIANTS["progressive"](), JPEG_VARIANTS["restart-markers"](), JPEG_VARIANTS["optimized-huffman"]()]
+HUFFMAN_DECODERS = ("portable", "x86-64-v3", "x86-64-v3+tables")
+
+
+def _per_decoder(fn) -> dict[str, object]:
+    """fn() under each Huffman decoder this CPU and build run (portable always)."""
     core = lancefeed._core
     start = core.huffman_decoder()
-    assert start in ("x86-64-v3", "portable")
+    assert start in HUFFMAN_DECODERS
+    results = {}
     try:
-        results = {}
-        for name in ("portable", "x86-64-v3"):
+        for name in HUFFMAN_DECODERS:
             try:
                 assert core.huffman_decoder(name) == name
-            except ValueError as e:  # a CPU or build without the v3 copy
+            except ValueError as e:  # a CPU or build without the v3 copies
                 assert "Huffman decoder" in str(e)
                 continue
-            results[name] = [lancefeed.decode_image(b) for b in items]
-        for name, decoded in results.items():
-            for data, img in zip(items, decoded):
-                np.testing.assert_array_equal(img, pillow_rgb(data), err_msg=name)
+            results[name] = fn()
     finally:
         core.huffman_decoder(start)
+    return results
+
+
+def _big_jpegs() -> list[bytes]:
+    # The table decoder starts at 96 MCUs (smaller images take libjpeg-turbo's path):
+    # these have 300-1,200, at qualities from long zero runs (ZRL) and codes over 10
+    # bits (q=98) to mostly end-of-block (q=40), in every sampling.
+    items = [encode(photo(400, 300, seed=s), "JPEG", quality=q) for s, q in [(1, 98), (2, 40), (3, 85)]]
+    items.append(encode(photo(333, 251, seed=4), "JPEG", quality=90, subsampling=0))
+    items.append(encode(photo(333, 251, seed=5), "JPEG", quality=75, subsampling=1))
+    items.append(encode(photo(320, 240, seed=6), "JPEG", quality=85, optimize=True))
+    items.append(encode(Image.fromarray(photo(300, 200, seed=7)).convert("L"), "JPEG", quality=90))
+    items.append(jpegtran(items[2], "-restart", "1B"))
+    items.append(encode(photo(320, 240, seed=8), "JPEG", quality=85, progressive=True))
+    return items
+
+
+def test_every_huffman_decoder_equals_pillow():
+    items = _big_jpegs()
+    items += [encode(photo(97, 61, seed=s), "JPEG", quality=q) for s, q in [(1, 95), (2, 60)]]
+    items += [JPEG_VARIANTS["restart-markers"](), JPEG_VARIANTS["optimized-huffman"]()]
+    results = _per_decoder(lambda: [lancefeed.decode_image(b) for b in items])
+    assert "portable" in results
+    for name, decoded in results.items():
+        for data, img in zip(items, decoded):
+            np.testing.assert_array_equal(img, pillow_rgb(data), err_msg=name)
     with pytest.raises(ValueError, match='unknown Huffman decoder "avx9"|no "avx9" Huffman decoder'):
-        core.huffman_decoder("avx9")
+        lancefeed._core.huffman_decoder("avx9")
+
+
+def test_every_huffman_decoder_crops_and_scales_identically():
+    # Decode-time crops skip rows (coefficients decoded and dropped) and 1/8 scaling
+    # needs no AC coefficients: the paths that store nothing.
+    items = _big_jpegs()
+    crop = lancefeed.Compose([lancefeed.RandomResizedCrop(48), lancefeed.RandomHorizontalFlip()])
+    results = _per_decoder(
+        lambda: [lancefeed.decode_batch(items, transform=crop, seed=3), lancefeed.decode_batch(items, size=(24, 24))]
+    )
+    first = results.pop("portable")
+    for name, outs in results.items():
+        for a, b in zip(first, outs):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_every_huffman_decoder_reads_corrupt_streams_alike():
+    # Bytes overwritten in the entropy-coded data (false markers, impossible codes,
+    # runs past the block's end) and truncations: the same pixels or the same error.
+    base = encode(photo(400, 300, seed=9), "JPEG", quality=90)
+    start = base.index(b"\xff\xda") + 20
+    rng = np.random.default_rng(0)
+    streams = []
+    for t in range(60):
+        b = bytearray(base)
+        for i in rng.integers(start, len(b) - 2, size=int(rng.integers(1, 4))):
+            b[int(i)] = int(rng.integers(0, 256))
+        streams.append(bytes(b[: int(rng.integers(start, len(b)))] if t % 3 == 0 else b))
+
+    def outcome(data: bytes) -> object:
+        try:
+            return lancefeed.decode_image(data)
+        except lancefeed.DecodeError as e:
+            return str(e)
+
+    results = _per_decoder(lambda: [outcome(b) for b in streams])
+    first = results.pop("portable")
+    assert sum(isinstance(o, np.ndarray) for o in first) > 10  # most corruptions still decode
+    for name, outs in results.items():
+        for a, b in zip(first, outs):
+            if isinstance(a, str):
+                assert a == b, name
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def _cpu_flags() -> set[str]:
@@ -379,5 +447,5 @@ def test_v3_huffman_decoder_is_built_and_chosen_where_the_cpu_has_it():
         [sys.executable, "-c", "import lancefeed._core as c; print(c.huffman_decoder())"],
         env={**env, **extra}, capture_output=True, text=True, check=True,
     ).stdout.strip()
-    assert run({}) == ("x86-64-v3" if v3 else "portable")
+    assert run({}) == ("x86-64-v3+tables" if v3 else "portable")
     assert run({"LANCEFEED_HUFFMAN": "baseline"}) == "portable"

@@ -1,7 +1,9 @@
-//! Chooses libjpeg-turbo's Huffman decoder per CPU (see build.rs): the copy compiled
-//! for x86-64-v3 where the CPU has every feature that level implies, the baseline copy
-//! elsewhere, where `LANCEFEED_HUFFMAN=baseline` is set, or after `select` asks for it.
-//! Both decode identically; only the instructions differ.
+//! Chooses the JPEG Huffman decoder per CPU (see build.rs and huffman_tables.c):
+//! where the CPU has every feature of x86-64-v3, libjpeg-turbo's decoder with
+//! lancefeed's combined code-and-coefficient tables in front ("x86-64-v3+tables");
+//! elsewhere libjpeg-turbo's own ("portable"). `LANCEFEED_HUFFMAN` names another
+//! ("baseline" is "portable"), and `select` switches for decompressors started after.
+//! All decode to the same coefficients; only the speed differs.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 extern "C" {
     fn __real_jinit_huff_decoder(cinfo: *mut c_void);
     fn lancefeed_v3_jinit_huff_decoder(cinfo: *mut c_void);
+    fn lancefeed_v3_jinit_table_huff_decoder(cinfo: *mut c_void);
 }
 
 /// Every libjpeg decompressor calls this in place of `jinit_huff_decoder` (the link
@@ -16,10 +19,10 @@ extern "C" {
 /// through it skips no destructor.
 #[no_mangle]
 pub unsafe extern "C" fn __wrap_jinit_huff_decoder(cinfo: *mut c_void) {
-    if selected() == Variant::V3 {
-        lancefeed_v3_jinit_huff_decoder(cinfo)
-    } else {
-        __real_jinit_huff_decoder(cinfo)
+    match selected() {
+        Variant::Tables => lancefeed_v3_jinit_table_huff_decoder(cinfo),
+        Variant::V3 => lancefeed_v3_jinit_huff_decoder(cinfo),
+        Variant::Baseline => __real_jinit_huff_decoder(cinfo),
     }
 }
 
@@ -27,17 +30,19 @@ pub unsafe extern "C" fn __wrap_jinit_huff_decoder(cinfo: *mut c_void) {
 pub enum Variant {
     Baseline = 1,
     V3 = 2,
+    Tables = 3,
 }
 
 impl Variant {
     pub fn from_name(name: &str) -> Option<Variant> {
-        [Variant::Baseline, Variant::V3].into_iter().find(|v| v.name() == name)
+        [Variant::Baseline, Variant::V3, Variant::Tables].into_iter().find(|v| v.name() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Baseline => "portable",
             Variant::V3 => "x86-64-v3",
+            Variant::Tables => "x86-64-v3+tables",
         }
     }
 }
@@ -45,15 +50,20 @@ impl Variant {
 static CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
 const UNDECIDED: u8 = 0;
 
-/// The copy decompressors started from now on use: the CPU's best unless
-/// `LANCEFEED_HUFFMAN=baseline` or `select` said otherwise.
+/// The decoder that decompressors started from now on use: the CPU's best unless
+/// `LANCEFEED_HUFFMAN` or `select` said otherwise.
 pub fn selected() -> Variant {
     match CHOICE.load(Ordering::Relaxed) {
         1 => Variant::Baseline,
         2 => Variant::V3,
+        3 => Variant::Tables,
         _ => {
-            let forced = std::env::var("LANCEFEED_HUFFMAN").is_ok_and(|v| v == "baseline");
-            let v = if !forced && v3() { Variant::V3 } else { Variant::Baseline };
+            let v = match std::env::var("LANCEFEED_HUFFMAN").ok().as_deref() {
+                Some("baseline") | Some("portable") => Variant::Baseline,
+                Some(name) if v3() => Variant::from_name(name).unwrap_or(Variant::Tables),
+                _ if v3() => Variant::Tables,
+                _ => Variant::Baseline,
+            };
             CHOICE.store(v as u8, Ordering::Relaxed);
             v
         }
@@ -63,7 +73,7 @@ pub fn selected() -> Variant {
 /// Switches copies (for benchmarks that compare them in one process); false where
 /// this CPU cannot run the v3 copy.
 pub fn select(variant: Variant) -> bool {
-    if variant == Variant::V3 && !v3() {
+    if variant != Variant::Baseline && !v3() {
         return false;
     }
     CHOICE.store(variant as u8, Ordering::Relaxed);

@@ -156,13 +156,13 @@ pub fn sniff(data: &[u8]) -> Result<Format> {
     )))
 }
 
-/// Which build of the JPEG Huffman decoder this process uses: "x86-64-v3" or "portable".
+/// Which JPEG Huffman decoder this process uses: "x86-64-v3+tables", "x86-64-v3" or "portable".
 /// With `select`, switches first; an unknown name or one this CPU cannot run is an error.
 pub fn huffman_decoder(select: Option<&str>) -> std::result::Result<&'static str, String> {
     #[cfg(fast_huffman)]
     {
         if let Some(name) = select {
-            let variant = huffman::Variant::from_name(name).ok_or_else(|| format!("unknown Huffman decoder {name:?}; expected 'x86-64-v3' or 'portable'"))?;
+            let variant = huffman::Variant::from_name(name).ok_or_else(|| format!("unknown Huffman decoder {name:?}; expected 'x86-64-v3+tables', 'x86-64-v3' or 'portable'"))?;
             if !huffman::select(variant) {
                 return Err(format!("this CPU cannot run the {name} Huffman decoder"));
             }

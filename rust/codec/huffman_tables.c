@@ -1,0 +1,332 @@
+/*
+ * libjpeg-turbo's sequential Huffman decoder (jdhuff.c, included whole) with one
+ * more fast path: a lookup on the next LF_BITS bits of the stream that yields the
+ * code's zero run and its coefficient at once, magnitude bits included.
+ *
+ * libjpeg-turbo looks up the code (8 bits) and then reads the magnitude bits, sign
+ * extends them, and stores: two dependent steps per coefficient, most of a training
+ * decode's time. Where a code and its magnitude fit in LF_BITS bits (nearly all of
+ * them in photographs) this takes one step; the rest, and every corner (markers,
+ * restarts, suspension, corrupt data), stays on libjpeg-turbo's own paths, so the
+ * coefficients are the same bytes for valid and invalid streams alike.
+ *
+ * build.rs compiles this once, for x86-64-v3, with jdhuff.c's globals renamed; it
+ * exports libjpeg-turbo's decoder as lancefeed_v3_jinit_huff_decoder and this one as
+ * lancefeed_v3_jinit_table_huff_decoder. rust/codec/huffman.rs chooses per CPU.
+ *
+ * libjpeg-turbo: Copyright (C) 1991-1997, Thomas G. Lane; 2009-2024,
+ * D. R. Commander, and contributors. IJG and BSD-style licenses (README.ijg,
+ * LICENSE.md in its sources).
+ */
+
+#include "jdhuff.c"
+
+#define LF_BITS  10
+#define LF_SIZE  (1 << LF_BITS)
+/* Entry: bits 0-4 the bits it consumes (0: not in the table, take the slow path),
+ * bit 5 end of block, bits 8-11 the zero run before the coefficient, bits 16-31
+ * the coefficient (signed). */
+#define LF_LEN_MASK  31
+#define LF_EOB  32
+
+/* Below this many MCUs libjpeg-turbo's path is used: building the tables (~6 us an
+ * image) costs more than a small image's decode saves (measured even at ~60 MCUs,
+ * 8% faster from ~150; a CIFAR-10 image has 4). */
+#define LF_MIN_MCUS  96
+
+/* FILL_BIT_BUFFER_FAST, with the six bytes read at once where none is 0xFF (the
+ * caller guarantees BUFSIZE bytes per block, so the 8-byte load stays inside). */
+#define LF_FILL \
+  if (bits_left <= 16) { \
+    unsigned long long w_; \
+    memcpy(&w_, buffer, 8); \
+    w_ = __builtin_bswap64(w_) >> 16; \
+    if (!lf_has_ff(w_)) { \
+      get_buffer = (get_buffer << 48) | w_; \
+      bits_left += 48; \
+      buffer += 6; \
+    } else { \
+      GET_BYTE GET_BYTE GET_BYTE GET_BYTE GET_BYTE GET_BYTE \
+    } \
+  }
+
+/* Whether any of the low six bytes of w is 0xFF. */
+static inline int
+lf_has_ff(unsigned long long w)
+{
+  unsigned long long x = ~w & 0xFFFFFFFFFFFFULL;
+  return ((x - 0x010101010101ULL) & ~x & 0x808080808080ULL) != 0;
+}
+
+typedef struct {
+  huff_entropy_decoder base;    /* first, so that libjpeg's casts hold */
+  int *tables[2][NUM_HUFF_TBLS];  /* [DC, AC][table number], image lifespan */
+  const int *dc_fast[D_MAX_BLOCKS_IN_MCU];
+  const int *ac_fast[D_MAX_BLOCKS_IN_MCU];
+} lf_entropy_decoder;
+
+typedef lf_entropy_decoder *lf_entropy_ptr;
+
+
+/* Fills `fast` from a table that jpeg_make_d_derived_tbl has already validated. */
+LOCAL(void)
+lf_build_table(const JHUFF_TBL *htbl, boolean isDC, int *fast)
+{
+  int l, i, p = 0;
+  unsigned int code = 0;
+
+  memset(fast, 0, LF_SIZE * sizeof(int));
+  for (l = 1; l <= LF_BITS; l++) {
+    for (i = 0; i < htbl->bits[l]; i++, p++, code++) {
+      int sym = htbl->huffval[p];
+      int run = isDC ? 0 : sym >> 4;
+      int size = isDC ? sym : sym & 15;
+      int spare = LF_BITS - l - size;
+      unsigned int first = code << (LF_BITS - l);
+      int m, t;
+
+      if (size == 0) {
+        if (isDC) {               /* a zero difference */
+          for (t = 0; t < 1 << (LF_BITS - l); t++)
+            fast[first + t] = l;
+        } else if (run != 15) {   /* end of block (libjpeg-turbo ends on any run) */
+          for (t = 0; t < 1 << (LF_BITS - l); t++)
+            fast[first + t] = l | LF_EOB;
+        }                         /* ZRL stays on the slow path */
+        continue;
+      }
+      if (spare < 0)
+        continue;
+      for (m = 0; m < 1 << size; m++) {
+        int v = m < 1 << (size - 1) ? m - (1 << size) + 1 : m;
+        int entry = v * 65536 + run * 256 + l + size;
+        unsigned int base = first | ((unsigned int)m << spare);
+        for (t = 0; t < 1 << spare; t++)
+          fast[base + t] = entry;
+      }
+    }
+    code <<= 1;
+  }
+}
+
+
+LOCAL(const int *)
+lf_table(j_decompress_ptr cinfo, boolean isDC, int tblno)
+{
+  lf_entropy_ptr lf = (lf_entropy_ptr)cinfo->entropy;
+  int **slot = &lf->tables[isDC ? 0 : 1][tblno];
+
+  if (*slot == NULL)
+    *slot = (int *)(*cinfo->mem->alloc_small) ((j_common_ptr)cinfo, JPOOL_IMAGE,
+                                               LF_SIZE * sizeof(int));
+  return *slot;
+}
+
+
+METHODDEF(boolean) lf_decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data);
+
+METHODDEF(void)
+lf_start_pass(j_decompress_ptr cinfo)
+{
+  lf_entropy_ptr lf = (lf_entropy_ptr)cinfo->entropy;
+  boolean built[2][NUM_HUFF_TBLS] = { { FALSE } };
+  int ci, blkn;
+
+  /* Validates the tables and sets libjpeg-turbo's state; ours comes on top. */
+  start_pass_huff_decoder(cinfo);
+  lf->base.pub.decode_mcu = decode_mcu;
+  if ((long)cinfo->MCUs_per_row * (long)cinfo->MCU_rows_in_scan < LF_MIN_MCUS)
+    return;
+
+  for (ci = 0; ci < cinfo->comps_in_scan; ci++) {
+    jpeg_component_info *compptr = cinfo->cur_comp_info[ci];
+    int dc = compptr->dc_tbl_no, ac = compptr->ac_tbl_no;
+    /* A table may change between scans (DHT), so each scan builds its own. */
+    if (!built[0][dc]) {
+      lf_build_table(cinfo->dc_huff_tbl_ptrs[dc], TRUE, (int *)lf_table(cinfo, TRUE, dc));
+      built[0][dc] = TRUE;
+    }
+    if (!built[1][ac]) {
+      lf_build_table(cinfo->ac_huff_tbl_ptrs[ac], FALSE, (int *)lf_table(cinfo, FALSE, ac));
+      built[1][ac] = TRUE;
+    }
+  }
+  for (blkn = 0; blkn < cinfo->blocks_in_MCU; blkn++) {
+    jpeg_component_info *compptr =
+      cinfo->cur_comp_info[cinfo->MCU_membership[blkn]];
+    lf->dc_fast[blkn] = lf->tables[0][compptr->dc_tbl_no];
+    lf->ac_fast[blkn] = lf->tables[1][compptr->ac_tbl_no];
+  }
+  lf->base.pub.decode_mcu = lf_decode_mcu;
+}
+
+
+/* decode_mcu_fast with the table lookup in front of each code. Same contract: the
+ * caller checked that enough bytes remain; a marker met on the way makes it return
+ * FALSE with the permanent state untouched, and the MCU is decoded again slowly. */
+LOCAL(boolean)
+lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
+{
+  lf_entropy_ptr lf = (lf_entropy_ptr)cinfo->entropy;
+  huff_entropy_ptr entropy = &lf->base;
+  BITREAD_STATE_VARS;
+  JOCTET *buffer;
+  int blkn;
+  savable_state state;
+
+  BITREAD_LOAD_STATE(cinfo, entropy->bitstate);
+  buffer = (JOCTET *)br_state.next_input_byte;
+  state = entropy->saved;
+
+  for (blkn = 0; blkn < cinfo->blocks_in_MCU; blkn++) {
+    JBLOCKROW block = MCU_data ? MCU_data[blkn] : NULL;
+    d_derived_tbl *dctbl = entropy->dc_cur_tbls[blkn];
+    d_derived_tbl *actbl = entropy->ac_cur_tbls[blkn];
+    const int *dcfast = lf->dc_fast[blkn];
+    const int *acfast = lf->ac_fast[blkn];
+    register int s, k, r, l, e;
+
+    LF_FILL
+    e = dcfast[PEEK_BITS(LF_BITS)];
+    if (e & LF_LEN_MASK) {
+      DROP_BITS(e & LF_LEN_MASK);
+      s = e >> 16;
+    } else {
+      HUFF_DECODE_FAST(s, l, dctbl);
+      if (s) {
+        LF_FILL
+        r = GET_BITS(s);
+        s = HUFF_EXTEND(r, s);
+      }
+    }
+
+    if (entropy->dc_needed[blkn]) {
+      int ci = cinfo->MCU_membership[blkn];
+      s += state.last_dc_val[ci];
+      state.last_dc_val[ci] = s;
+      if (block)
+        (*block)[0] = (JCOEF)s;
+    }
+
+    if (entropy->ac_needed[blkn] && block) {
+
+      for (k = 1; k < DCTSIZE2; k++) {
+        LF_FILL
+        e = acfast[PEEK_BITS(LF_BITS)];
+        if (e & LF_LEN_MASK) {
+          DROP_BITS(e & LF_LEN_MASK);
+          if (e & LF_EOB)
+            break;
+          k += (e >> 8) & 15;
+          /* The extra entries of jpeg_natural_order[] absorb k >= DCTSIZE2 from
+           * corrupt data, as in libjpeg-turbo. */
+          (*block)[jpeg_natural_order[k]] = (JCOEF)(e >> 16);
+          continue;
+        }
+        HUFF_DECODE_FAST(s, l, actbl);
+        r = s >> 4;
+        s &= 15;
+        if (s) {
+          k += r;
+          LF_FILL
+          r = GET_BITS(s);
+          s = HUFF_EXTEND(r, s);
+          (*block)[jpeg_natural_order[k]] = (JCOEF)s;
+        } else {
+          if (r != 15) break;
+          k += 15;
+        }
+      }
+
+    } else {
+
+      for (k = 1; k < DCTSIZE2; k++) {
+        LF_FILL
+        e = acfast[PEEK_BITS(LF_BITS)];
+        if (e & LF_LEN_MASK) {
+          DROP_BITS(e & LF_LEN_MASK);
+          if (e & LF_EOB)
+            break;
+          k += (e >> 8) & 15;
+          continue;
+        }
+        HUFF_DECODE_FAST(s, l, actbl);
+        r = s >> 4;
+        s &= 15;
+        if (s) {
+          k += r;
+          LF_FILL
+          DROP_BITS(s);
+        } else {
+          if (r != 15) break;
+          k += 15;
+        }
+      }
+    }
+  }
+
+  if (cinfo->unread_marker != 0) {
+    cinfo->unread_marker = 0;
+    return FALSE;
+  }
+
+  br_state.bytes_in_buffer -= (buffer - br_state.next_input_byte);
+  br_state.next_input_byte = buffer;
+  BITREAD_SAVE_STATE(cinfo, entropy->bitstate);
+  entropy->saved = state;
+  return TRUE;
+}
+
+
+/* decode_mcu, with lf_decode_mcu_fast as its fast path. */
+METHODDEF(boolean)
+lf_decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
+{
+  huff_entropy_ptr entropy = (huff_entropy_ptr)cinfo->entropy;
+  int usefast = 1;
+
+  if (cinfo->restart_interval) {
+    if (entropy->restarts_to_go == 0)
+      if (!process_restart(cinfo))
+        return FALSE;
+    usefast = 0;
+  }
+
+  if (cinfo->src->bytes_in_buffer < BUFSIZE * (size_t)cinfo->blocks_in_MCU ||
+      cinfo->unread_marker != 0)
+    usefast = 0;
+
+  if (!entropy->pub.insufficient_data) {
+    if (usefast) {
+      if (!lf_decode_mcu_fast(cinfo, MCU_data)) goto use_slow;
+    } else {
+use_slow:
+      if (!decode_mcu_slow(cinfo, MCU_data)) return FALSE;
+    }
+  }
+
+  if (cinfo->restart_interval)
+    entropy->restarts_to_go--;
+
+  return TRUE;
+}
+
+
+GLOBAL(void)
+lancefeed_v3_jinit_table_huff_decoder(j_decompress_ptr cinfo)
+{
+  lf_entropy_ptr lf;
+  int i;
+
+  std_huff_tables((j_common_ptr)cinfo);
+  lf = (lf_entropy_ptr)
+    (*cinfo->mem->alloc_small) ((j_common_ptr)cinfo, JPOOL_IMAGE,
+                                sizeof(lf_entropy_decoder));
+  cinfo->entropy = (struct jpeg_entropy_decoder *)lf;
+  lf->base.pub.start_pass = lf_start_pass;
+  lf->base.pub.decode_mcu = decode_mcu;
+  for (i = 0; i < NUM_HUFF_TBLS; i++) {
+    lf->base.dc_derived_tbls[i] = lf->base.ac_derived_tbls[i] = NULL;
+    lf->tables[0][i] = lf->tables[1][i] = NULL;
+  }
+}
