@@ -43,7 +43,7 @@ def rates(candidates: list[tuple[str, object]], n: int, repeat: int) -> list[tup
 
 def lancefeed_run(blobs: pa.Array, batch: int = 256, huffman: str | None = None, **kw):
     """decode_batch over `blobs` in batches; `huffman` picks the Huffman decoder build
-    for this candidate only (to measure what the x86-64-v3 copy buys)."""
+    for this candidate only (to measure what each decoder buys)."""
     def run():
         before = lancefeed._core.huffman_decoder()
         lancefeed._core.huffman_decoder(huffman)

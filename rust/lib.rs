@@ -108,9 +108,13 @@ fn default_num_threads() -> usize {
     pool::default_threads()
 }
 
-/// Which build of libjpeg-turbo's Huffman decoder this process runs: "x86-64-v3" (chosen
-/// on CPUs that have AVX2, BMI2, LZCNT and the rest of that level) or "portable".
-/// `select` switches for the decodes started after it (benchmarks compare the two).
+/// Which JPEG Huffman decoder this process runs: "x86-64-v3+tables" (lancefeed's table
+/// path, chosen on CPUs that have AVX2, BMI2, LZCNT and the rest of that level),
+/// "x86-64-v3" (libjpeg-turbo's, built for that level) or "portable" (libjpeg-turbo's).
+/// `select` switches for the decodes started after it (benchmarks compare them).
+///
+/// >>> lancefeed._core.huffman_decoder() in ("x86-64-v3+tables", "portable")
+/// True
 #[pyfunction]
 #[pyo3(signature = (select = None))]
 fn huffman_decoder(select: Option<&str>) -> PyResult<&'static str> {
