@@ -14,9 +14,10 @@
  * exports libjpeg-turbo's decoder as lancefeed_v3_jinit_huff_decoder and this one as
  * lancefeed_v3_jinit_table_huff_decoder. rust/codec/huffman.rs chooses per CPU.
  *
- * libjpeg-turbo: Copyright (C) 1991-1997, Thomas G. Lane; 2009-2024,
- * D. R. Commander, and contributors. IJG and BSD-style licenses (README.ijg,
- * LICENSE.md in its sources).
+ * jdhuff.c: Copyright (C) 1991-1997, Thomas G. Lane; libjpeg-turbo modifications,
+ * D. R. Commander and contributors; under the IJG license (README.ijg in
+ * libjpeg-turbo's sources, which turbojpeg-sys vendors). The additions below follow
+ * its structure.
  */
 
 #include "jdhuff.c"
@@ -30,8 +31,8 @@
 #define LF_EOB  32
 
 /* Below this many MCUs libjpeg-turbo's path is used: building the tables (~6 us an
- * image) costs more than a small image's decode saves (measured even at ~60 MCUs,
- * 8% faster from ~150; a CIFAR-10 image has 4). */
+ * image) costs more than a small image's decode saves (measured: break-even at ~60
+ * MCUs, 8% faster from ~150; a CIFAR-10 image has 4). */
 #define LF_MIN_MCUS  96
 
 /* FILL_BIT_BUFFER_FAST, with the six bytes read at once where none is 0xFF (the
@@ -161,6 +162,38 @@ lf_start_pass(j_decompress_ptr cinfo)
 }
 
 
+/* The AC coefficients of one block; `store` puts coefficient s at zigzag index k, or
+ * is nothing where they are skipped (the unused sign extension compiles away). The
+ * extra entries of jpeg_natural_order[] absorb k >= DCTSIZE2 from corrupt data, as
+ * in libjpeg-turbo. */
+#define LF_DECODE_AC(store) \
+  for (k = 1; k < DCTSIZE2; k++) { \
+    LF_FILL \
+    e = acfast[PEEK_BITS(LF_BITS)]; \
+    if (e & LF_LEN_MASK) { \
+      DROP_BITS(e & LF_LEN_MASK); \
+      if (e & LF_EOB) \
+        break; \
+      k += (e >> 8) & 15; \
+      s = e >> 16; \
+      store; \
+      continue; \
+    } \
+    HUFF_DECODE_FAST(s, l, actbl); \
+    r = s >> 4; \
+    s &= 15; \
+    if (s) { \
+      k += r; \
+      LF_FILL \
+      r = GET_BITS(s); \
+      s = HUFF_EXTEND(r, s); \
+      store; \
+    } else { \
+      if (r != 15) break; \
+      k += 15; \
+    } \
+  }
+
 /* decode_mcu_fast with the table lookup in front of each code. Same contract: the
  * caller checked that enough bytes remain; a marker met on the way makes it return
  * FALSE with the permanent state untouched, and the MCU is decoded again slowly. */
@@ -209,59 +242,9 @@ lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
     }
 
     if (entropy->ac_needed[blkn] && block) {
-
-      for (k = 1; k < DCTSIZE2; k++) {
-        LF_FILL
-        e = acfast[PEEK_BITS(LF_BITS)];
-        if (e & LF_LEN_MASK) {
-          DROP_BITS(e & LF_LEN_MASK);
-          if (e & LF_EOB)
-            break;
-          k += (e >> 8) & 15;
-          /* The extra entries of jpeg_natural_order[] absorb k >= DCTSIZE2 from
-           * corrupt data, as in libjpeg-turbo. */
-          (*block)[jpeg_natural_order[k]] = (JCOEF)(e >> 16);
-          continue;
-        }
-        HUFF_DECODE_FAST(s, l, actbl);
-        r = s >> 4;
-        s &= 15;
-        if (s) {
-          k += r;
-          LF_FILL
-          r = GET_BITS(s);
-          s = HUFF_EXTEND(r, s);
-          (*block)[jpeg_natural_order[k]] = (JCOEF)s;
-        } else {
-          if (r != 15) break;
-          k += 15;
-        }
-      }
-
+      LF_DECODE_AC((*block)[jpeg_natural_order[k]] = (JCOEF)s)
     } else {
-
-      for (k = 1; k < DCTSIZE2; k++) {
-        LF_FILL
-        e = acfast[PEEK_BITS(LF_BITS)];
-        if (e & LF_LEN_MASK) {
-          DROP_BITS(e & LF_LEN_MASK);
-          if (e & LF_EOB)
-            break;
-          k += (e >> 8) & 15;
-          continue;
-        }
-        HUFF_DECODE_FAST(s, l, actbl);
-        r = s >> 4;
-        s &= 15;
-        if (s) {
-          k += r;
-          LF_FILL
-          DROP_BITS(s);
-        } else {
-          if (r != 15) break;
-          k += 15;
-        }
-      }
+      LF_DECODE_AC((void)0)
     }
   }
 
