@@ -111,7 +111,7 @@ lf_build_table(const JHUFF_TBL *htbl, boolean isDC, int *fast)
 }
 
 
-LOCAL(const int *)
+LOCAL(int *)
 lf_table(j_decompress_ptr cinfo, boolean isDC, int tblno)
 {
   lf_entropy_ptr lf = (lf_entropy_ptr)cinfo->entropy;
@@ -144,11 +144,11 @@ lf_start_pass(j_decompress_ptr cinfo)
     int dc = compptr->dc_tbl_no, ac = compptr->ac_tbl_no;
     /* A table may change between scans (DHT), so each scan builds its own. */
     if (!built[0][dc]) {
-      lf_build_table(cinfo->dc_huff_tbl_ptrs[dc], TRUE, (int *)lf_table(cinfo, TRUE, dc));
+      lf_build_table(cinfo->dc_huff_tbl_ptrs[dc], TRUE, lf_table(cinfo, TRUE, dc));
       built[0][dc] = TRUE;
     }
     if (!built[1][ac]) {
-      lf_build_table(cinfo->ac_huff_tbl_ptrs[ac], FALSE, (int *)lf_table(cinfo, FALSE, ac));
+      lf_build_table(cinfo->ac_huff_tbl_ptrs[ac], FALSE, lf_table(cinfo, FALSE, ac));
       built[1][ac] = TRUE;
     }
   }
