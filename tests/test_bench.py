@@ -71,11 +71,33 @@ def test_generated_images_look_like_photos(tmp_path: Path) -> None:
 
 def test_a_hanging_loader_is_killed_at_the_timeout() -> None:
     start = time.monotonic()
-    r = run_loader({"loader": "_sleep"}, dataset="d", description="sleeps", timeout=30, stall_timeout=1.5)
-    assert time.monotonic() - start < 25
+    r = run_loader({"loader": "_sleep"}, dataset="d", description="sleeps", timeout=60, stall_timeout=1.5)
+    # Killed by the stall clock (not the 60 s one), which starts after the start-up.
     assert r.status == "timeout"
     assert r.message == "no batch for 1.5 s, killed"
+    assert r.startup_s is not None and time.monotonic() - start >= r.startup_s + 1.5
     assert r.images_per_s is None and r.images == 0
+
+
+def test_a_slow_start_up_is_not_a_stall() -> None:
+    # The loader's start-up sleeps past the stall timeout, then it runs fine.
+    spec = {"loader": "_slow_start", "startup_sleep": 3, "batch_size": 8, "batches": 4, "limit": None}
+    r = run_loader(spec, dataset="d", description="starts slowly", timeout=60, stall_timeout=1.5)
+    assert (r.status, r.message, r.images) == ("ok", "", 32)
+    assert r.startup_s is not None and r.startup_s >= 3
+    assert r.seconds < 3  # the start-up is not part of the timed pass
+    # The same start-up, then a hang after the batches: the stall clock still kills it.
+    spec["hang"] = True
+    hung = run_loader(spec, dataset="d", description="hangs", timeout=60, stall_timeout=1.5)
+    assert (hung.status, hung.message, hung.images) == ("timeout", "no batch for 1.5 s, killed", 32)
+    assert hung.startup_s is not None and hung.startup_s >= 3
+
+
+def test_a_start_up_past_its_limit_is_killed() -> None:
+    # A start-up that never ends (it sleeps an hour) is stopped by its own limit.
+    spec = {"loader": "_slow_start", "startup_sleep": 3600}
+    r = run_loader(spec, dataset="d", description="stuck", timeout=60, stall_timeout=60, startup_timeout=2)
+    assert (r.status, r.message, r.startup_s, r.images) == ("timeout", "start-up over 2 s, killed", None, 0)
 
 
 def test_a_failing_loader_is_reported() -> None:
@@ -86,7 +108,19 @@ def test_a_failing_loader_is_reported() -> None:
 
 def test_bench_on_tiny_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    code = main(["bench", "--tiny", "--quiet", "--out", str(out), "--loaders", "lancefeed,imagefolder-pillow"])
+    code = main(
+        [
+            "bench",
+            "--tiny",
+            "--quiet",
+            "--out",
+            str(out),
+            "--loaders",
+            "lancefeed,imagefolder-pillow",
+            "--startup-timeout",
+            "600",
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     lines = table.splitlines()
@@ -101,12 +135,14 @@ def test_bench_on_tiny_default(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert all(b[-1] == "ok" for b in body)
     assert body[0][3] == "1.00x"
 
-    results = json.loads((out / "results.json").read_text())["results"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["startup_timeout_s"] == 600
+    results = saved["results"]
     assert len(results) == 4
     tiny = {"imagenet-like": 16, "cifar-like": 64}
     for r in results:
         assert r["images"] == tiny[r["dataset"]]
-        assert r["images_per_s"] > 0 and r["cpu_s"] > 0 and r["peak_mib"] > 0
+        assert r["images_per_s"] > 0 and r["cpu_s"] > 0 and r["peak_mib"] > 0 and r["startup_s"] > 0
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -125,19 +161,23 @@ def test_bench_on_a_dataset_with_limit_and_timeout(tmp_path: Path) -> None:
         batch_size=8,
         limit=16,
         loaders=["lance-torch-pillow", "_sleep"],
-        timeout=20,
-        stall_timeout=1,
+        # Ample for a healthy pass of 16 small images (ready to done in ~0.1 s) on a
+        # slow machine; the start-up (imports of torch and pylance) is not watched by it.
+        timeout=60,
+        stall_timeout=5,
         out=tmp_path / "out",
         repeat=3,
         progress=False,
     )
     ok, hung = report.results
-    assert (ok.loader, ok.status, ok.images) == ("lance-torch-pillow", "ok", 16)
+    assert (ok.loader, ok.status, ok.images, ok.message) == ("lance-torch-pillow", "ok", 16, "")
+    assert ok.startup_s is not None and ok.startup_s > 0
     assert len(ok.runs) == 3 and sorted(ok.runs)[1] == ok.images_per_s  # the median run is kept
     assert len(hung.runs) == 1  # a loader that hangs is not tried again
     assert ok.ratio is None  # no lancefeed run to compare with
-    assert (hung.loader, hung.status) == ("_sleep", "timeout")
+    assert (hung.loader, hung.status, hung.message) == ("_sleep", "timeout", "no batch for 5 s, killed")
     assert report.settings["plans"] == {"small": "Resize((32, 32))"}
+    assert report.settings["startup_timeout_s"] == 300  # the default
     assert "timeout" in (tmp_path / "out" / "table.txt").read_text()
 
 

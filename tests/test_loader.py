@@ -482,7 +482,12 @@ def test_pipeline_keeps_a_bounded_number_of_batches(uri: str) -> None:
     loader._maker.take = counting_take  # type: ignore[method-assign]
     it = iter(loader)
     next(it)
-    time.sleep(0.5)  # let the pipeline fill up while the loop "trains"
+    # Let the pipeline fill up while the loop "trains": wait for the batch handed out
+    # and the 2 queued (however slow the machine), then give it time to overrun.
+    deadline = time.monotonic() + 120
+    while len(taken) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
     # one handed out + 2 queued + 1 blocked in the driver + takes ahead (prefetch + io_threads)
     assert 3 <= len(taken) <= 1 + 2 + 1 + 3
     it.close()

@@ -1,9 +1,12 @@
 """``lancefeed bench``: lancefeed against the loaders people use today, in one run.
 
 Every loader runs in a process of its own (:mod:`lancefeed.bench_worker`), watched
-from here: a loader that yields no batch for ``stall_timeout`` seconds, or runs
-past ``timeout``, is killed with its whole process group and reported as
-``timeout``; one that exits with an error is reported as ``failed``. CPU time is
+from here. Its start-up (the process's imports and building the loader) has a limit
+of its own, ``startup_timeout``, and is reported as ``startup_s``: a slow start-up is
+slow, not stalled. Once the loader is built, one that yields no batch for
+``stall_timeout`` seconds, or whose pass runs past ``timeout``, is killed with its
+whole process group and reported as ``timeout``, as is one whose start-up runs past
+``startup_timeout``; one that exits with an error is reported as ``failed``. CPU time is
 measured inside the worker over the timed pass (its threads and its DataLoader
 worker processes); peak memory is the largest sum of the process tree's
 proportional set size (PSS, so pages shared by forked workers count once),
@@ -19,13 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
+import select
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +49,9 @@ class LoaderResult:
     are those of the batches that did arrive (``None`` if none did). ``ratio`` is
     images/s divided by lancefeed's on the same dataset, for finished runs. With
     repeats, the run with the median images/s is kept; ``runs`` lists every run's.
+    ``startup_s`` is the time from launching the loader's process until it had
+    imported what it needs and built its loader (not part of ``seconds``; ``None``
+    when it did not get that far).
     """
 
     dataset: str
@@ -61,6 +66,8 @@ class LoaderResult:
     ratio: float | None = None
     message: str = ""
     runs: list[float | None] = field(default_factory=list)
+    # Last, so that positional construction of the fields above keeps working.
+    startup_s: float | None = None
 
 
 @dataclass
@@ -118,13 +125,7 @@ def _memory_mib(pids: Sequence[int]) -> float | None:
     return total_kb / 1024 if found else None
 
 
-def _read_lines(stream: Any, out: queue.Queue[str | None]) -> None:
-    for line in iter(stream.readline, ""):
-        out.put(line)
-    out.put(None)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -132,62 +133,110 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 class _Watch:
-    """The state of one watched worker: its progress, peak memory and fate."""
+    """The state of one watched worker: its progress, peak memory and fate.
 
-    def __init__(self, proc: subprocess.Popen[str], result: LoaderResult) -> None:
+    Its life has three phases, each with its own limit: start-up (launch to
+    "ready": the imports and building the loader) within ``startup_timeout``; the
+    timed pass ("ready" to "done") within ``timeout``, with no more than
+    ``stall_timeout`` between events; and the exit after "done", again within
+    ``startup_timeout`` (interpreter shutdown is no stall either).
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        self.result = result
+        self.fd = proc.stdout.fileno()  # type: ignore[union-attr]
+        self.buffer = b""
+        self.eof = False
+        self.launched = self.last_event = time.monotonic()
+        self.ready_at: float | None = None
+        self.done_at: float | None = None
         self.done: dict[str, Any] | None = None
+        self.images = 0
+        self.seconds = 0.0
         self.peak: float | None = None
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_read_lines, args=(proc.stdout, self.lines), daemon=True).start()
+        self.killed = ""  # why the watch killed the worker, if it did
+
+    @property
+    def startup_s(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.launched
 
     def sample_memory(self) -> None:
         mem = _memory_mib(_tree(self.proc.pid))
         if mem is not None:
             self.peak = mem if self.peak is None else max(self.peak, mem)
 
-    def handle(self, line: str) -> bool:
+    def take_output(self, wait: float) -> list[str]:
+        """The complete lines the worker has written so far, waiting up to ``wait``
+        seconds for the first."""
+        while not self.eof:
+            readable, _, _ = select.select([self.fd], [], [], wait)
+            if not readable:
+                break
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                self.eof = True
+            self.buffer += chunk
+            wait = 0  # then only what is already there
+        *lines, self.buffer = self.buffer.split(b"\n")
+        if self.eof and self.buffer:
+            lines.append(self.buffer)
+            self.buffer = b""
+        return [ln.decode("utf-8", "replace") for ln in lines]
+
+    def handle(self, line: str, now: float) -> bool:
         """Take one stdout line; True when it was an event of the protocol."""
         if not line.startswith(TAG):
             return False
         event = json.loads(line[len(TAG) :])
-        if event["event"] == "batch":
-            self.result.images = int(event["images"])
-            self.result.seconds = float(event["seconds"])
+        self.last_event = now
+        if event["event"] == "ready":
+            self.ready_at = now
+        elif event["event"] == "batch":
+            self.images = int(event["images"])
+            self.seconds = float(event["seconds"])
         elif event["event"] == "done":
-            self.done = event
+            self.done, self.done_at = event, now
         return True
 
-    def run(self, timeout: float, stall_timeout: float) -> None:
-        """Follow the worker until it exits or a timeout kills it."""
-        launched = last_event = next_sample = time.monotonic()
-        ready = eof = False
+    def limit_passed(self, now: float, timeout: float, stall_timeout: float, startup_timeout: float) -> str:
+        """Why the worker must be killed at ``now`` ("" while it is within its limits)."""
+        if self.ready_at is None:
+            if now - self.launched > startup_timeout:
+                return f"start-up over {startup_timeout:g} s, killed"
+        elif self.done_at is not None:
+            if now - self.done_at > startup_timeout:
+                return f"did not exit within {startup_timeout:g} s of its pass, killed"
+        elif now - self.ready_at > timeout:
+            return f"over {timeout:g} s, killed"
+        elif now - self.last_event > stall_timeout:
+            return f"no batch for {stall_timeout:g} s, killed"
+        return ""
+
+    def run(self, timeout: float, stall_timeout: float, startup_timeout: float) -> None:
+        """Follow the worker until it exits or passes one of its limits (then kill it)."""
+        next_sample = self.launched
         while True:
+            lines = self.take_output(wait=0.1)
+            # The clocks are read before the last look at the pipe, so an event the
+            # worker wrote in time counts even when this process was slow to read it
+            # (on a loaded machine): only the worker's silence is a stall.
             now = time.monotonic()
+            lines += self.take_output(wait=0)
+            for line in lines:
+                self.handle(line, now)
             if now >= next_sample:
                 self.sample_memory()
                 next_sample = now + 0.1
-            if eof and self.proc.poll() is not None:
+            if self.proc.poll() is not None:
+                # Exited; what it wrote is in the pipe (a stray child may keep it open).
+                for line in self.take_output(wait=0):
+                    self.handle(line, now)
                 return
-            over = now - launched > timeout
-            if over or (ready and now - last_event > stall_timeout):
+            self.killed = self.limit_passed(now, timeout, stall_timeout, startup_timeout)
+            if self.killed:
                 _kill_group(self.proc)
                 self.proc.wait()
-                self.result.status = "timeout"
-                self.result.message = (
-                    f"over {timeout:g} s, killed" if over else f"no batch for {stall_timeout:g} s, killed"
-                )
                 return
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if line is None:
-                eof = True
-            elif self.handle(line):
-                last_event = time.monotonic()
-                ready = True  # "ready" or any later event: the stall clock runs from here
 
 
 def _failure_message(returncode: int | None, stderr: str) -> str:
@@ -211,15 +260,22 @@ def run_loader(
     description: str,
     timeout: float,
     stall_timeout: float,
+    startup_timeout: float = 300.0,
 ) -> LoaderResult:
     """Run one loader (``spec`` as :mod:`lancefeed.bench_worker` takes it) in a
-    subprocess and watch it; never waits longer than ``timeout`` seconds.
+    subprocess and watch it.
+
+    The process's start-up (imports, building the loader) may take up to
+    ``startup_timeout`` seconds and is reported as ``startup_s``; then the pass may
+    take up to ``timeout`` seconds, with at most ``stall_timeout`` between batches;
+    then the process has ``startup_timeout`` seconds to exit. A loader past any of
+    these is killed and reported as ``timeout``.
 
     Example:
         >>> r = run_loader({"loader": "_sleep"}, dataset="x", description="sleeps",
         ...                timeout=2, stall_timeout=1)  # doctest: +SKIP
-        >>> r.status  # doctest: +SKIP
-        'timeout'
+        >>> r.status, r.message  # doctest: +SKIP
+        ('timeout', 'no batch for 1 s, killed')
     """
     result = LoaderResult(dataset=dataset, loader=spec["loader"], description=description, status="failed")
     with tempfile.TemporaryFile(mode="w+") as err:
@@ -227,25 +283,29 @@ def run_loader(
             [sys.executable, "-m", "lancefeed.bench_worker", json.dumps(spec)],
             stdout=subprocess.PIPE,
             stderr=err,
-            text=True,
             start_new_session=True,  # its own process group: a kill takes its workers too
         )
-        watch = _Watch(proc, result)
+        watch = _Watch(proc)
         try:
-            watch.run(timeout, stall_timeout)
+            watch.run(timeout, stall_timeout, startup_timeout)
         finally:
             # Also on Ctrl-C: leave no loader (or DataLoader worker) running.
             _kill_group(proc)
             proc.wait()
+            proc.stdout.close()  # type: ignore[union-attr]
         err.seek(0)
         stderr_tail = err.read()[-4000:]
     result.peak_mib = watch.peak
-    if watch.done is not None and proc.returncode == 0:
+    result.startup_s = watch.startup_s
+    result.images, result.seconds = watch.images, watch.seconds
+    if watch.killed:
+        result.status, result.message = "timeout", watch.killed
+    elif watch.done is not None and proc.returncode == 0:
         result.status = "ok"
         result.images = int(watch.done["images"])
         result.seconds = float(watch.done["seconds"])
         result.cpu_s = float(watch.done["cpu_s"])
-    elif result.status != "timeout":
+    else:
         result.message = _failure_message(proc.returncode, stderr_tail)
     if result.images and result.seconds > 0:
         result.images_per_s = result.images / result.seconds
@@ -299,6 +359,7 @@ def run_bench(
     limit: int | None = None,
     timeout: float = 120.0,
     stall_timeout: float = 30.0,
+    startup_timeout: float = 300.0,
     workers: int | None = None,
     threads: int | None = None,
     loaders: Sequence[str] | None = None,
@@ -316,6 +377,11 @@ def run_bench(
     worker processes of the baselines) and ``threads`` (lancefeed's) default to
     the number of cores. ``repeat`` runs each loader that many times and keeps the
     median run.
+
+    Limits per loader run: ``startup_timeout`` seconds for its process to import
+    what it needs and build the loader (and, after the pass, to exit), then
+    ``timeout`` seconds for the timed pass, killed sooner when no batch arrives
+    for ``stall_timeout`` seconds.
 
     Example:
         >>> report = run_bench("cifar10.lance", transform="eval", limit=10_000)  # doctest: +SKIP
@@ -387,10 +453,12 @@ def run_bench(
                     description=_describe(name, workers, threads),
                     timeout=timeout,
                     stall_timeout=min(stall_timeout, timeout),
+                    startup_timeout=startup_timeout,
                 )
                 if progress:
                     rate = f"{r.images_per_s:,.0f} images/s" if r.images_per_s else "-"
-                    print(f" {r.status}, {rate}", file=sys.stderr)
+                    start = f" (start-up {r.startup_s:.1f} s)" if r.startup_s is not None else ""
+                    print(f" {r.status}, {rate}{start}", file=sys.stderr)
                 results.append(r)
         _fill_ratios(results)
     report = BenchReport(
@@ -404,6 +472,7 @@ def run_bench(
             "repeat": repeat,
             "timeout_s": timeout,
             "stall_timeout_s": stall_timeout,
+            "startup_timeout_s": startup_timeout,
             "workers": workers,
             "threads": threads,
             "cores": cores,

@@ -4,7 +4,7 @@ Example:
     >>> from lancefeed.bench import BenchReport, LoaderResult
     >>> r = BenchReport([LoaderResult("d", "lancefeed", "ours", "ok", 100, 1.0, 100.0, 1.5, 300.0, 1.0)])
     >>> print(format_table(r).splitlines()[0].split())
-    ['dataset', 'loader', 'images/s', 'vs', 'lancefeed', 'CPU', 's', 'peak', 'MiB', 'status']
+    ['dataset', 'loader', 'images/s', 'vs', 'lancefeed', 'CPU', 's', 'peak', 'MiB', 'start-up', 's', 'status']
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lancefeed.bench import BenchReport, LoaderResult
 
-_HEADER = ("dataset", "loader", "images/s", "vs lancefeed", "CPU s", "peak MiB", "status")
+# "start-up s": the loader process's imports and building the loader, outside the timed pass.
+_HEADER = ("dataset", "loader", "images/s", "vs lancefeed", "CPU s", "peak MiB", "start-up s", "status")
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -36,6 +37,7 @@ def _row(r: LoaderResult, status_width: int | None = 70) -> tuple[str, ...]:
         "-" if r.ratio is None else f"{r.ratio:.2f}x",
         _num(r.cpu_s, ".1f"),
         _num(r.peak_mib, ",.0f"),
+        _num(r.startup_s, ".1f"),
         status,
     )
 
@@ -44,7 +46,7 @@ def format_table(report: BenchReport) -> str:
     """A fixed-width table, one line per (dataset, loader)."""
     rows = [_HEADER] + [_row(r) for r in report.results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
-    right = {2, 3, 4, 5}
+    right = {2, 3, 4, 5, 6}
 
     def line(row: tuple[str, ...]) -> str:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
@@ -57,8 +59,8 @@ def format_table(report: BenchReport) -> str:
 
 def format_markdown(report: BenchReport) -> str:
     """The table as Markdown (for a README), with each loader's description."""
-    head = "| dataset | loader | images/s | vs lancefeed | CPU s | peak MiB | status |"
-    lines = [head, "|" + "---|" * 7]
+    head = "| dataset | loader | images/s | vs lancefeed | CPU s | peak MiB | start-up s | status |"
+    lines = [head, "|" + "---|" * 8]
     for r in report.results:
         cells = list(_row(r, status_width=None))
         cells[1] = f"`{r.loader}`: {r.description}"

@@ -3,10 +3,11 @@
 ``SPEC`` is a JSON object (``loader``, ``uri``, ``plan``, ``batch_size``,
 ``shuffle``, ``limit``, ``workers``, ``threads``, and for the file-based baseline
 ``folder``, an image folder of the dataset, or ``export_dir``, where to write one).
-The process sets the loader up, then times one pass over at most ``limit`` images
-and reports on stdout with lines that start with :data:`TAG`:
+The process sets the loader up (imports, building the loader), then times one pass
+over at most ``limit`` images and reports on stdout with lines that start with
+:data:`TAG`:
 
-    {"event": "ready"}                                  setup done, timing starts
+    {"event": "ready"}                                  start-up done, timing starts
     {"event": "batch", "images": 512, "seconds": 1.9}   after every batch
     {"event": "done", "images": ..., "seconds": ..., "cpu_s": ...}
 
@@ -41,8 +42,10 @@ LOADERS = {
     "lance-torch-pillow": "lance.torch.data.LanceDataset batches decoded with Pillow (sequential scan)",
     "imagefolder-pillow": "{pillow} ImageFolder-style Dataset over files, torch DataLoader, {workers} workers",
 }
-# Test-only loaders: one that never yields a batch, one that fails.
-HIDDEN_LOADERS = ("_sleep", "_fail")
+# Test-only loaders: one that never yields a batch, one that fails, and one whose
+# start-up takes ``startup_sleep`` seconds (then yields ``batches`` batches, and hangs
+# after them when ``hang`` is set).
+HIDDEN_LOADERS = ("_sleep", "_fail", "_slow_start")
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -242,6 +245,22 @@ def _failer(spec: dict[str, Any]) -> Iterable[Any]:
     raise RuntimeError("this loader fails on purpose (test hook)")
 
 
+def _slow_starter(spec: dict[str, Any]) -> Iterable[Any]:
+    import numpy as np
+
+    # Sleeps while it is built, so before "ready": a start-up, not a stall.
+    time.sleep(float(spec.get("startup_sleep", 2.0)))
+    batch = (np.zeros((int(spec.get("batch_size", 8)), 1, 1, 3), np.uint8), None)
+
+    def batches() -> Iterable[Any]:
+        for _ in range(int(spec.get("batches", 4))):
+            yield batch
+        while spec.get("hang"):  # hangs for certain after its batches: a stall
+            time.sleep(3600)
+
+    return batches()
+
+
 def make_loader(spec: dict[str, Any]) -> Iterable[Any]:
     """Build the loader ``spec["loader"]`` names (not yet iterated)."""
     name = spec["loader"]
@@ -259,6 +278,8 @@ def make_loader(spec: dict[str, Any]) -> Iterable[Any]:
         return _sleeper(spec)
     if name == "_fail":
         return _failer(spec)
+    if name == "_slow_start":
+        return _slow_starter(spec)
     raise ValueError(f"unknown loader {name!r}; expected one of {', '.join(LOADERS)}")
 
 

@@ -98,8 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--transform", choices=TRANSFORMS, default="train", help="(default: train)")
     opt("--batch-size", type=_positive_int, default=None, help="(default: 64, 256 for small images)")
     opt("--limit", type=_positive_int, default=None, help="images per loader (default: all)")
-    opt("--timeout", type=_positive_float, default=120.0, help="seconds per loader (120)")
+    opt("--timeout", type=_positive_float, default=120.0, help="seconds per loader's timed pass (120)")
     opt("--stall-timeout", type=_positive_float, default=30.0, help="seconds without a batch before a kill (30)")
+    opt(
+        "--startup-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="seconds for a loader process's start-up: imports, building the loader (300)",
+    )
     opt("--workers", type=_non_negative_int, default=None, help="DataLoader workers of the baselines (cores)")
     opt("--threads", type=_positive_int, default=None, help="lancefeed decode threads (cores)")
     opt("--loaders", default=None, help="comma-separated subset of: " + ",".join(LOADERS) + " (default: all)")
@@ -148,6 +154,7 @@ def _bench(args: argparse.Namespace) -> int:
             limit=args.limit,
             timeout=args.timeout,
             stall_timeout=args.stall_timeout,
+            startup_timeout=args.startup_timeout,
             workers=args.workers,
             threads=args.threads,
             loaders=loaders,
