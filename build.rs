@@ -1,5 +1,7 @@
-//! lancefeed's Huffman decoder (rust/codec/huffman_tables.c) and a second copy of
-//! libjpeg-turbo's, compiled for x86-64-v3.
+//! lancefeed's C next to the vendored libjpeg-turbo: rust/codec/jpeg_state.c (which
+//! resets a reused TurboJPEG decompressor between images), and lancefeed's Huffman
+//! decoder (rust/codec/huffman_tables.c) with a second copy of libjpeg-turbo's,
+//! compiled for x86-64-v3.
 //!
 //! Huffman decoding is plain C and about 60% of a JPEG decode. huffman_tables.c
 //! includes the vendored libjpeg-turbo's `jdhuff.c` whole, under other names, and adds
@@ -19,16 +21,28 @@ const RENAMED: [&str; 4] = ["jinit_huff_decoder", "jpeg_make_d_derived_tbl", "jp
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=rust/codec/huffman_tables.c");
+    println!("cargo:rerun-if-changed=rust/codec/jpeg_state.c");
     println!("cargo::rustc-check-cfg=cfg(fast_huffman)");
+    println!("cargo::rustc-check-cfg=cfg(jpeg_state)");
     println!("cargo:rerun-if-env-changed=LANCEFEED_BASELINE_HUFFMAN");
+    let Some((src, build)) = vendored_tree() else {
+        println!("cargo:warning=libjpeg-turbo sources not found: a new TurboJPEG handle per JPEG, and the baseline Huffman decoder only");
+        return;
+    };
+    // Without it every JPEG gets a new TurboJPEG handle: as exact, slower.
+    cc::Build::new()
+        .file("rust/codec/jpeg_state.c")
+        .include(&build)
+        .include(&src)
+        .opt_level(2)
+        .warnings(false)
+        .compile("lancefeed_jpeg_state");
+    println!("cargo:rustc-cfg=jpeg_state");
+
     let target = (env::var("CARGO_CFG_TARGET_OS").unwrap_or_default(), env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default());
     if target != ("linux".to_string(), "x86_64".to_string()) || env::var_os("LANCEFEED_BASELINE_HUFFMAN").is_some() {
         return;
     }
-    let Some((src, build)) = vendored_tree() else {
-        println!("cargo:warning=libjpeg-turbo sources not found: building the baseline Huffman decoder only");
-        return;
-    };
     let mut cc = cc::Build::new();
     cc.file("rust/codec/huffman_tables.c")
         .include(&build)

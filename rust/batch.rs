@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::codec::{self, jpeg, Channels, Format, Header, Rect, Request};
+use crate::codec::{self, Channels, Format, Header, Rect, Request};
 use crate::plan::{self, Op, Plan};
 use crate::pool;
 use crate::resize;
@@ -23,6 +23,8 @@ pub struct Config {
     pub skip_errors: bool,
     pub dct_scaling: bool,
     pub decode_crop: bool,
+    /// Decode what a truncated image holds instead of failing (see `Request`).
+    pub pad_truncated: bool,
     pub threads: usize,
 }
 
@@ -105,10 +107,18 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
 
     let full = clip == Rect::full(h.width, h.height);
     let direct = h.format == Format::Jpeg && full && !padded && (ow, oh) == (h.width, h.height);
-    if !(direct && jpeg::with_decoder(|d| d.decode_full_into(job.blob, slot, cfg.channels)).map_err(|e| e.0)?) {
+    if !(direct && codec::decode_jpeg_into(job.blob, h, slot, cfg.channels, cfg.pad_truncated).map_err(|e| e.0)?) {
         SCRATCH.with(|scratch| -> Result<(), String> {
             let mut scratch = scratch.borrow_mut();
-            let req = Request { region: clip, min_width: dw, min_height: dh, dct_scaling: cfg.dct_scaling, crop: cfg.decode_crop, channels: cfg.channels };
+            let req = Request {
+                region: clip,
+                min_width: dw,
+                min_height: dh,
+                dct_scaling: cfg.dct_scaling,
+                crop: cfg.decode_crop,
+                channels: cfg.channels,
+                pad_truncated: cfg.pad_truncated,
+            };
             let decoded = codec::decode(job.blob, h, &req, &mut scratch).map_err(|e| e.0)?;
             let src_box = decoded.map(&clip);
             if !padded {
@@ -322,7 +332,7 @@ mod tests {
     use super::*;
 
     fn cfg(ops: Vec<Op>, skip: bool) -> Config {
-        Config { ops, channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, threads: 1 }
+        Config { ops, channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, pad_truncated: false, threads: 1 }
     }
 
     #[test]

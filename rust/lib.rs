@@ -1,11 +1,12 @@
 //! The Python module `lancefeed._core`: argument conversion and GIL release only.
-//! Everything below this file knows nothing of Python.
+//! Everything below this file knows nothing of Python. `codec`, `batch` and `plan`
+//! are public for the fuzz targets (fuzz/) and for Rust callers.
 
 mod arrow;
-mod batch;
-mod codec;
+pub mod batch;
+pub mod codec;
 mod malloc;
-mod plan;
+pub mod plan;
 mod pool;
 mod resize;
 mod rng;
@@ -75,13 +76,22 @@ fn default_max_pixels(max_pixels: Option<u64>) -> u64 {
     max_pixels.unwrap_or(2 * 89_478_485)
 }
 
+fn pad_truncated(truncated: &str) -> PyResult<bool> {
+    match truncated {
+        "error" => Ok(false),
+        "pad" => Ok(true),
+        other => Err(PyValueError::new_err(format!("truncated must be 'error' or 'pad', got {other:?}"))),
+    }
+}
+
 /// Decodes one encoded image (JPEG, PNG or WebP) to an (H, W, 3) or (H, W, 1) uint8 array.
 #[pyfunction]
-#[pyo3(signature = (data, *, mode = "RGB", max_pixels = None))]
-fn decode_image<'py>(py: Python<'py>, data: &[u8], mode: &str, max_pixels: Option<u64>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+#[pyo3(signature = (data, *, mode = "RGB", max_pixels = None, truncated = "error"))]
+fn decode_image<'py>(py: Python<'py>, data: &[u8], mode: &str, max_pixels: Option<u64>, truncated: &str) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
     let ch = channels(mode)?;
     let max = default_max_pixels(max_pixels);
-    let (header, pixels) = py.detach(|| codec::decode_full(data, ch, max)).map_err(|e| DecodeError::new_err(e.0))?;
+    let pad = pad_truncated(truncated)?;
+    let (header, pixels) = py.detach(|| codec::decode_full(data, ch, max, pad)).map_err(|e| DecodeError::new_err(e.0))?;
     let shape = [header.height as usize, header.width as usize, ch.count()];
     Ok(PyArray1::from_vec(py, pixels).reshape(shape)?.to_dyn().clone())
 }
@@ -121,6 +131,14 @@ fn huffman_decoder(select: Option<&str>) -> PyResult<&'static str> {
     codec::huffman_decoder(select).map_err(PyValueError::new_err)
 }
 
+/// Whether this build resets a thread's TurboJPEG decompressor between images (True:
+/// lancefeed's C next to the vendored libjpeg-turbo was built) or makes a new one per
+/// image (False: as exact, slower). Either way no state passes from one image to the next.
+#[pyfunction]
+fn jpeg_handles_reset() -> bool {
+    codec::jpeg::resets_handles()
+}
+
 /// Makes glibc keep freed buffers for reuse: allocations up to `mmap_threshold` bytes
 /// come from its arenas and up to `trim_threshold` freed bytes stay mapped. False where
 /// the C library is not glibc or refused the values (see `lancefeed.memory`).
@@ -146,7 +164,7 @@ type BatchResult<'py> = (
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error"))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -164,8 +182,10 @@ fn decode_batch<'py>(
     dct_scaling: bool,
     decode_crop: bool,
     order: Option<PyReadonlyArray1<'py, u64>>,
+    truncated: &str,
 ) -> PyResult<BatchResult<'py>> {
     let ch = channels(mode)?;
+    let pad = pad_truncated(truncated)?;
     let ops = ops.iter().map(|(name, args)| op(name, args)).collect::<PyResult<Vec<_>>>()?;
 
     // Borrow every blob where it lives; the capsules and bytes stay alive below.
@@ -224,6 +244,7 @@ fn decode_batch<'py>(
         skip_errors,
         dct_scaling,
         decode_crop,
+        pad_truncated: pad,
         threads: num_threads.unwrap_or_else(pool::default_threads).max(1),
     };
 
@@ -274,5 +295,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(huffman_decoder, m)?)?;
     m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(jpeg_handles_reset, m)?)?;
     Ok(())
 }

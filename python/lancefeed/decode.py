@@ -63,6 +63,7 @@ def decode_batch(
     decode_crop: bool = True,
     order: Sequence[int] | np.ndarray | None = None,
     return_info: bool = False,
+    truncated: str = "error",
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
     """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
 
@@ -96,6 +97,11 @@ def decode_batch(
     ``decode_crop=False`` decodes whole JPEGs rather than only the crop's rows and
     columns; it is there to measure what the crop buys.
 
+    ``truncated="error"`` (the default) refuses an image whose data ends early, as
+    Pillow does; ``"pad"`` decodes what is there, as Pillow does with
+    ``ImageFile.LOAD_TRUNCATED_IMAGES = True``: a JPEG's missing part comes out gray
+    (libjpeg's fill), a PNG's missing rows black. A truncated WebP is an error either way.
+
     With ``return_info=True`` the result is ``(array, BatchInfo)``.
 
     Example:
@@ -108,6 +114,8 @@ def decode_batch(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if truncated not in ("error", "pad"):
+        raise ValueError(f"truncated must be 'error' or 'pad', got {truncated!r}")
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     if out is not None and not isinstance(out, np.ndarray):
@@ -140,6 +148,7 @@ def decode_batch(
         dct_scaling=dct_scaling,
         decode_crop=decode_crop,
         order=gather,
+        truncated=truncated,
     )
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:

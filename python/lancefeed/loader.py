@@ -103,6 +103,7 @@ class _BatchMaker:
         seed: int,
         skipped: List[Tuple[int, str]],
         preloaded: Dict[str, torch.Tensor],
+        truncated: str = "error",
     ) -> None:
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
@@ -115,6 +116,7 @@ class _BatchMaker:
         self.mode = mode
         self.num_threads = num_threads
         self.on_error = on_error
+        self.truncated = truncated
         self.seed = seed
         self.skipped = skipped
         size = getattr(transform, "output_size", None) if transform is not None else None
@@ -161,6 +163,7 @@ class _BatchMaker:
             epoch=epoch,
             positions=positions,
             return_info=True,
+            truncated=self.truncated,
         )
         if info.errors:
             row_ids = self.perm.row_ids[positions]
@@ -264,7 +267,8 @@ class DataLoader:
     ``num_threads``: decode threads (default: the cores). ``io_threads``: concurrent
     takes. ``prefetch``: ready batches kept ahead. ``on_error="skip"`` drops rows whose
     image does not decode (listed in ``loader.skipped``) instead of raising
-    ``DecodeError`` naming the row. ``device="cuda"`` moves batches through a
+    ``DecodeError`` naming the row; ``truncated="pad"`` decodes truncated images as
+    Pillow does with ``LOAD_TRUNCATED_IMAGES`` (see :func:`lancefeed.decode_batch`). ``device="cuda"`` moves batches through a
     :class:`lancefeed.CudaPrefetcher`.
 
     Example:
@@ -294,6 +298,7 @@ class DataLoader:
         io_threads: int = 1,
         prefetch: int = 2,
         on_error: str = "raise",
+        truncated: str = "error",
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         device: Union[None, str, torch.device] = None,
@@ -309,6 +314,8 @@ class DataLoader:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if truncated not in ("error", "pad"):
+            raise ValueError(f"truncated must be 'error' or 'pad', got {truncated!r}")
         if output not in ("tuple", "dict"):
             raise ValueError(f"output must be 'tuple' or 'dict', got {output!r}")
         if int(prefetch) < 1:
@@ -384,6 +391,7 @@ class DataLoader:
             self.seed,
             self.skipped,
             preloaded,
+            truncated,
         )
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler

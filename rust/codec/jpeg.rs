@@ -16,22 +16,49 @@ const UNCROPPED: raw::tjregion = raw::tjregion { x: 0, y: 0, w: 0, h: 0 };
 /// TurboJPEG's tjMCUWidth, by TJSAMP (444, 422, 420, GRAY, 440, 411, 441); header-only too.
 const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
 
-/// What the header says, beyond the size.
-#[derive(Clone, Copy, Debug)]
+#[cfg(jpeg_state)]
+extern "C" {
+    // rust/codec/jpeg_state.c
+    fn lancefeed_tj_attach(handle: raw::tjhandle) -> std::ffi::c_int;
+    fn lancefeed_tj_detach(handle: raw::tjhandle);
+    fn lancefeed_tj_reset(handle: raw::tjhandle);
+    fn lancefeed_tj_status(handle: raw::tjhandle) -> std::ffi::c_int;
+}
+
+/// What the header says, beyond the size. Read by planning and handed to the decode
+/// of the same blob, so that the decode need not ask TurboJPEG for it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JpegHeader {
     pub width: u32,
     pub height: u32,
     subsamp: i32,
     colorspace: i32,
     lossless: bool,
+    /// `Decompressor::reads` when the header was read.
+    read: u64,
 }
 
+impl JpegHeader {
+    fn cmyk(&self) -> bool {
+        self.colorspace == raw::TJCS_TJCS_CMYK as i32 || self.colorspace == raw::TJCS_TJCS_YCCK as i32
+    }
+
+    fn gray(&self) -> bool {
+        self.colorspace == raw::TJCS_TJCS_GRAY as i32
+    }
+}
+
+/// A thread's TurboJPEG decompressor. Before each blob it is put back to the state of
+/// a new handle (see jpeg_state.c), so that no table, header or error state of one
+/// blob reaches the next: a decode's result depends on its bytes alone.
 pub struct Decompressor {
     handle: raw::tjhandle,
-    /// The blob (address, length) whose header the handle has just read, and that
-    /// header: the next decode of that very blob goes straight to the pixels instead of
-    /// parsing the header (markers, tables) again. Any decode clears it.
-    parsed: Option<(usize, usize, JpegHeader)>,
+    /// jpeg_state.c hooks this handle. Without it (a build without the vendored
+    /// sources, or a layout it does not recognise) every blob gets a new handle.
+    tracked: bool,
+    /// Blobs read so far: a header is current on the handle while `reads` is the
+    /// count it was read at.
+    reads: u64,
 }
 
 // The handle is only ever used by the thread that owns it (a thread-local).
@@ -39,7 +66,13 @@ unsafe impl Send for Decompressor {}
 
 impl Drop for Decompressor {
     fn drop(&mut self) {
-        unsafe { raw::tj3Destroy(self.handle) };
+        unsafe {
+            #[cfg(jpeg_state)]
+            if self.tracked {
+                lancefeed_tj_detach(self.handle);
+            }
+            raw::tj3Destroy(self.handle)
+        };
     }
 }
 
@@ -84,47 +117,98 @@ fn scaled(dim: u32, num: i32) -> u32 {
 
 impl Decompressor {
     pub fn new() -> Result<Self> {
-        let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as i32) };
-        if handle.is_null() {
-            return Err("could not create a TurboJPEG decompressor".into());
+        Self::open(true)
+    }
+
+    /// `reset: false` gives the fallback (a new handle per blob) for tests.
+    fn open(reset: bool) -> Result<Self> {
+        let handle = new_handle()?;
+        Ok(Decompressor { handle, tracked: reset && attach(handle), reads: 0 })
+    }
+
+    /// Swaps in a new handle (the old one failed, or cannot be reset).
+    fn replace(&mut self) -> Result<()> {
+        let handle = new_handle()?;
+        let old = std::mem::replace(&mut self.handle, handle);
+        unsafe {
+            #[cfg(jpeg_state)]
+            if self.tracked {
+                lancefeed_tj_detach(old);
+            }
+            raw::tj3Destroy(old);
         }
-        Ok(Decompressor { handle, parsed: None })
+        self.tracked = self.tracked && attach(handle);
+        Ok(())
     }
 
-    fn error(&self, what: &str) -> DecodeError {
-        let msg = unsafe { CStr::from_ptr(raw::tj3GetErrorStr(self.handle)) };
-        DecodeError(format!("{what}: {}", msg.to_string_lossy()))
+    /// Makes the handle as good as new before it reads another blob.
+    fn fresh(&mut self) -> Result<()> {
+        self.reads += 1;
+        #[cfg(jpeg_state)]
+        if self.tracked {
+            unsafe { lancefeed_tj_reset(self.handle) };
+            return Ok(());
+        }
+        if self.reads > 1 {
+            self.replace()?;
+        }
+        Ok(())
     }
 
-    fn get(&self, param: raw::TJPARAM) -> i32 {
-        unsafe { raw::tj3Get(self.handle, param as i32) }
+    fn message(&self) -> String {
+        unsafe { CStr::from_ptr(raw::tj3GetErrorStr(self.handle)) }.to_string_lossy().into_owned()
+    }
+
+    /// (a fatal error, the data ran out) since the last `fresh`.
+    fn status(&self, rc: i32) -> (bool, bool) {
+        #[cfg(jpeg_state)]
+        if self.tracked {
+            let s = unsafe { lancefeed_tj_status(self.handle) };
+            return (rc != 0 && s & 1 != 0, s & 2 != 0);
+        }
+        // Without the hooks, TurboJPEG's own account: its code says "warning" if any
+        // warning came, even before an error; its message is the first warning's, or
+        // the error's, which overwrites it. So only libjpeg's corrupt-data warnings
+        // and its end-of-file warning count as warnings here; anything else fails.
+        if rc == 0 {
+            return (false, false);
+        }
+        let msg = self.message();
+        let warning = unsafe { raw::tj3GetErrorCode(self.handle) } == raw::TJERR_TJERR_WARNING as i32;
+        let eof = msg == "Premature end of JPEG file";
+        (!(warning && (eof || msg.starts_with("Corrupt JPEG data:"))), eof)
+    }
+
+    /// The outcome of a TurboJPEG call that returned `rc`. Warnings alone (extraneous
+    /// bytes before a marker, a corrupt data segment) leave a complete image, which
+    /// Pillow accepts too; data that ends early is an error unless `pad`, as in Pillow
+    /// with and without `LOAD_TRUNCATED_IMAGES`.
+    fn check(&mut self, rc: i32, what: &str, pad: bool) -> Result<()> {
+        let (fatal, ran_out) = self.status(rc);
+        if rc == 0 && !ran_out || !fatal && (!ran_out || pad) {
+            return Ok(());
+        }
+        let err = format!("{what}: {}", self.message());
+        if fatal {
+            // Reset would do; a new handle also rules out anything an error left behind.
+            let _ = self.replace();
+        }
+        Err(DecodeError(if ran_out { format!("truncated JPEG ({err})") } else { err }))
     }
 
     /// Reads the header of `data` (always: a blob at a reused address may be another).
     pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader> {
-        self.parsed = None;
-        let h = self.read_header(data)?;
-        self.parsed = Some((data.as_ptr() as usize, data.len(), h));
-        Ok(h)
-    }
-
-    /// The header for a decode of `data`: the one just read when it is this blob's,
-    /// else read now. Either way the handle is left ready to decompress `data`.
-    fn header_for_decode(&mut self, data: &[u8]) -> Result<JpegHeader> {
-        match self.parsed.take() {
-            Some((ptr, len, h)) if (ptr, len) == (data.as_ptr() as usize, data.len()) => Ok(h),
-            _ => self.read_header(data),
-        }
-    }
-
-    fn read_header(&mut self, data: &[u8]) -> Result<JpegHeader> {
-        if unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) } != 0 {
-            return Err(self.error("corrupt JPEG header"));
-        }
+        self.fresh()?;
+        let rc = unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) };
+        self.check(rc, "corrupt JPEG header", false)?;
         let width = self.get(raw::TJPARAM_TJPARAM_JPEGWIDTH);
         if width <= 0 {
-            // A tables-only (abbreviated) stream parses, but holds no image.
-            return Err("corrupt JPEG header: no image frame (SOF marker)".into());
+            return Err(if self.status(rc).1 {
+                "truncated JPEG (the data ends before the image frame)".into()
+            } else {
+                // A tables-only (abbreviated) stream parses, but holds no image.
+                "corrupt JPEG header: no image frame (SOF marker)".into()
+            });
         }
         Ok(JpegHeader {
             width: width as u32,
@@ -132,13 +216,33 @@ impl Decompressor {
             subsamp: self.get(raw::TJPARAM_TJPARAM_SUBSAMP),
             colorspace: self.get(raw::TJPARAM_TJPARAM_COLORSPACE),
             lossless: self.get(raw::TJPARAM_TJPARAM_LOSSLESS) == 1,
+            read: self.reads,
         })
+    }
+
+    fn get(&self, param: raw::TJPARAM) -> i32 {
+        unsafe { raw::tj3Get(self.handle, param as i32) }
+    }
+
+    /// Readies the handle to decompress `data`, whose header is `h`. TurboJPEG checks a
+    /// cropping region against the header its handle last read, so a crop needs this
+    /// blob's header on the handle: still there if `h` was the handle's last read,
+    /// else read again.
+    fn start(&mut self, data: &[u8], h: &JpegHeader, crop: bool) -> Result<()> {
+        if h.read == self.reads {
+            return Ok(());
+        }
+        if crop {
+            self.header(data)?;
+        } else {
+            self.fresh()?;
+        }
+        Ok(())
     }
 
     /// Decodes the part of the image `req` needs, at the smallest DCT scale that keeps
     /// that part at least `req.min_width` x `req.min_height`.
-    pub fn decode(&mut self, data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
-        let h = self.header_for_decode(data)?;
+    pub fn decode(&mut self, data: &[u8], h: &JpegHeader, req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
         let region = req.region;
         let scalable = req.dct_scaling && !h.lossless;
         let num = if scalable { dct_scale(region.width(), region.height(), req.min_width, req.min_height) } else { 8 };
@@ -168,20 +272,21 @@ impl Decompressor {
             None => (0, 0, sw, sh),
         };
 
+        self.start(data, h, crop.is_some())?;
         unsafe {
             if raw::tj3SetScalingFactor(self.handle, reduced(num)) != 0 {
-                return Err(self.error("JPEG scaling"));
+                return Err(DecodeError(format!("JPEG scaling: {}", self.message())));
             }
             if raw::tj3SetCroppingRegion(self.handle, crop.unwrap_or(UNCROPPED)) != 0 {
-                return Err(self.error("JPEG cropping"));
+                return Err(DecodeError(format!("JPEG cropping: {}", self.message())));
             }
         }
 
-        let cmyk = h.colorspace == raw::TJCS_TJCS_CMYK as i32 || h.colorspace == raw::TJCS_TJCS_YCCK as i32;
-        let gray_src = h.colorspace == raw::TJCS_TJCS_GRAY as i32;
-        let (format, bpp) = if cmyk {
+        // Lossless JPEG has no color conversion in libjpeg-turbo: a gray one is decoded
+        // as gray (Pillow's "L") and expanded here.
+        let (format, bpp) = if h.cmyk() {
             (raw::TJPF_TJPF_CMYK, 4)
-        } else if gray_src && req.channels == Channels::Gray {
+        } else if h.gray() && (req.channels == Channels::Gray || h.lossless) {
             (raw::TJPF_TJPF_GRAY, 1)
         } else {
             (raw::TJPF_TJPF_RGB, 3)
@@ -193,10 +298,10 @@ impl Decompressor {
             out.resize(pixels * bpp, 0);
         }
         out.truncate(pixels * bpp);
-        self.decompress_into(data, out, dw as usize * bpp, format)?;
+        self.decompress_into(data, out, dw as usize * bpp, format, req.pad_truncated)?;
 
         let want = req.channels.count();
-        if cmyk {
+        if h.cmyk() {
             let mut rgb = vec![0u8; pixels * 3];
             color::inverted_cmyk_to_rgb(out, &mut rgb);
             *out = rgb;
@@ -204,6 +309,10 @@ impl Decompressor {
         if want == 1 && bpp != 1 {
             let n = color::rgb_to_luma_in_place(out);
             out.truncate(n);
+        } else if want == 3 && bpp == 1 {
+            let mut rgb = vec![0u8; pixels * 3];
+            color::convert(out, 1, &mut rgb, 3);
+            *out = rgb;
         }
         Ok(Decoded {
             width: dw,
@@ -216,45 +325,63 @@ impl Decompressor {
     }
 
     /// Full-size decode straight into a caller's buffer (a batch slot), no scratch.
-    /// Only for RGB/gray sources whose size is the slot's.
-    pub fn decode_full_into(&mut self, data: &[u8], out: &mut [u8], channels: Channels) -> Result<bool> {
-        let h = self.header_for_decode(data)?;
-        let cmyk = h.colorspace == raw::TJCS_TJCS_CMYK as i32 || h.colorspace == raw::TJCS_TJCS_YCCK as i32;
-        let gray_src = h.colorspace == raw::TJCS_TJCS_GRAY as i32;
-        if cmyk || (channels == Channels::Gray && !gray_src) {
+    /// Only for sources that TurboJPEG turns into `channels` itself; false otherwise.
+    pub fn decode_full_into(&mut self, data: &[u8], h: &JpegHeader, out: &mut [u8], channels: Channels, pad: bool) -> Result<bool> {
+        let direct = match channels {
+            Channels::Rgb => !h.cmyk() && !(h.lossless && h.gray()),
+            Channels::Gray => h.gray(),
+        };
+        if !direct {
             return Ok(false);
         }
+        self.start(data, h, false)?;
         unsafe {
             raw::tj3SetScalingFactor(self.handle, raw::tjscalingfactor { num: 1, denom: 1 });
             raw::tj3SetCroppingRegion(self.handle, UNCROPPED);
         }
         let format = if channels == Channels::Gray { raw::TJPF_TJPF_GRAY } else { raw::TJPF_TJPF_RGB };
-        self.decompress_into(data, out, h.width as usize * channels.count(), format)?;
+        self.decompress_into(data, out, h.width as usize * channels.count(), format, pad)?;
         Ok(true)
     }
 
-    fn decompress_into(&mut self, data: &[u8], out: &mut [u8], pitch: usize, format: raw::TJPF) -> Result<()> {
+    fn decompress_into(&mut self, data: &[u8], out: &mut [u8], pitch: usize, format: raw::TJPF, pad: bool) -> Result<()> {
         let rc = unsafe {
             raw::tj3Decompress8(self.handle, data.as_ptr(), data.len() as _, out.as_mut_ptr(), pitch as i32, format)
         };
-        if rc != 0 {
-            let fatal = unsafe { raw::tj3GetErrorCode(self.handle) } != raw::TJERR_TJERR_WARNING as i32;
-            let err = self.error("corrupt JPEG data");
-            // libjpeg reports a truncated file as a warning and fills the rest with gray;
-            // Pillow refuses such a file, and so do we. Other warnings (extraneous bytes
-            // before a marker, say) leave a complete image, which Pillow accepts.
-            if fatal || err.0.contains("Premature end") {
-                return Err(if err.0.contains("Premature end") {
-                    DecodeError(format!("truncated JPEG ({})", err.0))
-                } else {
-                    err
-                });
-            }
-        }
-        Ok(())
+        // The handle's header is used up: the next decode reads one again.
+        self.reads += 1;
+        self.check(rc, "corrupt JPEG data", pad)
     }
 }
 
+fn new_handle() -> Result<raw::tjhandle> {
+    let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as i32) };
+    if handle.is_null() {
+        return Err("could not create a TurboJPEG decompressor".into());
+    }
+    // Keep no marker: lancefeed ignores ICC profiles (Pillow's decode does not apply
+    // them either), so a broken profile is no reason to refuse the image.
+    unsafe { raw::tj3Set(handle, raw::TJPARAM_TJPARAM_SAVEMARKERS as i32, 0) };
+    Ok(handle)
+}
+
+/// Whether this build resets a thread's decompressor between blobs (jpeg_state.c)
+/// rather than making a new one per blob.
+pub fn resets_handles() -> bool {
+    with_decoder(|d| Ok(d.tracked)).unwrap_or(false)
+}
+
+/// Hooks jpeg_state.c into `handle`; false where that is not built or the handle's
+/// layout is not the one it knows.
+fn attach(handle: raw::tjhandle) -> bool {
+    #[cfg(jpeg_state)]
+    return unsafe { lancefeed_tj_attach(handle) } == 0;
+    #[cfg(not(jpeg_state))]
+    {
+        let _ = handle;
+        false
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -283,9 +410,76 @@ mod tests {
     }
 
     #[test]
+    #[cfg(jpeg_state)]
+    fn the_state_reset_is_attached() {
+        // Without it every JPEG would get a new handle: exact, but far slower.
+        assert!(Decompressor::new().unwrap().tracked);
+    }
+
+    /// A 40x24 photo-like JPEG; `optimize` gives it tables of its own.
+    fn encode(seed: u32, optimize: bool) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..40 * 24 * 3u32).map(|i| ((i * 7 + seed * 31) ^ (i / 97)) as u8).collect();
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(80).unwrap();
+        c.set_optimize(optimize).unwrap();
+        let image = turbojpeg::Image { pixels: &pixels[..], width: 40, pitch: 120, height: 24, format: turbojpeg::PixelFormat::RGB };
+        c.compress_to_vec(image).unwrap()
+    }
+
+    /// The JPEG with its DHT segments left out, as in an MJPEG frame.
+    fn without_dht(data: &[u8]) -> Vec<u8> {
+        let mut out = data[..2].to_vec();
+        let mut i = 2;
+        while data[i + 1] != 0xDA {
+            let len = u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize;
+            if data[i + 1] != 0xC4 {
+                out.extend_from_slice(&data[i..i + 2 + len]);
+            }
+            i += 2 + len;
+        }
+        out.extend_from_slice(&data[i..]);
+        out
+    }
+
+    fn full(d: &mut Decompressor, data: &[u8]) -> Result<Vec<u8>> {
+        let h = d.header(data)?;
+        let req = Request {
+            region: super::super::Rect::full(h.width, h.height),
+            min_width: h.width,
+            min_height: h.height,
+            dct_scaling: false,
+            crop: false,
+            channels: Channels::Rgb,
+            pad_truncated: false,
+        };
+        let mut out = Vec::new();
+        d.decode(data, &h, &req, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_decode_depends_on_its_bytes_alone_with_and_without_the_reset() {
+        let frame = without_dht(&encode(1, false));
+        let others = [encode(2, true), b"\xff\xd8\xff\xe0 junk".to_vec(), encode(3, true)[..300].to_vec(), encode(4, false)];
+        // Both ways of keeping a thread's decoder clean: the reset, and (where it
+        // cannot attach) a new handle per blob. Without the hooks a truncated header
+        // is reported as a missing frame, so each is held to its own blobs alone.
+        for tracked in [true, false] {
+            let alone: Vec<_> = std::iter::once(&frame).chain(&others).map(|b| full(&mut Decompressor::open(tracked).unwrap(), b)).collect();
+            assert!(alone[0].is_ok() && alone[1].is_ok() && alone[2].is_err() && alone[3].is_err());
+            let mut d = Decompressor::open(tracked).unwrap();
+            for round in 0..3 {
+                for (k, blob) in std::iter::once(&frame).chain(&others).enumerate().cycle().skip(round).take(10) {
+                    assert_eq!(full(&mut d, blob), alone[k], "tracked {tracked}, blob {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn garbage_after_magic_is_an_error() {
         let data = [0xFF, 0xD8, 0xFF, 0xE0, 0, 0, 0, 0];
         let e = with_decoder(|d| d.header(&data)).unwrap_err();
-        assert!(e.0.starts_with("corrupt JPEG header"), "{e}");
+        assert_eq!(e.0, "truncated JPEG (corrupt JPEG header: Premature end of JPEG file)");
     }
 }

@@ -44,6 +44,8 @@ pub struct Header {
     pub width: u32,
     pub height: u32,
     pub format: Format,
+    /// A JPEG's header as its decode needs it, handed over rather than read again.
+    pub jpeg: Option<jpeg::JpegHeader>,
 }
 
 impl Header {
@@ -86,6 +88,9 @@ pub struct Request {
     /// Decode only the region (JPEG cropping region and skipped scanlines).
     pub crop: bool,
     pub channels: Channels,
+    /// Decode what a truncated image holds (the rest padded as Pillow pads it with
+    /// `LOAD_TRUNCATED_IMAGES`) instead of failing.
+    pub pad_truncated: bool,
 }
 
 /// Pixels of a decoded (possibly cropped and DCT-scaled) image in a caller's buffer:
@@ -179,15 +184,20 @@ pub fn huffman_decoder(select: Option<&str>) -> std::result::Result<&'static str
 /// Reads only the header: format and dimensions.
 pub fn read_header(data: &[u8]) -> Result<Header> {
     let format = sniff(data)?;
+    let mut jpeg_header = None;
     let (width, height) = match format {
-        Format::Jpeg => jpeg::with_decoder(|d| d.header(data).map(|h| (h.width, h.height)))?,
+        Format::Jpeg => {
+            let h = jpeg::with_decoder(|d| d.header(data))?;
+            jpeg_header = Some(h);
+            (h.width, h.height)
+        }
         Format::Png => png::dimensions(data)?,
         Format::Webp => webp::dimensions(data)?,
     };
     if width == 0 || height == 0 {
         return Err(DecodeError(format!("{} header says the image is {width}x{height}", format.name())));
     }
-    Ok(Header { width, height, format })
+    Ok(Header { width, height, format, jpeg: jpeg_header })
 }
 
 /// Refuses an image over `max_pixels` from its header, before any large allocation.
@@ -207,15 +217,25 @@ pub fn check_pixels(header: &Header, max_pixels: u64) -> Result<()> {
 /// Decodes `req.region` (or more of the image) into `out`, tightly packed, with
 /// `req.channels` channels. Returns how the buffer maps to source coordinates.
 pub fn decode(data: &[u8], header: &Header, req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
-    match header.format {
-        Format::Jpeg => jpeg::with_decoder(|d| d.decode(data, req, out)),
-        Format::Png => png::decode(data, req.channels, out),
-        Format::Webp => webp::decode(data, req.channels, out),
+    match header.jpeg {
+        Some(h) => jpeg::with_decoder(|d| d.decode(data, &h, req, out)),
+        None if header.format == Format::Jpeg => Err("JPEG header was not read".into()),
+        None if header.format == Format::Png => png::decode(data, req.channels, req.pad_truncated, out),
+        None => webp::decode(data, req.channels, out),
+    }
+}
+
+/// A JPEG at full size straight into `out` where TurboJPEG produces `channels`
+/// itself; false where the caller must go through `decode` instead.
+pub fn decode_jpeg_into(data: &[u8], header: &Header, out: &mut [u8], channels: Channels, pad_truncated: bool) -> Result<bool> {
+    match header.jpeg {
+        Some(h) => jpeg::with_decoder(|d| d.decode_full_into(data, &h, out, channels, pad_truncated)),
+        None => Ok(false),
     }
 }
 
 /// Full decode at the image's own size into a new buffer.
-pub fn decode_full(data: &[u8], channels: Channels, max_pixels: u64) -> Result<(Header, Vec<u8>)> {
+pub fn decode_full(data: &[u8], channels: Channels, max_pixels: u64, pad_truncated: bool) -> Result<(Header, Vec<u8>)> {
     let header = read_header(data)?;
     check_pixels(&header, max_pixels)?;
     let req = Request {
@@ -225,6 +245,7 @@ pub fn decode_full(data: &[u8], channels: Channels, max_pixels: u64) -> Result<(
         dct_scaling: false,
         crop: false,
         channels,
+        pad_truncated,
     };
     let mut out = Vec::new();
     let decoded = decode(data, &header, &req, &mut out)?;
@@ -247,7 +268,7 @@ mod tests {
 
     #[test]
     fn pixel_limit() {
-        let h = Header { width: 20000, height: 20000, format: Format::Png };
+        let h = Header { width: 20000, height: 20000, format: Format::Png, jpeg: None };
         assert!(check_pixels(&h, 178_956_970).unwrap_err().0.contains("decompression bomb"));
         assert!(check_pixels(&h, 400_000_000).is_ok());
     }

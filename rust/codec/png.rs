@@ -19,14 +19,38 @@ pub fn dimensions(data: &[u8]) -> Result<(u32, u32)> {
 
 fn err(e: png::DecodingError) -> DecodeError {
     match e {
-        png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            DecodeError("truncated PNG (unexpected end of data)".into())
-        }
+        e if truncated(&e) => DecodeError("truncated PNG (unexpected end of data)".into()),
         other => DecodeError(format!("corrupt PNG: {other}")),
     }
 }
 
-pub fn decode(data: &[u8], channels: Channels, out: &mut Vec<u8>) -> Result<Decoded> {
+fn truncated(e: &png::DecodingError) -> bool {
+    matches!(e, png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// Decodes row by row; where the data ends early, the rows (or, interlaced, the pass
+/// pixels) read so far stay and the rest is black: what Pillow gives with
+/// `LOAD_TRUNCATED_IMAGES`. `raw` is zeroed and `bpp` bytes a pixel.
+fn read_rows<R: std::io::BufRead + std::io::Seek>(reader: &mut png::Reader<R>, raw: &mut [u8], width: u32, bpp: usize) -> Result<()> {
+    let stride = width as usize * bpp;
+    let mut y = 0;
+    loop {
+        match reader.next_interlaced_row() {
+            Ok(Some(row)) => match row.interlace() {
+                png::InterlaceInfo::Null(_) => {
+                    raw[y * stride..(y + 1) * stride].copy_from_slice(&row.data()[..stride]);
+                    y += 1;
+                }
+                png::InterlaceInfo::Adam7(info) => png::expand_interlaced_row(raw, stride, row.data(), info, (bpp * 8) as u8),
+            },
+            Ok(None) => return Ok(()),
+            Err(e) if truncated(&e) => return Ok(()),
+            Err(e) => return Err(err(e)),
+        }
+    }
+}
+
+pub fn decode(data: &[u8], channels: Channels, pad_truncated: bool, out: &mut Vec<u8>) -> Result<Decoded> {
     let mut decoder = png::Decoder::new(Cursor::new(data));
     decoder.set_transformations(Transformations::EXPAND | Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(err)?;
@@ -40,15 +64,20 @@ pub fn decode(data: &[u8], channels: Channels, out: &mut Vec<u8>) -> Result<Deco
     };
     let size = reader.output_buffer_size().ok_or_else(|| DecodeError("PNG too large".into()))?;
     let mut raw = vec![0u8; size];
-    let info = reader.next_frame(&mut raw).map_err(err)?;
-    let (w, h) = (info.width, info.height);
+    let (w, h) = (reader.info().width, reader.info().height);
     let pixels = w as usize * h as usize;
-    // Rows may be padded to `line_size`; pack them.
-    let line = info.line_size;
-    let packed_line = w as usize * src_channels;
-    if line != packed_line {
-        for y in 0..h as usize {
-            raw.copy_within(y * line..y * line + packed_line, y * packed_line);
+    if pad_truncated {
+        raw.resize(pixels * src_channels, 0);
+        read_rows(&mut reader, &mut raw, w, src_channels)?;
+    } else {
+        let info = reader.next_frame(&mut raw).map_err(err)?;
+        // Rows may be padded to `line_size`; pack them.
+        let line = info.line_size;
+        let packed_line = w as usize * src_channels;
+        if line != packed_line {
+            for y in 0..h as usize {
+                raw.copy_within(y * line..y * line + packed_line, y * packed_line);
+            }
         }
     }
     raw.truncate(pixels * src_channels);
