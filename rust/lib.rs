@@ -6,6 +6,7 @@ mod arrow;
 pub mod batch;
 pub mod codec;
 mod malloc;
+pub mod ops;
 pub mod plan;
 mod pool;
 mod resize;
@@ -13,7 +14,7 @@ mod rng;
 
 use std::ffi::CStr;
 
-use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -101,6 +102,22 @@ fn decode_image<'py>(py: Python<'py>, data: &[u8], mode: &str, max_pixels: Optio
 fn image_info(data: &[u8]) -> PyResult<(u32, u32, &'static str)> {
     let h = codec::read_header(data).map_err(|e| DecodeError::new_err(e.0))?;
     Ok((h.width, h.height, h.format.name()))
+}
+
+/// Applies one image op (see `rust/ops/`) to an (H, W, C) uint8 array, C = 1 or 3,
+/// and returns the result: the fused transforms' pixel code, callable on its own for
+/// tests and for users who replay a sample's augmentation.
+#[pyfunction]
+fn apply_op<'py>(py: Python<'py>, image: PyReadonlyArrayDyn<'py, u8>, name: &str, params: Vec<f64>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+    let shape = image.shape().to_vec();
+    if shape.len() != 3 {
+        return Err(PyValueError::new_err(format!("image must be (H, W, C), got shape {shape:?}")));
+    }
+    let data = image.as_array().iter().copied().collect::<Vec<u8>>();
+    let mut img = ops::Image::from_vec(data, shape[1], shape[0], shape[2]).map_err(PyValueError::new_err)?;
+    py.detach(|| ops::apply(name, &params, &mut img)).map_err(PyValueError::new_err)?;
+    let out_shape = [img.height, img.width, img.channels];
+    Ok(PyArray1::from_vec(py, img.data).reshape(out_shape)?.to_dyn().clone())
 }
 
 /// The uniform draws in [0, 1) that transform `op` of a sample gets; for tests and for
@@ -292,6 +309,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(image_info, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(random_uniforms, m)?)?;
+    m.add_function(wrap_pyfunction!(apply_op, m)?)?;
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(huffman_decoder, m)?)?;
     m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
