@@ -8,14 +8,20 @@ use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::augment::{self, Applied, Step};
 use crate::codec::{self, Channels, Format, Header, Rect, Request};
+use crate::ops::Image;
 use crate::plan::{self, Op, Plan};
 use crate::pool;
 use crate::resize;
 use crate::rng::Stream;
 
 pub struct Config {
+    /// The leading geometric ops, fused into the decode.
     pub ops: Vec<Op>,
+    /// The transforms after them, run on each decoded image, with their index in the
+    /// whole transform (which keys their draws).
+    pub steps: Vec<(usize, Step)>,
     pub channels: Channels,
     pub seed: u64,
     pub epoch: u64,
@@ -50,6 +56,10 @@ pub struct Outcome {
     /// (top, left, height, width) of each kept row's crop, in source pixels.
     pub boxes: Vec<[f32; 4]>,
     pub flips: Vec<bool>,
+    /// Vertical flips fused into the decode.
+    pub vflips: Vec<bool>,
+    /// What the transforms after the fused part did to each kept row.
+    pub applied: Vec<Vec<Applied>>,
     pub height: u32,
     pub width: u32,
     /// The pixels when the target was `Owned`.
@@ -65,7 +75,11 @@ struct Job<'a> {
     blob: &'a [u8],
     header: Header,
     plan: Plan,
+    position: u64,
 }
+
+/// A row's fused decode and what the steps after it did.
+type RowResult = Result<(Plan, Vec<Applied>), String>;
 
 fn plan_row(blob: Option<&[u8]>, position: u64, cfg: &Config) -> Result<(Header, Plan), String> {
     let blob = blob.ok_or("null value (no image bytes)")?;
@@ -138,7 +152,34 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     if p.flip {
         resize::flip_horizontal(slot, ow as usize, ch);
     }
+    if p.vflip {
+        resize::flip_vertical(slot, ow as usize, ch);
+    }
     Ok(())
+}
+
+/// The row through the fused decode, then through `cfg.steps`.
+fn decoded_image(job: &Job, cfg: &Config) -> Result<(Image, Vec<Applied>), String> {
+    let mut img = Image::new(job.plan.out_width as usize, job.plan.out_height as usize, cfg.channels.count());
+    decode_row(job, cfg, &mut img.data)?;
+    let mut applied = Vec::new();
+    augment::run(&cfg.steps, &mut img, |op| Stream::new(cfg.seed, cfg.epoch, job.position, op as u64), &mut applied)?;
+    Ok((img, applied))
+}
+
+/// The row into `slot` (`height` x `width`): straight from the decode, or through the
+/// steps and copied.
+fn decode_into_slot(job: &Job, cfg: &Config, slot: &mut [u8], height: u32, width: u32) -> Result<Vec<Applied>, String> {
+    if cfg.steps.is_empty() {
+        decode_row(job, cfg, slot)?;
+        return Ok(Vec::new());
+    }
+    let (img, applied) = decoded_image(job, cfg)?;
+    if (img.height, img.width) != (height as usize, width as usize) {
+        return Err(format!("came out at {}x{}, not the {height}x{width} the transform promises", img.height, img.width));
+    }
+    slot.copy_from_slice(&img.data);
+    Ok(applied)
 }
 
 /// Runs `work`, turning a panic into a row error: no panic crosses into Python.
@@ -212,9 +253,12 @@ fn target_buffer<'a>(target: Target<'a>, owned: &'a mut Vec<u8>, rows: usize, he
 
 /// Decodes `blobs` (None = a null row) with `positions[i]` keying row i's random draws.
 pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
-    match plan::fixed_size(&cfg.ops) {
+    let fused = plan::fixed_size(&cfg.ops);
+    let size = cfg.steps.iter().fold(fused, |size, (_, step)| augment::output_size(step, size));
+    match size {
         Some((height, width)) => decode_fixed(blobs, positions, cfg, target, height, width),
-        None => decode_planned(blobs, positions, cfg, target),
+        None if cfg.steps.is_empty() => decode_planned(blobs, positions, cfg, target),
+        None => decode_each(blobs, positions, cfg, target),
     }
 }
 
@@ -227,12 +271,13 @@ fn decode_fixed(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target
     let (buf, slot_len) = target_buffer(target, &mut owned, blobs.len(), height, width, ch)?;
     let order = largest_first(blobs.iter().map(|b| b.map_or(0, <[u8]>::len)));
     let results = if slot_len == 0 {
-        (0..blobs.len()).map(|i| plan_row(blobs[i], positions[i], cfg).map(|(_, p)| p)).collect()
+        (0..blobs.len()).map(|i| plan_row(blobs[i], positions[i], cfg).map(|(_, p)| (p, Vec::new()))).collect()
     } else {
         run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| {
             let (header, plan) = plan_row(blobs[i], positions[i], cfg)?;
-            decode_row(&Job { row: i, blob: blobs[i].unwrap_or_default(), header, plan }, cfg, slot)?;
-            Ok(plan)
+            let job = Job { row: i, blob: blobs[i].unwrap_or_default(), header, plan, position: positions[i] };
+            let applied = decode_into_slot(&job, cfg, slot, height, width)?;
+            Ok((plan, applied))
         })?
     };
     let rows: Vec<usize> = (0..blobs.len()).collect();
@@ -247,7 +292,7 @@ fn decode_planned(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targ
     let mut jobs = Vec::with_capacity(blobs.len());
     for (row, (blob, &position)) in blobs.iter().zip(positions).enumerate() {
         match plan_row(*blob, position, cfg) {
-            Ok((header, plan)) => jobs.push(Job { row, blob: blob.unwrap_or_default(), header, plan }),
+            Ok((header, plan)) => jobs.push(Job { row, blob: blob.unwrap_or_default(), header, plan, position }),
             Err(message) if cfg.skip_errors => errors.push((row, message)),
             Err(message) => return Err(BatchError::Row { row, message }),
         }
@@ -273,15 +318,64 @@ fn decode_planned(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targ
     let is_owned = matches!(target, Target::Owned);
     let (buf, slot_len) = target_buffer(target, &mut owned, jobs.len(), height, width, ch)?;
     let results = if slot_len == 0 {
-        jobs.iter().map(|j| Ok(j.plan)).collect()
+        jobs.iter().map(|j| Ok((j.plan, Vec::new()))).collect()
     } else {
         let order = largest_first(jobs.iter().map(|j| j.blob.len()));
-        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| decode_row(&jobs[i], cfg, slot).map(|()| jobs[i].plan))?
+        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| decode_row(&jobs[i], cfg, slot).map(|()| (jobs[i].plan, Vec::new())))?
     };
     let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
     let mut out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
     out.errors.extend(errors);
     out.errors.sort_by_key(|(row, _)| *row);
+    Ok(with_pixels(out, is_owned, owned, slot_len))
+}
+
+/// The output size depends on the images and on the steps' draws (a rotation with
+/// `expand`, say): every row is decoded and transformed first, in parallel, then the
+/// batch checks that they agree and gathers them.
+fn decode_each(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
+    let order = largest_first(blobs.iter().map(|b| b.map_or(0, <[u8]>::len)));
+    let mut nothing: Vec<[u8; 0]> = vec![[]; blobs.len()];
+    let done = run_rows(cfg, &order, nothing.iter_mut().map(|s| &mut s[..]).collect(), |i, _| {
+        let (header, plan) = plan_row(blobs[i], positions[i], cfg)?;
+        let job = Job { row: i, blob: blobs[i].unwrap_or_default(), header, plan, position: positions[i] };
+        let (img, applied) = decoded_image(&job, cfg)?;
+        Ok((plan, img, applied))
+    })?;
+    let mut first: Option<(usize, usize, usize)> = None;
+    for (row, r) in done.iter().enumerate() {
+        if let Ok((_, img, _)) = r {
+            match first {
+                None => first = Some((row, img.height, img.width)),
+                Some((r0, h0, w0)) if (h0, w0) != (img.height, img.width) => {
+                    return Err(BatchError::Invalid(format!(
+                        "rows {r0} and {row} come out at different sizes ({h0}x{w0} and {}x{}); a batch needs one size: \
+                         end the transform with a fixed size (CenterCrop, RandomResizedCrop or Resize((h, w)))",
+                        img.height, img.width
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let (height, width) = match (&target, first) {
+        (_, Some((_, h, w))) => (h as u32, w as u32),
+        (Target::Caller { height, width, .. }, None) => (*height, *width),
+        (Target::Owned, None) => (0, 0),
+    };
+    let ch = cfg.channels.count();
+    let mut owned = Vec::new();
+    let is_owned = matches!(target, Target::Owned);
+    let (buf, slot_len) = target_buffer(target, &mut owned, blobs.len(), height, width, ch)?;
+    let mut results = Vec::with_capacity(done.len());
+    for (k, r) in done.into_iter().enumerate() {
+        results.push(r.map(|(plan, img, applied)| {
+            buf[k * slot_len..(k + 1) * slot_len].copy_from_slice(&img.data);
+            (plan, applied)
+        }));
+    }
+    let rows: Vec<usize> = (0..blobs.len()).collect();
+    let out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
     Ok(with_pixels(out, is_owned, owned, slot_len))
 }
 
@@ -300,7 +394,7 @@ fn finish(
     buf: &mut [u8],
     slot_len: usize,
     rows: &[usize],
-    results: Vec<Result<Plan, String>>,
+    results: Vec<RowResult>,
     cfg: &Config,
     height: u32,
     width: u32,
@@ -309,7 +403,7 @@ fn finish(
     let mut kept = 0;
     for (k, (&row, result)) in rows.iter().zip(results).enumerate() {
         match result {
-            Ok(p) => {
+            Ok((p, applied)) => {
                 if kept != k && slot_len > 0 {
                     buf.copy_within(k * slot_len..(k + 1) * slot_len, kept * slot_len);
                 }
@@ -317,6 +411,8 @@ fn finish(
                 out.kept.push(row);
                 out.boxes.push([p.top as f32, p.left as f32, p.height as f32, p.width as f32]);
                 out.flips.push(p.flip);
+                out.vflips.push(p.vflip);
+                out.applied.push(applied);
             }
             Err(message) if cfg.skip_errors => out.errors.push((row, message)),
             Err(message) => return Err(BatchError::Row { row, message }),
@@ -332,7 +428,7 @@ mod tests {
     use super::*;
 
     fn cfg(ops: Vec<Op>, skip: bool) -> Config {
-        Config { ops, channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, pad_truncated: false, threads: 1 }
+        Config { ops, steps: vec![], channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, pad_truncated: false, threads: 1 }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! are public for the fuzz targets (fuzz/) and for Rust callers.
 
 mod arrow;
+pub mod augment;
 pub mod batch;
 pub mod codec;
 mod malloc;
@@ -39,37 +40,21 @@ fn channels(mode: &str) -> PyResult<Channels> {
     }
 }
 
-fn op(name: &str, a: &[f64]) -> PyResult<Op> {
-    let need = |n: usize| -> PyResult<()> {
-        if a.len() == n {
-            Ok(())
-        } else {
-            Err(PyValueError::new_err(format!("transform op {name:?} takes {n} numbers, got {}", a.len())))
+/// The transform's ops split into the leading ones the decode fuses and the steps
+/// after them (`augment.rs`), each step with its index in the whole list.
+fn split_ops(ops: &[(String, Vec<f64>)]) -> PyResult<(Vec<Op>, Vec<(usize, augment::Step)>)> {
+    let mut fused = Vec::new();
+    let mut steps = Vec::new();
+    for (i, (name, args)) in ops.iter().enumerate() {
+        if !augment::NAMES.contains(&name.as_str()) {
+            return Err(PyValueError::new_err(format!("unknown transform op {name:?}")));
         }
-    };
-    Ok(match name {
-        "resize" => {
-            need(2)?;
-            Op::Resize { height: a[0] as u32, width: a[1] as u32 }
+        match Op::from_name(name, args).map_err(PyValueError::new_err)? {
+            Some(op) if steps.is_empty() => fused.push(op),
+            _ => steps.push((i, augment::Step { name: name.clone(), args: args.clone() })),
         }
-        "resize_shorter" => {
-            need(2)?;
-            Op::ResizeShorter { size: a[0] as u32, max_size: (a[1] > 0.0).then_some(a[1] as u32) }
-        }
-        "center_crop" => {
-            need(2)?;
-            Op::CenterCrop { height: a[0] as u32, width: a[1] as u32 }
-        }
-        "random_resized_crop" => {
-            need(6)?;
-            Op::RandomResizedCrop { height: a[0] as u32, width: a[1] as u32, scale: (a[2], a[3]), ratio: (a[4], a[5]) }
-        }
-        "hflip" => {
-            need(1)?;
-            Op::HorizontalFlip { p: a[0] }
-        }
-        other => return Err(PyValueError::new_err(format!("unknown transform op {other:?}"))),
-    })
+    }
+    Ok((fused, steps))
 }
 
 fn default_max_pixels(max_pixels: Option<u64>) -> u64 {
@@ -116,6 +101,39 @@ fn apply_op<'py>(py: Python<'py>, image: PyReadonlyArrayDyn<'py, u8>, name: &str
     let data = image.as_array().iter().copied().collect::<Vec<u8>>();
     let mut img = ops::Image::from_vec(data, shape[1], shape[0], shape[2]).map_err(PyValueError::new_err)?;
     py.detach(|| ops::apply(name, &params, &mut img)).map_err(PyValueError::new_err)?;
+    let out_shape = [img.height, img.width, img.channels];
+    Ok(PyArray1::from_vec(py, img.data).reshape(out_shape)?.to_dyn().clone())
+}
+
+/// Runs transform ops (as `decode_batch` takes them) on one (H, W, C) uint8 image with
+/// the draws of sample `position`, the first op being op `first_op` of its transform:
+/// what the fused pipeline does after the decode, for ops that follow a Python one.
+#[pyfunction]
+#[pyo3(signature = (image, ops, *, seed, epoch, position, first_op))]
+fn run_ops<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArrayDyn<'py, u8>,
+    ops: Vec<(String, Vec<f64>)>,
+    seed: u64,
+    epoch: u64,
+    position: u64,
+    first_op: usize,
+) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+    let shape = image.shape().to_vec();
+    if shape.len() != 3 {
+        return Err(PyValueError::new_err(format!("image must be (H, W, C), got shape {shape:?}")));
+    }
+    for (name, _) in &ops {
+        if !augment::NAMES.contains(&name.as_str()) {
+            return Err(PyValueError::new_err(format!("unknown transform op {name:?}")));
+        }
+    }
+    let steps: Vec<(usize, augment::Step)> =
+        ops.into_iter().enumerate().map(|(k, (name, args))| (first_op + k, augment::Step { name, args })).collect();
+    let data = image.as_array().iter().copied().collect::<Vec<u8>>();
+    let mut img = ops::Image::from_vec(data, shape[1], shape[0], shape[2]).map_err(PyValueError::new_err)?;
+    py.detach(|| augment::run(&steps, &mut img, |op| rng::Stream::new(seed, epoch, position, op as u64), &mut Vec::new()))
+        .map_err(PyValueError::new_err)?;
     let out_shape = [img.height, img.width, img.channels];
     Ok(PyArray1::from_vec(py, img.data).reshape(out_shape)?.to_dyn().clone())
 }
@@ -176,6 +194,8 @@ type BatchResult<'py> = (
     Vec<(usize, String)>,
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyArray1<bool>>,
+    Vec<Vec<(String, Vec<f64>)>>,
 );
 
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
@@ -203,7 +223,7 @@ fn decode_batch<'py>(
 ) -> PyResult<BatchResult<'py>> {
     let ch = channels(mode)?;
     let pad = pad_truncated(truncated)?;
-    let ops = ops.iter().map(|(name, args)| op(name, args)).collect::<PyResult<Vec<_>>>()?;
+    let (ops, steps) = split_ops(&ops)?;
 
     // Borrow every blob where it lives; the capsules and bytes stay alive below.
     let mut capsules = Vec::new();
@@ -254,6 +274,7 @@ fn decode_batch<'py>(
     };
     let cfg = Config {
         ops,
+        steps,
         channels: ch,
         seed,
         epoch,
@@ -299,7 +320,8 @@ fn decode_batch<'py>(
     let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
     let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
     let flips = PyArray1::from_vec(py, outcome.flips);
-    Ok((pixels, kept, outcome.errors, boxes, flips))
+    let vflips = PyArray1::from_vec(py, outcome.vflips);
+    Ok((pixels, kept, outcome.errors, boxes, flips, vflips, outcome.applied))
 }
 
 #[pymodule]
@@ -310,6 +332,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(random_uniforms, m)?)?;
     m.add_function(wrap_pyfunction!(apply_op, m)?)?;
+    m.add_function(wrap_pyfunction!(run_ops, m)?)?;
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(huffman_decoder, m)?)?;
     m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;

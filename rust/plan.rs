@@ -15,6 +15,48 @@ pub enum Op {
     /// torchvision's `RandomResizedCrop` sampling, resized to (height, width).
     RandomResizedCrop { height: u32, width: u32, scale: (f64, f64), ratio: (f64, f64) },
     HorizontalFlip { p: f64 },
+    VerticalFlip { p: f64 },
+}
+
+impl Op {
+    /// The fusable op the Python layer calls `name`, or None for a transform that runs
+    /// on the decoded image instead (augment.rs).
+    pub fn from_name(name: &str, a: &[f64]) -> Result<Option<Op>, String> {
+        let need = |n: usize| -> Result<(), String> {
+            if a.len() == n {
+                Ok(())
+            } else {
+                Err(format!("transform op {name:?} takes {n} numbers, got {}", a.len()))
+            }
+        };
+        Ok(Some(match name {
+            "resize" => {
+                need(2)?;
+                Op::Resize { height: a[0] as u32, width: a[1] as u32 }
+            }
+            "resize_shorter" => {
+                need(2)?;
+                Op::ResizeShorter { size: a[0] as u32, max_size: (a[1] > 0.0).then_some(a[1] as u32) }
+            }
+            "center_crop" => {
+                need(2)?;
+                Op::CenterCrop { height: a[0] as u32, width: a[1] as u32 }
+            }
+            "random_resized_crop" => {
+                need(6)?;
+                Op::RandomResizedCrop { height: a[0] as u32, width: a[1] as u32, scale: (a[2], a[3]), ratio: (a[4], a[5]) }
+            }
+            "hflip" => {
+                need(1)?;
+                Op::HorizontalFlip { p: a[0] }
+            }
+            "vflip" => {
+                need(1)?;
+                Op::VerticalFlip { p: a[0] }
+            }
+            _ => return Ok(None),
+        }))
+    }
 }
 
 /// Where one sample's output comes from.
@@ -28,6 +70,7 @@ pub struct Plan {
     pub out_height: u32,
     pub out_width: u32,
     pub flip: bool,
+    pub vflip: bool,
 }
 
 /// Python's `round()`: half to even.
@@ -36,7 +79,7 @@ fn round(x: f64) -> i64 {
 }
 
 /// torchvision's `_compute_resized_output_size` for an int size: (height, width).
-fn shorter_side(h: u32, w: u32, size: u32, max_size: Option<u32>) -> (u32, u32) {
+pub fn shorter_side(h: u32, w: u32, size: u32, max_size: Option<u32>) -> (u32, u32) {
     let (short, long) = if w <= h { (w, h) } else { (h, w) };
     let (mut new_short, mut new_long) = (size, (size as f64 * long as f64 / short as f64) as u32);
     if let Some(max) = max_size {
@@ -78,7 +121,7 @@ pub fn random_resized_crop(h: u32, w: u32, scale: (f64, f64), ratio: (f64, f64),
 }
 
 /// torchvision's `center_crop` offset along one axis, padding included.
-fn center_offset(image: u32, crop: u32) -> i64 {
+pub fn center_offset(image: u32, crop: u32) -> i64 {
     if crop > image {
         -(((crop - image) / 2) as i64)
     } else {
@@ -95,6 +138,7 @@ struct View {
     size_w: u32,
     size_h: u32,
     flip: bool,
+    vflip: bool,
 }
 
 impl View {
@@ -104,6 +148,7 @@ impl View {
         let sy = self.h / self.size_h as f64;
         // In a mirrored view, a box at `left` is at `size_w - left - cw` of the source.
         let left = if self.flip { self.size_w as i64 - left - cw } else { left };
+        let top = if self.vflip { self.size_h as i64 - top - ch } else { top };
         self.x0 += left as f64 * sx;
         self.y0 += top as f64 * sy;
         self.w = cw as f64 * sx;
@@ -122,13 +167,13 @@ pub fn fixed_size(ops: &[Op]) -> Option<(u32, u32)> {
             Some((height, width))
         }
         Op::ResizeShorter { .. } => None,
-        Op::HorizontalFlip { .. } => size,
+        Op::HorizontalFlip { .. } | Op::VerticalFlip { .. } => size,
     })
 }
 
 /// Folds `ops` for a `src_w` x `src_h` image. `stream(i)` gives op i's random draws.
 pub fn plan(ops: &[Op], src_w: u32, src_h: u32, mut stream: impl FnMut(usize) -> Stream) -> Plan {
-    let mut v = View { x0: 0.0, y0: 0.0, w: src_w as f64, h: src_h as f64, size_w: src_w, size_h: src_h, flip: false };
+    let mut v = View { x0: 0.0, y0: 0.0, w: src_w as f64, h: src_h as f64, size_w: src_w, size_h: src_h, flip: false, vflip: false };
     for (i, op) in ops.iter().enumerate() {
         match *op {
             Op::Resize { height, width } => {
@@ -156,9 +201,14 @@ pub fn plan(ops: &[Op], src_w: u32, src_h: u32, mut stream: impl FnMut(usize) ->
                     v.flip = !v.flip;
                 }
             }
+            Op::VerticalFlip { p } => {
+                if stream(i).uniform() < p {
+                    v.vflip = !v.vflip;
+                }
+            }
         }
     }
-    Plan { top: v.y0, left: v.x0, height: v.h, width: v.w, out_height: v.size_h, out_width: v.size_w, flip: v.flip }
+    Plan { top: v.y0, left: v.x0, height: v.h, width: v.w, out_height: v.size_h, out_width: v.size_w, flip: v.flip, vflip: v.vflip }
 }
 
 #[cfg(test)]
@@ -212,6 +262,17 @@ mod tests {
         assert!(p.flip);
         let q = fixed(&[flip, crop], 20, 10);
         assert_eq!(q.left, 5.0);
+    }
+
+    #[test]
+    fn vertical_flip_before_crop_mirrors_the_box() {
+        let p = fixed(&[Op::VerticalFlip { p: 1.0 }, Op::CenterCrop { height: 4, width: 10 }], 10, 10);
+        assert!(p.vflip && !p.flip);
+        assert_eq!(p.top, 3.0);
+        let q = fixed(&[Op::Resize { height: 10, width: 10 }, Op::VerticalFlip { p: 1.0 }, Op::RandomResizedCrop { height: 2, width: 2, scale: (0.04, 0.04), ratio: (1.0, 1.0) }], 10, 10);
+        // The same draws for the crop (op 2), without the flip: the box mirrored top-bottom.
+        let r = fixed(&[Op::Resize { height: 10, width: 10 }, Op::VerticalFlip { p: 0.0 }, Op::RandomResizedCrop { height: 2, width: 2, scale: (0.04, 0.04), ratio: (1.0, 1.0) }], 10, 10);
+        assert_eq!(q.top, 10.0 - r.top - 2.0);
     }
 
     #[test]

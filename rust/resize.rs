@@ -48,6 +48,16 @@ pub fn crop_resize(
     RESIZER.with(|r| r.borrow_mut().resize(&src_img, &mut dst_img, &options)).map_err(|e| format!("resize: {e}"))
 }
 
+/// Turns a packed image upside down in place.
+pub fn flip_vertical(buf: &mut [u8], width: usize, channels: usize) {
+    let row = width * channels;
+    let rows = if row == 0 { 0 } else { buf.len() / row };
+    for y in 0..rows / 2 {
+        let (top, bottom) = buf.split_at_mut((rows - 1 - y) * row);
+        top[y * row..(y + 1) * row].swap_with_slice(&mut bottom[..row]);
+    }
+}
+
 /// Mirrors each row of a packed image in place.
 pub fn flip_horizontal(buf: &mut [u8], width: usize, channels: usize) {
     let row = width * channels;

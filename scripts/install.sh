@@ -20,7 +20,7 @@ fi
 pip() { "$PY" -m pip --disable-pip-version-check -q "$@"; }
 if ! "$PY" -c "import torch" 2>/dev/null; then
   # The CPU-only wheel is a tenth of the default CUDA build; use it where its index is reachable.
-  pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 "torch>=2.1" 2>/dev/null \
+  pip install --index-url https://download.pytorch.org/whl/cpu --timeout 15 --retries 0 "torch>=2.1" torchvision 2>/dev/null \
     || pip install "torch>=2.1"
 fi
 pip install ".[test]"

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 
 from lancefeed import _core
-from lancefeed.transforms import Size, Transform, _pair, as_ops
+from lancefeed.transforms import Compose, Size, Transform, _pair, as_ops
+from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,6 +33,8 @@ class BatchInfo:
     errors: list[tuple[int, str]] = field(default_factory=list)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     flipped: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    vflipped: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    applied: list[list[tuple[str, list[float]]]] = field(default_factory=list)
 
 
 def _chunks(images: Any) -> tuple[list[Any], bool]:
@@ -44,6 +47,23 @@ def _chunks(images: Any) -> tuple[list[Any], bool]:
         raise TypeError("images must be a sequence of encoded images (or an Arrow binary array), not one bytes object")
     items = list(images)
     return [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in items], False
+
+
+def _finish_slow(array: np.ndarray, chain: Compose, kept: np.ndarray, positions: np.ndarray | None, *, seed: int,
+                 epoch: int, num_threads: int | None, first_op: int) -> Any:
+    """The per-sample rest of ``chain`` and its output steps on the fused part's batch:
+    a numpy array, (N, C, H, W) as torchvision gives it (a tensor for bfloat16)."""
+    import torch
+
+    pos = (np.arange(len(array)) if positions is None else np.asarray(positions, dtype=np.int64))
+    if positions is not None:
+        pos = pos[kept]
+    if chain.rest:
+        x = run_rest(array, chain.rest, pos, first_op, seed=seed, epoch=epoch, threads=num_threads, rows=kept)
+    else:
+        x = torch.from_numpy(array).permute(0, 3, 1, 2)
+    x = apply_output(x, chain.output)
+    return x if x.dtype == torch.bfloat16 else x.contiguous().numpy()
 
 
 def decode_batch(
@@ -73,8 +93,12 @@ def decode_batch(
     buffer, on ``num_threads`` threads (default: the cores) with the GIL released.
 
     ``size=(H, W)`` stretches every image to that size (antialiased bilinear, as
-    Pillow's ``resize(..., BILINEAR)``); ``transform`` applies lancefeed transforms
-    first (``size``, if also given, stretches their output). With neither, every image
+    Pillow's ``resize(..., BILINEAR)``); ``transform`` applies transforms first
+    (``size``, if also given, stretches their output): lancefeed's, torchvision's
+    (``transforms`` or ``v2``, ``Compose`` included) or any callable, see
+    :class:`lancefeed.Compose`. When some of it runs per sample in Python, or it ends
+    in ``ToTensor``/``ToDtype``/``Normalize``, the result is (N, C, H, W) as
+    torchvision stacks it. With neither, every image
     must already have the same size. ``mode`` is ``"RGB"`` (C=3) or ``"L"`` (C=1).
 
     ``out``: a C-contiguous uint8 array of shape (>= N, H, W, C), a pinned torch
@@ -122,7 +146,14 @@ def decode_batch(
         raise TypeError(f"out must be a numpy array (use tensor.numpy() for a torch tensor), got {type(out).__name__}")
     if out is not None and out.dtype != np.uint8:
         raise ValueError(f"out must have dtype uint8, got {out.dtype}")
-    ops = as_ops(transform, size)
+    chain = transform if isinstance(transform, Transform) and not isinstance(transform, Compose) else as_compose(transform)
+    slow = isinstance(chain, Compose) and not chain.fused_only
+    if slow and (out is not None or size is not None):
+        raise ValueError(
+            "out= and size= need a transform the core runs whole; this one runs per sample in Python "
+            f"({chain.rest or chain.output}): put a Resize in the transform instead of size="
+        )
+    ops = chain.ops() if slow else as_ops(chain, size)
     chunks, arrow = _chunks(images)
     pos = None if positions is None else np.ascontiguousarray(positions, dtype=np.uint64)
     gather = None
@@ -133,7 +164,7 @@ def decode_batch(
         if idx.size and idx.min() < 0:
             raise IndexError(f"order holds {int(idx.min())}; indices into images must be >= 0")
         gather = np.ascontiguousarray(idx, dtype=np.uint64)
-    pixels, kept, errors, boxes, flipped = _core.decode_batch(
+    pixels, kept, errors, boxes, flipped, vflipped, applied = _core.decode_batch(
         chunks,
         arrow=arrow,
         ops=ops,
@@ -153,9 +184,11 @@ def decode_batch(
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:
         # No row to size the batch by: use the size the transform promises.
-        static = _pair(size, "size") if size is not None else (transform.output_size if transform else None)
+        static = _pair(size, "size") if size is not None else (chain.output_size if chain is not None else None)
         h, w = static or (0, 0)
         array = np.zeros((0, h, w, 1 if mode == "L" else 3), np.uint8)
+    if slow:
+        array = _finish_slow(array, chain, kept, pos, seed=int(seed), epoch=int(epoch), num_threads=num_threads, first_op=len(ops))
     if return_info:
-        return array, BatchInfo(kept=kept, errors=errors, boxes=boxes, flipped=flipped)
+        return array, BatchInfo(kept=kept, errors=errors, boxes=boxes, flipped=flipped, vflipped=vflipped, applied=applied)
     return array

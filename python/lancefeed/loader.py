@@ -55,6 +55,9 @@ import torch
 
 from lancefeed._core import DecodeError
 from lancefeed.decode import decode_batch
+from lancefeed.transforms import Compose, Transform
+from lancefeed.transforms.compose import apply_output, as_compose, run_rest
+from lancefeed.transforms.torchvision import OutputStep
 from lancefeed.labels import (
     ClassMap,
     collate_column,
@@ -104,6 +107,9 @@ class _BatchMaker:
         skipped: List[Tuple[int, str]],
         preloaded: Dict[str, torch.Tensor],
         truncated: str = "error",
+        rest: Sequence[Any] = (),
+        output: Sequence[OutputStep] = (),
+        device: Optional[torch.device] = None,
     ) -> None:
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
@@ -117,9 +123,13 @@ class _BatchMaker:
         self.num_threads = num_threads
         self.on_error = on_error
         self.truncated = truncated
+        # The chain's per-sample Python part and the output steps the stage does not do.
+        self.rest = list(rest)
+        self.output = list(output)
+        self.device = device
         self.seed = seed
         self.skipped = skipped
-        size = getattr(transform, "output_size", None) if transform is not None else None
+        size = getattr(transform, "output_size", None) if transform is not None and not self.rest else None
         channels = _CHANNELS.get(mode)
         self.shape: Optional[Tuple[int, int, int]] = (
             (int(size[0]), int(size[1]), channels) if size is not None and channels is not None else None
@@ -178,6 +188,8 @@ class _BatchMaker:
             kept = np.asarray(info.kept, dtype=np.int64)
             order = order[kept]
             positions = positions[kept]
+        if self.rest or self.output:
+            images = self._finish_slow(images, positions, epoch)
         row_ids = None
         gather = None
         columns: Dict[str, Any] = {}
@@ -192,6 +204,18 @@ class _BatchMaker:
                 gather = pa.array(order)
             columns[name] = collate_column(rows.column(name).take(gather), class_map=cmap, row_ids=row_ids)
         return stage.finish(handle, images, columns)
+
+
+    def _finish_slow(self, images: np.ndarray, positions: np.ndarray, epoch: int) -> torch.Tensor:
+        """The chain's per-sample Python part and output steps on the fused batch."""
+        if self.rest:
+            rows = self.perm.row_ids[positions]
+            first = len(self.transform.ops()) if self.transform is not None else 0
+            x = run_rest(images, self.rest, positions, first, seed=self.seed, epoch=epoch, threads=self.num_threads, rows=rows)
+        else:
+            x = torch.from_numpy(images).permute(0, 3, 1, 2)
+        x = apply_output(x, self.output)
+        return x if self.device is None or self.device.type == "cpu" else x.to(self.device)
 
 
 class _SamplerShim:
@@ -263,7 +287,12 @@ class DataLoader:
     labels of the dataset, reported as ``loader.classes``); numeric labels pass through
     as int64; list columns come as lists of tensors.
 
-    ``transform``: a lancefeed transform (``Resize``, ``RandomResizedCrop``, ...).
+    ``transform``: lancefeed's transforms, torchvision's (``transforms`` or ``v2``,
+    ``Compose`` included) or any callable, see :class:`lancefeed.Compose`: the ops with
+    a counterpart in the core run fused in the decode; the rest runs per sample on the
+    loader's threads (announced once by a :class:`lancefeed.SlowPathWarning`). A chain
+    ending in ``ToTensor()``/``ToDtype(float32, scale=True)`` and ``Normalize`` gives
+    float32 NCHW batches, as ``normalize=`` does.
     ``num_threads``: decode threads (default: the cores). ``io_threads``: concurrent
     takes. ``prefetch``: ready batches kept ahead. ``on_error="skip"`` drops rows whose
     image does not decode (listed in ``loader.skipped``) instead of raising
@@ -373,8 +402,21 @@ class DataLoader:
         channels = _CHANNELS.get(mode)
         if channels is None:
             raise ValueError(f"mode must be one of {sorted(_CHANNELS)}, got {mode!r}")
+        chain = transform if transform is None or (isinstance(transform, Transform) and not isinstance(transform, Compose)) else as_compose(transform)
+        rest: List[Any] = []
+        output: List[OutputStep] = []
+        if isinstance(chain, Compose) and not chain.fused_only:
+            rest, output = list(chain.rest), list(chain.output)
+            chain = Compose(chain.fused)
+            as_normalize = None if rest else _output_as_normalize(output)
+            if as_normalize is not None:
+                if normalize is not None:
+                    raise ValueError("the transform ends in ToTensor/ToDtype/Normalize and normalize= is given too: give one of them")
+                normalize, output = as_normalize, []
         self.normalize = Normalize.of(normalize, channels, channels_last)
-        self.transform = transform
+        if (rest or output) and self.normalize is not None:
+            raise ValueError("normalize= with a transform that runs per sample in Python: end the transform with ToTensor and Normalize instead")
+        self.transform = chain
         self.mode = mode
         self.num_threads = num_threads
         self.skipped: List[Tuple[int, str]] = []
@@ -384,7 +426,7 @@ class DataLoader:
             image_column,
             [c for c in self.columns if c != image_column],
             class_maps,
-            transform,
+            self.transform,
             mode,
             num_threads,
             on_error,
@@ -392,6 +434,9 @@ class DataLoader:
             self.skipped,
             preloaded,
             truncated,
+            rest,
+            output,
+            self.device,
         )
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
@@ -485,7 +530,8 @@ class DataLoader:
     # -- iteration ----------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        if self.device is not None and self.device.type != "cpu":
+        slow = self._maker.rest or self._maker.output
+        if self.device is not None and self.device.type != "cpu" and not slow:
             if self._prefetcher is None:  # one side stream for the loader's life
                 from lancefeed.cuda import CudaPrefetcher
 
@@ -558,6 +604,20 @@ class DataLoader:
             f"DataLoader({self.permutation.uri!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
         )
+
+
+def _output_as_normalize(output: Sequence[OutputStep]) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:
+    """Output steps that amount to float32 on the 0..1 scale, then an optional
+    Normalize, as the loader's own ``normalize=(mean, std)`` (done in one pass, on the
+    GPU with ``device="cuda"``); None for anything else."""
+    steps = [o for o in output if o != OutputStep()]
+    if not steps or steps[0] != OutputStep(dtype="float32", scale=True):
+        return None
+    if len(steps) == 1:
+        return ((0.0,), (1.0,))
+    if len(steps) == 2 and steps[1].dtype is None and steps[1].mean is not None:
+        return (steps[1].mean, steps[1].std)  # type: ignore[return-value]
+    return None
 
 
 def _preload_labels(

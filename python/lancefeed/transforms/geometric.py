@@ -1,77 +1,66 @@
-"""Geometric training transforms, fused into the decode.
-
-They carry torchvision's names and semantics, but instead of running on decoded
-images they describe a crop box and an output size that the Rust core folds into one
-decode + resize pass: a JPEG is decoded only over the box it needs, at the smallest
-DCT scale that keeps that box at least the output size.
-
-Random parameters come from a counter-based generator keyed by (seed, epoch, sample
-position), so the same sample gets the same crop whatever the thread count or batch
-split.
-
-Example:
-    >>> import lancefeed
-    >>> t = lancefeed.Compose([lancefeed.RandomResizedCrop(224), lancefeed.RandomHorizontalFlip()])
-    >>> t.output_size
-    (224, 224)
-"""
+"""Geometric transforms: fused into the decode where they lead a chain."""
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable, Sequence, Tuple, Union
+from typing import Sequence
 
-Size = Union[int, Sequence[int]]
-Op = Tuple[str, Tuple[float, ...]]
+from lancefeed.transforms.base import Op, Size, Transform, _pair
 
 __all__ = [
     "CenterCrop",
-    "Compose",
+    "Pad",
+    "RandomAffine",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
+    "RandomRotation",
+    "RandomVerticalFlip",
     "Resize",
-    "Transform",
-    "as_ops",
 ]
 
+_INTERPOLATIONS = {"nearest": 0, "bilinear": 1}
+_PAD_MODES = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
 
-def _pair(size: Size, what: str) -> tuple[int, int]:
-    """torchvision's size convention: an int n is (n, n); a pair is (height, width)."""
-    if isinstance(size, bool) or not isinstance(size, (numbers.Integral, Sequence)):
-        raise TypeError(f"{what} size must be an int or a (height, width) pair, got {size!r}")
-    if isinstance(size, numbers.Integral):
-        pair = (int(size), int(size))
+
+def _interpolation(value: object, what: str) -> int:
+    """torchvision's InterpolationMode (or its string): nearest and bilinear are fused."""
+    name = str(getattr(value, "value", value)).lower()
+    if name not in _INTERPOLATIONS:
+        raise ValueError(f"{what} interpolation must be 'nearest' or 'bilinear', got {value!r}")
+    return _INTERPOLATIONS[name]
+
+
+def _fill(fill: object, what: str) -> tuple[float, float, float]:
+    """torchvision's ``fill``: None (0), a number, or one number per channel."""
+    if fill is None:
+        return (0.0, 0.0, 0.0)
+    if isinstance(fill, numbers.Number):
+        return (float(fill),) * 3  # type: ignore[arg-type]
+    values = [float(v) for v in fill]  # type: ignore[union-attr]
+    if len(values) == 1:
+        return (values[0],) * 3
+    if len(values) != 3:
+        raise ValueError(f"{what} fill must be a number or one per channel, got {fill!r}")
+    return (values[0], values[1], values[2])
+
+
+def _range(value: float | Sequence[float], what: str, center: float = 0.0, lower: float | None = None) -> tuple[float, float]:
+    """torchvision's convention for degrees and the like: a number d is (center - d,
+    center + d); a pair is itself."""
+    if isinstance(value, numbers.Number):
+        if value < 0:  # type: ignore[operator]
+            raise ValueError(f"{what} must be non-negative when a single number, got {value}")
+        lo, hi = center - float(value), center + float(value)  # type: ignore[arg-type]
     else:
-        if len(size) == 1:
-            pair = (int(size[0]), int(size[0]))
-        elif len(size) == 2:
-            pair = (int(size[0]), int(size[1]))
-        else:
-            raise ValueError(f"{what} size must be an int or a (height, width) pair, got {size!r}")
-    if min(pair) <= 0:
-        raise ValueError(f"{what} size must be positive, got {size!r}")
-    return pair
-
-
-class Transform:
-    """A geometric transform the decode core can fuse."""
-
-    def ops(self) -> list[Op]:
-        raise NotImplementedError
-
-    def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        """Output (height, width) given the input's, or None when it depends on the image."""
-        raise NotImplementedError
-
-    @property
-    def output_size(self) -> tuple[int, int] | None:
-        """(height, width) of every output, or None when it depends on the image."""
-        return self.output_size_for(None)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+        if len(value) != 2:  # type: ignore[arg-type]
+            raise ValueError(f"{what} must be a number or a (min, max) pair, got {value!r}")
+        lo, hi = float(value[0]), float(value[1])  # type: ignore[index]
+    if lower is not None:
+        lo = max(lo, lower)
+    if lo > hi:
+        raise ValueError(f"{what} must have min <= max, got {value!r}")
+    return lo, hi
 
 
 class Resize(Transform):
@@ -180,44 +169,133 @@ class RandomHorizontalFlip(Transform):
         return size
 
 
-class Compose(Transform):
-    """A chain of the transforms above, applied in order and fused into one pass.
-
-    Anything else (a torchvision transform, a lambda, a colour transform) is refused
-    here, because the core could not apply it inside the decode.
+class RandomVerticalFlip(Transform):
+    """Mirror top-bottom with probability ``p``.
 
     Example:
-        >>> Compose([Resize(256), CenterCrop(224)]).output_size
-        (224, 224)
+        >>> RandomVerticalFlip(p=1.0).ops()
+        [('vflip', (1.0,))]
     """
 
-    def __init__(self, transforms: Iterable[Transform]) -> None:
-        self.transforms = list(transforms)
-        for i, t in enumerate(self.transforms):
-            if not isinstance(t, Transform):
-                raise TypeError(
-                    f"Compose item {i} is {t!r}: lancefeed fuses only its own geometric transforms "
-                    "(Resize, CenterCrop, RandomResizedCrop, RandomHorizontalFlip, Compose) into the decode; "
-                    "apply other transforms to the decoded batch"
-                )
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomVerticalFlip p must be in [0, 1], got {p}")
+        self.p = float(p)
 
     def ops(self) -> list[Op]:
-        return [op for t in self.transforms for op in t.ops()]
+        return [("vflip", (self.p,))]
 
     def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        for t in self.transforms:
-            size = t.output_size_for(size)
         return size
 
 
-def as_ops(transform: Transform | None, size: Size | None = None) -> list[Op]:
-    """The op list the core runs: ``transform``'s, then a stretch to ``size`` if given."""
-    if transform is not None and not isinstance(transform, Transform):
-        raise TypeError(
-            f"transform must be a lancefeed transform (Resize, CenterCrop, RandomResizedCrop, "
-            f"RandomHorizontalFlip or Compose of them), got {transform!r}"
-        )
-    ops = transform.ops() if transform is not None else []
-    if size is not None:
-        ops += Resize(_pair(size, "size")).ops()
-    return ops
+class Pad(Transform):
+    """Pad each side (torchvision's ``padding``: one number for all sides, (left/right,
+    top/bottom) or (left, top, right, bottom)) with ``fill`` or by ``padding_mode``
+    ("constant", "edge", "reflect", "symmetric").
+
+    Example:
+        >>> Pad((1, 2)).output_size_for((10, 20))
+        (14, 22)
+    """
+
+    def __init__(self, padding: int | Sequence[int], fill: object = 0, padding_mode: str = "constant") -> None:
+        p = [int(padding)] * 4 if isinstance(padding, numbers.Integral) else [int(v) for v in padding]
+        if len(p) == 1:
+            p = p * 4
+        elif len(p) == 2:
+            p = [p[0], p[1], p[0], p[1]]
+        if len(p) != 4 or min(p) < 0:
+            raise ValueError(f"Pad padding must be 1, 2 or 4 non-negative ints, got {padding!r}")
+        if padding_mode not in _PAD_MODES:
+            raise ValueError(f"Pad padding_mode must be one of {sorted(_PAD_MODES)}, got {padding_mode!r}")
+        self.padding = tuple(p)
+        self.fill = fill
+        self.padding_mode = padding_mode
+
+    def ops(self) -> list[Op]:
+        return [("pad", (*map(float, self.padding), float(_PAD_MODES[self.padding_mode]), *_fill(self.fill, "Pad")))]
+
+    def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is None:
+            return None
+        left, top, right, bottom = self.padding
+        return (size[0] + top + bottom, size[1] + left + right)
+
+
+class RandomRotation(Transform):
+    """Rotate by an angle drawn from ``degrees`` (d: (-d, d)), counter-clockwise, about
+    the centre, with ``interpolation`` ("nearest" or "bilinear"), ``expand`` to hold the
+    whole rotated image, and ``fill`` outside it.
+
+    Example:
+        >>> RandomRotation(20).ops()[0][:2]
+        ('random_rotation', (-20.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    """
+
+    def __init__(self, degrees: float | Sequence[float], interpolation: object = "nearest", expand: bool = False, center: object = None, fill: object = 0) -> None:
+        if center is not None:
+            raise ValueError("RandomRotation center= is not fused; leave it None (the image centre), or use torchvision's RandomRotation (slow path)")
+        self.degrees = _range(degrees, "RandomRotation degrees")
+        self.interpolation = _interpolation(interpolation, "RandomRotation")
+        self.expand = bool(expand)
+        self.fill = fill
+
+    def ops(self) -> list[Op]:
+        return [("random_rotation", (*self.degrees, float(self.interpolation), float(self.expand), *_fill(self.fill, "RandomRotation")))]
+
+    def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        return None if self.expand else size
+
+
+class RandomAffine(Transform):
+    """torchvision's RandomAffine: an angle from ``degrees``, a translation up to
+    ``translate`` (fractions of the width and height), a ``scale`` from its range and a
+    ``shear`` (x range, and y range when four numbers), about the centre.
+
+    Example:
+        >>> RandomAffine(10, translate=(0.1, 0.1)).output_size_for((32, 32))
+        (32, 32)
+    """
+
+    def __init__(
+        self,
+        degrees: float | Sequence[float],
+        translate: Sequence[float] | None = None,
+        scale: Sequence[float] | None = None,
+        shear: float | Sequence[float] | None = None,
+        interpolation: object = "nearest",
+        fill: object = 0,
+        center: object = None,
+    ) -> None:
+        if center is not None:
+            raise ValueError("RandomAffine center= is not fused; leave it None (the image centre), or use torchvision's RandomAffine (slow path)")
+        self.degrees = _range(degrees, "RandomAffine degrees")
+        if translate is not None and (len(translate) != 2 or not all(0.0 <= t <= 1.0 for t in translate)):
+            raise ValueError(f"RandomAffine translate must be two fractions in [0, 1], got {translate!r}")
+        self.translate = None if translate is None else (float(translate[0]), float(translate[1]))
+        if scale is not None and (len(scale) != 2 or min(scale) <= 0):
+            raise ValueError(f"RandomAffine scale must be a positive (min, max), got {scale!r}")
+        self.scale = None if scale is None else (float(scale[0]), float(scale[1]))
+        if shear is None:
+            self.shear: tuple[float, ...] | None = None
+        elif isinstance(shear, numbers.Number) or len(shear) == 2:  # type: ignore[arg-type]
+            self.shear = _range(shear, "RandomAffine shear")  # type: ignore[arg-type]
+        elif len(shear) == 4:  # type: ignore[arg-type]
+            self.shear = tuple(float(v) for v in shear)  # type: ignore[union-attr]
+        else:
+            raise ValueError(f"RandomAffine shear must be a number, 2 or 4 numbers, got {shear!r}")
+        self.interpolation = _interpolation(interpolation, "RandomAffine")
+        self.fill = fill
+
+    def ops(self) -> list[Op]:
+        nan = float("nan")
+        t = self.translate or (nan, nan)
+        s = self.scale or (nan, nan)
+        sh = self.shear or (nan, nan)
+        shear = (*sh, nan, nan) if len(sh) == 2 else sh
+        args = (*self.degrees, *t, *s, *shear, float(self.interpolation), *_fill(self.fill, "RandomAffine"))
+        return [("random_affine", args)]
+
+    def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        return size

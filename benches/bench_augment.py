@@ -1,0 +1,111 @@
+"""Augmentation pipelines on the ImageNet sample, in one process: lancefeed's loader with
+the geometric training path alone, with ColorJitter + Normalize, and with
+TrivialAugmentWide + Normalize, beside torchvision's own pipeline for each (files +
+``decode_jpeg`` + ``transforms.v2``, torch ``DataLoader`` with 2 worker processes).
+
+    python benches/bench_augment.py [--repeat 3]
+
+Targets on a 2-core machine (the augmentation issue):
+  lancefeed ColorJitter + Normalize:     >= 0.8x lancefeed geometric-only, >= 3x torchvision's
+  lancefeed TrivialAugmentWide + Norm.:  >= 0.7x lancefeed geometric-only, >= 3x torchvision's
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torchvision.io import decode_jpeg
+from torchvision.transforms import v2
+
+sys.path.insert(0, str(Path(__file__).parent))
+import data  # noqa: E402
+
+import lancefeed  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def pipelines() -> dict[str, list[Any]]:
+    """The three training pipelines, as torchvision v2 objects (lancefeed takes them as they are)."""
+    geometric = [v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip()]
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+    return {
+        "geometric": geometric,
+        "color-jitter": geometric + [v2.ColorJitter(0.4, 0.4, 0.4)] + to_float,
+        "trivial-augment": geometric + [v2.TrivialAugmentWide()] + to_float,
+    }
+
+
+class Files(torch.utils.data.Dataset):
+    """torchvision's usual Dataset: a file per image, read and decoded per item."""
+
+    def __init__(self, paths: list[Path], transform: Callable[[Any], Any]) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        raw = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
+        return self.transform(decode_jpeg(raw)), 0
+
+
+def run_torchvision(paths: list[Path], chain: list[Any], batch_size: int, workers: int) -> float:
+    loader = torch.utils.data.DataLoader(Files(paths, v2.Compose(chain)), batch_size=batch_size, shuffle=True, num_workers=workers)
+    t0 = time.perf_counter()
+    n = sum(len(y) for _, y in loader)
+    return n / (time.perf_counter() - t0)
+
+
+def run_lancefeed(uri: Path, chain: list[Any], batch_size: int) -> float:
+    t0 = time.perf_counter()
+    loader = lancefeed.DataLoader(str(uri), batch_size, shuffle=True, transform=v2.Compose(chain))
+    n = sum(len(y) for _, y in loader)
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=data.DATA)
+    p.add_argument("--cache", type=Path, default=Path(os.environ.get("LANCEFEED_BENCH_CACHE", REPO / "target" / "bench-cache")))
+    p.add_argument("--repeat", type=int, default=3, help="rounds; each runs every candidate once, the best is kept")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="torch DataLoader worker processes for torchvision")
+    args = p.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    uri = data.lance_dataset("imagenet-sample", args.cache, args.data)
+    files = Path(tempfile.mkdtemp(prefix="bench-augment-"))
+    paths = []
+    for k, (name, blob) in enumerate(data.imagenet(data=args.data)):
+        path = files / f"{k:04d}.JPEG"
+        path.write_bytes(blob)
+        paths.append(path)
+
+    best: dict[str, float] = {}
+    for _ in range(args.repeat):
+        for name, chain in pipelines().items():
+            for who, fn in (("lancefeed", lambda c=chain: run_lancefeed(uri, c, args.batch_size)),
+                            ("torchvision", lambda c=chain: run_torchvision(paths, c, args.batch_size, args.workers))):
+                rate = fn()
+                best[f"{who} {name}"] = max(best.get(f"{who} {name}", 0.0), rate)
+    print(f"{'pipeline':34s} {'images/s':>9s}")
+    for key, rate in best.items():
+        print(f"{key:34s} {rate:9.0f}")
+    geo = best["lancefeed geometric"]
+    for name, floor in (("color-jitter", 0.8), ("trivial-augment", 0.7)):
+        ours, theirs = best[f"lancefeed {name}"], best[f"torchvision {name}"]
+        print(f"{name}: {ours / geo:.2f}x lancefeed geometric-only (target {floor}x), "
+              f"{ours / theirs:.2f}x torchvision's pipeline (target 3x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
