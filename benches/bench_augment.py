@@ -4,6 +4,7 @@ TrivialAugmentWide + Normalize, beside torchvision's own pipeline for each (file
 ``decode_jpeg`` + ``transforms.v2``, torch ``DataLoader`` with 2 worker processes).
 
     python benches/bench_augment.py [--repeat 3]
+    python benches/bench_augment.py --ops      # what each op adds per 224x224 image, one thread
 
 Targets on a 2-core machine (the augmentation issue):
   lancefeed ColorJitter + Normalize:     >= 0.8x lancefeed geometric-only, >= 3x torchvision's
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torchvision.io import decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +56,7 @@ class Files(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Any:
         raw = torch.frombuffer(bytearray(self.paths[i].read_bytes()), dtype=torch.uint8)
-        return self.transform(decode_jpeg(raw)), 0
+        return self.transform(decode_jpeg(raw, mode=ImageReadMode.RGB)), 0
 
 
 def run_torchvision(paths: list[Path], chain: list[Any], batch_size: int, workers: int) -> float:
@@ -72,6 +73,37 @@ def run_lancefeed(uri: Path, chain: list[Any], batch_size: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def op_costs(rounds: int = 5) -> None:
+    """Microseconds each op adds to a 224x224 image's decode + resize, on one thread."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(buf, "PNG")
+    blobs = [buf.getvalue()] * 64
+    L = lancefeed
+
+    def per_image(ops: list[Any]) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            L.decode_batch(blobs, transform=L.Compose([L.Resize((224, 224)), *ops]), num_threads=1)
+            best = min(best, time.perf_counter() - t0)
+        return best / len(blobs) * 1e6
+
+    base = per_image([])
+    print(f"{'decode + resize':16s} {base:6.0f} us/image")
+    for name, op in [("brightness", L.ColorJitter(brightness=0.4)), ("contrast", L.ColorJitter(contrast=0.4)),
+                     ("saturation", L.ColorJitter(saturation=0.4)), ("hue", L.ColorJitter(hue=0.1)),
+                     ("posterize", L.RandomPosterize(4, 1.0)), ("equalize", L.RandomEqualize(1.0)),
+                     ("autocontrast", L.RandomAutocontrast(1.0)), ("sharpness", L.RandomAdjustSharpness(2, 1.0)),
+                     ("blur 5x5", L.GaussianBlur(5)), ("rotation", L.RandomRotation(20)), ("erasing", L.RandomErasing(1.0))]:
+        print(f"{name:16s} +{per_image([op]) - base:5.0f} us/image")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=data.DATA)
@@ -79,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="rounds; each runs every candidate once, the best is kept")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="torch DataLoader worker processes for torchvision")
+    p.add_argument("--ops", action="store_true", help="only the cost of each op per image")
     args = p.parse_args(argv)
+    if args.ops:
+        op_costs()
+        return 0
     args.cache.mkdir(parents=True, exist_ok=True)
     uri = data.lance_dataset("imagenet-sample", args.cache, args.data)
     files = Path(tempfile.mkdtemp(prefix="bench-augment-"))

@@ -399,3 +399,20 @@ def test_the_slow_path_in_the_loader_names_the_row(uri):
         with pytest.raises(lancefeed.TransformError, match=r"row \d+: transform picky raised ValueError: not this one"):
             for _ in loader:
                 pass
+
+
+def test_batch_transform_gets_images_and_labels(uri):
+    train = tv.Compose([tv.CenterCrop(32), tv.ToDtype(torch.float32, scale=True), tv.Normalize([0.5] * 3, [0.5] * 3)])
+    loader = lancefeed.DataLoader(uri, batch_size=8, transform=train, batch_transform=tv.MixUp(num_classes=4))
+    images, labels = next(iter(loader))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert labels.shape == (8, 4) and torch.allclose(labels.sum(1), torch.ones(8))
+    plain = next(iter(lancefeed.DataLoader(uri, batch_size=8, transform=train)))[0]
+    assert not torch.equal(images, plain)  # mixed
+    seen = []
+    no_labels = lancefeed.DataLoader(uri, batch_size=8, label_column=None, batch_transform=lambda x: seen.append(x.shape) or x.flip(2))
+    (flipped,) = next(iter(no_labels))
+    raw = next(iter(lancefeed.DataLoader(uri, batch_size=8, label_column=None)))[0]
+    assert seen == [raw.shape] and torch.equal(flipped, raw.flip(2))
+    with pytest.raises(TypeError, match="batch_transform must be callable"):
+        lancefeed.DataLoader(uri, batch_size=8, batch_transform="mixup")

@@ -46,7 +46,7 @@ import os
 import re
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import lance
 import numpy as np
@@ -297,8 +297,12 @@ class DataLoader:
     takes. ``prefetch``: ready batches kept ahead. ``on_error="skip"`` drops rows whose
     image does not decode (listed in ``loader.skipped``) instead of raising
     ``DecodeError`` naming the row; ``truncated="pad"`` decodes truncated images as
-    Pillow does with ``LOAD_TRUNCATED_IMAGES`` (see :func:`lancefeed.decode_batch`). ``device="cuda"`` moves batches through a
-    :class:`lancefeed.CudaPrefetcher`.
+    Pillow does with ``LOAD_TRUNCATED_IMAGES`` (see :func:`lancefeed.decode_batch`).
+    ``device="cuda"`` moves batches through a :class:`lancefeed.CudaPrefetcher`.
+    ``batch_transform``: a callable applied to each whole batch as it is handed out (on
+    the GPU with ``device="cuda"``), as ``batch_transform(images, labels) -> (images,
+    labels)`` when there is a label column (torchvision's ``v2.MixUp``/``v2.CutMix``,
+    kornia's augmentations), else ``batch_transform(images) -> images``.
 
     Example:
         >>> loader = DataLoader("imagenet.lance", 64, shuffle=True, seed=1,
@@ -336,6 +340,7 @@ class DataLoader:
         output: str = "tuple",
         version: Union[None, int, str] = None,
         storage_options: Optional[Dict[str, str]] = None,
+        batch_transform: Optional[Callable[..., Any]] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -417,6 +422,9 @@ class DataLoader:
         if (rest or output) and self.normalize is not None:
             raise ValueError("normalize= with a transform that runs per sample in Python: end the transform with ToTensor and Normalize instead")
         self.transform = chain
+        if batch_transform is not None and not callable(batch_transform):
+            raise TypeError(f"batch_transform must be callable, got {batch_transform!r}")
+        self.batch_transform = batch_transform
         self.mode = mode
         self.num_threads = num_threads
         self.skipped: List[Tuple[int, str]] = []
@@ -595,6 +603,11 @@ class DataLoader:
         return pipeline, progress
 
     def _shape_output(self, images: Any, columns: Dict[str, Any]) -> Any:
+        if self.batch_transform is not None:
+            if self.label_column is not None:
+                images, columns[self.label_column] = self.batch_transform(images, columns[self.label_column])
+            else:
+                images = self.batch_transform(images)
         if self.output == "tuple":
             return (images, *(columns[c] for c in self.columns if c != self.image_column))
         return {c: images if c == self.image_column else columns[c] for c in self.columns}
