@@ -302,17 +302,9 @@ fn decode_planned(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targ
     let size = jobs.first().map(|j| (j.plan.out_height, j.plan.out_width));
     if let Some(other) = jobs.iter().find(|j| Some((j.plan.out_height, j.plan.out_width)) != size) {
         let first = &jobs[0];
-        return Err(BatchError::Invalid(format!(
-            "rows {} and {} come out at different sizes ({}x{} and {}x{}); a batch needs one size: \
-             end the transform with a fixed size (CenterCrop, RandomResizedCrop or Resize((h, w)))",
-            first.row, other.row, first.plan.out_height, first.plan.out_width, other.plan.out_height, other.plan.out_width
-        )));
+        return Err(different_sizes(first.row, (first.plan.out_height, first.plan.out_width), other.row, (other.plan.out_height, other.plan.out_width)));
     }
-    let (height, width) = match (&target, size) {
-        (_, Some(s)) => s,
-        (Target::Caller { height, width, .. }, None) => (*height, *width),
-        (Target::Owned, None) => (0, 0),
-    };
+    let (height, width) = batch_size(&target, size);
     let ch = cfg.channels.count();
     let mut owned = Vec::new();
     let is_owned = matches!(target, Target::Owned);
@@ -342,27 +334,18 @@ fn decode_each(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target:
         let (img, applied) = decoded_image(&job, cfg)?;
         Ok((plan, img, applied))
     })?;
-    let mut first: Option<(usize, usize, usize)> = None;
+    let mut first: Option<(usize, (u32, u32))> = None;
     for (row, r) in done.iter().enumerate() {
         if let Ok((_, img, _)) = r {
+            let size = (img.height as u32, img.width as u32);
             match first {
-                None => first = Some((row, img.height, img.width)),
-                Some((r0, h0, w0)) if (h0, w0) != (img.height, img.width) => {
-                    return Err(BatchError::Invalid(format!(
-                        "rows {r0} and {row} come out at different sizes ({h0}x{w0} and {}x{}); a batch needs one size: \
-                         end the transform with a fixed size (CenterCrop, RandomResizedCrop or Resize((h, w)))",
-                        img.height, img.width
-                    )));
-                }
+                None => first = Some((row, size)),
+                Some((r0, s0)) if s0 != size => return Err(different_sizes(r0, s0, row, size)),
                 Some(_) => {}
             }
         }
     }
-    let (height, width) = match (&target, first) {
-        (_, Some((_, h, w))) => (h as u32, w as u32),
-        (Target::Caller { height, width, .. }, None) => (*height, *width),
-        (Target::Owned, None) => (0, 0),
-    };
+    let (height, width) = batch_size(&target, first.map(|(_, s)| s));
     let ch = cfg.channels.count();
     let mut owned = Vec::new();
     let is_owned = matches!(target, Target::Owned);
@@ -377,6 +360,23 @@ fn decode_each(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target:
     let rows: Vec<usize> = (0..blobs.len()).collect();
     let out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
     Ok(with_pixels(out, is_owned, owned, slot_len))
+}
+
+/// Two kept rows that come out at different sizes: no batch can hold both.
+fn different_sizes(row_a: usize, (ha, wa): (u32, u32), row_b: usize, (hb, wb): (u32, u32)) -> BatchError {
+    BatchError::Invalid(format!(
+        "rows {row_a} and {row_b} come out at different sizes ({ha}x{wa} and {hb}x{wb}); a batch needs one size: \
+         end the transform with a fixed size (CenterCrop, RandomResizedCrop or Resize((h, w)))"
+    ))
+}
+
+/// The batch's (height, width): its rows', else (no row kept) the caller's buffer's.
+fn batch_size(target: &Target, rows: Option<(u32, u32)>) -> (u32, u32) {
+    match (target, rows) {
+        (_, Some(s)) => s,
+        (Target::Caller { height, width, .. }, None) => (*height, *width),
+        (Target::Owned, None) => (0, 0),
+    }
 }
 
 /// Hands a buffer the batch allocated over to the outcome, cut to the kept rows.
