@@ -189,7 +189,7 @@ fn capsule_ptr<T>(obj: &Bound<'_, PyAny>, name: &CStr) -> PyResult<*const T> {
 }
 
 type BatchResult<'py> = (
-    Option<Bound<'py, PyArrayDyn<u8>>>,
+    Option<Bound<'py, PyAny>>,
     Bound<'py, PyArray1<i64>>,
     Vec<(usize, String)>,
     Bound<'py, PyArray2<f32>>,
@@ -201,7 +201,7 @@ type BatchResult<'py> = (
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error"))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -220,9 +220,20 @@ fn decode_batch<'py>(
     decode_crop: bool,
     order: Option<PyReadonlyArray1<'py, u64>>,
     truncated: &str,
+    normalize: Option<(Vec<f32>, Vec<f32>, bool)>,
 ) -> PyResult<BatchResult<'py>> {
     let ch = channels(mode)?;
     let pad = pad_truncated(truncated)?;
+    if let Some((scale, shift, _)) = &normalize {
+        if scale.len() != ch.count() || shift.len() != ch.count() || out.is_some() {
+            return Err(PyValueError::new_err(format!(
+                "normalize needs one scale and one shift per channel ({}) and no out=, got {} and {}",
+                ch.count(),
+                scale.len(),
+                shift.len()
+            )));
+        }
+    }
     let (ops, steps) = split_ops(&ops)?;
 
     // Borrow every blob where it lives; the capsules and bytes stay alive below.
@@ -310,12 +321,19 @@ fn decode_batch<'py>(
     drop(out_rw);
 
     let n = outcome.kept.len();
-    let pixels = match outcome.pixels {
-        Some(v) => {
-            let shape = [n, outcome.height as usize, outcome.width as usize, ch.count()];
-            Some(PyArray1::from_vec(py, v).reshape(shape)?.to_dyn().clone())
+    let (h, w, c) = (outcome.height as usize, outcome.width as usize, ch.count());
+    let pixels = match (outcome.pixels, normalize) {
+        (Some(v), Some((scale, shift, channels_last))) => {
+            let threads = cfg.threads;
+            let floats = py.detach(|| {
+                pool::get(threads).map(|p| p.install(|| ops::output::normalize(&v, n, h * w, &scale, &shift, !channels_last)))
+            });
+            let floats = floats.map_err(PyValueError::new_err)?;
+            let shape = if channels_last { [n, h, w, c] } else { [n, c, h, w] };
+            Some(PyArray1::from_vec(py, floats).reshape(shape)?.to_dyn().clone().into_any())
         }
-        None => None,
+        (Some(v), None) => Some(PyArray1::from_vec(py, v).reshape([n, h, w, c])?.to_dyn().clone().into_any()),
+        (None, _) => None,
     };
     let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
     let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;

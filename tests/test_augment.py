@@ -416,3 +416,21 @@ def test_batch_transform_gets_images_and_labels(uri):
     assert seen == [raw.shape] and torch.equal(flipped, raw.flip(2))
     with pytest.raises(TypeError, match="batch_transform must be callable"):
         lancefeed.DataLoader(uri, batch_size=8, batch_transform="mixup")
+
+
+def test_normalize_in_the_core_equals_torchs_pass():
+    # The decode threads write (x * scale - shift) in float32 as torch's mul + sub_ do.
+    from lancefeed.staging import Normalize, normalize_batch
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    raw = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40))
+    want = normalize_batch(torch.from_numpy(raw), Normalize.of((mean, std), 3))
+    planar = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40), normalize=(mean, std))
+    assert planar.shape == (len(BLOBS), 3, 40, 40) and planar.dtype == np.float32
+    assert torch.equal(torch.from_numpy(planar), want)
+    nhwc = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40), normalize=(mean, std), _channels_last=True)
+    assert torch.equal(torch.from_numpy(nhwc).permute(0, 3, 1, 2), want)
+    gray = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40), mode="L", normalize=([0.5], [0.5]))
+    assert gray.shape == (len(BLOBS), 1, 40, 40)
+    with pytest.raises(ValueError, match="1 or 1 values"):
+        lancefeed.decode_batch(BLOBS, mode="L", transform=lancefeed.CenterCrop(4), normalize=(mean, std))

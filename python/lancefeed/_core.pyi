@@ -38,8 +38,9 @@ def decode_batch(
     decode_crop: bool,
     order: Optional[npt.NDArray[np.uint64]] = None,
     truncated: str = "error",
+    normalize: Optional[tuple[Sequence[float], Sequence[float], bool]] = None,
 ) -> tuple[
-    Optional[npt.NDArray[np.uint8]],
+    Optional[npt.NDArray[Any]],
     npt.NDArray[np.int64],
     list[tuple[int, str]],
     npt.NDArray[np.float32],

@@ -49,6 +49,22 @@ def _chunks(images: Any) -> tuple[list[Any], bool]:
     return [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in items], False
 
 
+def _coefficients(normalize: Any, channels: int) -> tuple[list[float], list[float]]:
+    """(scale, shift) per channel for ``x * scale - shift``, float32 values of the
+    float64 ``1 / (255 std)`` and ``mean / std`` (as the loader's torch path has them)."""
+    try:
+        mean, std = normalize
+    except (TypeError, ValueError):
+        raise ValueError(f"normalize must be a pair (mean, std), got {normalize!r}") from None
+    m = np.broadcast_to(np.asarray(mean, np.float64), (channels,)) if np.size(mean) in (1, channels) else None
+    s = np.broadcast_to(np.asarray(std, np.float64), (channels,)) if np.size(std) in (1, channels) else None
+    if m is None or s is None:
+        raise ValueError(f"normalize: mean and std need 1 or {channels} values (one per channel), got {mean!r}, {std!r}")
+    if np.any(s == 0):
+        raise ValueError(f"normalize: std must not be 0, got {std!r}")
+    return (1.0 / (255.0 * s)).astype(np.float32).tolist(), (m / s).astype(np.float32).tolist()
+
+
 def _finish_slow(array: np.ndarray, chain: Compose, kept: np.ndarray, positions: np.ndarray | None, *, seed: int,
                  epoch: int, num_threads: int | None, first_op: int) -> Any:
     """The per-sample rest of ``chain`` and its output steps on the fused part's batch:
@@ -84,6 +100,8 @@ def decode_batch(
     order: Sequence[int] | np.ndarray | None = None,
     return_info: bool = False,
     truncated: str = "error",
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    _channels_last: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
     """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
 
@@ -126,6 +144,11 @@ def decode_batch(
     ``ImageFile.LOAD_TRUNCATED_IMAGES = True``: a JPEG's missing part comes out gray
     (libjpeg's fill), a PNG's missing rows black. A truncated WebP is an error either way.
 
+    ``normalize=(mean, std)`` (per channel, on the 0..1 scale) returns float32
+    (N, C, H, W) ``(x / 255 - mean) / std``, computed by the decode threads as
+    ``x * (1 / (255 std)) - mean / std`` in float32 (torchvision's ``ToDtype(float32,
+    scale=True)`` + ``Normalize`` to within one rounding).
+
     With ``return_info=True`` the result is ``(array, BatchInfo)``.
 
     Example:
@@ -164,6 +187,11 @@ def decode_batch(
         if idx.size and idx.min() < 0:
             raise IndexError(f"order holds {int(idx.min())}; indices into images must be >= 0")
         gather = np.ascontiguousarray(idx, dtype=np.uint64)
+    coefficients = None
+    if normalize is not None:
+        if slow:
+            raise ValueError("normalize= with a transform that ends in its own output steps: give one of them")
+        coefficients = _coefficients(normalize, 1 if mode == "L" else 3) + (bool(_channels_last),)
     pixels, kept, errors, boxes, flipped, vflipped, applied = _core.decode_batch(
         chunks,
         arrow=arrow,
@@ -180,13 +208,18 @@ def decode_batch(
         decode_crop=decode_crop,
         order=gather,
         truncated=truncated,
+        normalize=coefficients,
     )
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:
         # No row to size the batch by: use the size the transform promises.
         static = _pair(size, "size") if size is not None else (chain.output_size if chain is not None else None)
         h, w = static or (0, 0)
-        array = np.zeros((0, h, w, 1 if mode == "L" else 3), np.uint8)
+        c = 1 if mode == "L" else 3
+        if coefficients is None:
+            array = np.zeros((0, h, w, c), np.uint8)
+        else:
+            array = np.zeros((0, h, w, c) if _channels_last else (0, c, h, w), np.float32)
     if slow:
         array = _finish_slow(array, chain, kept, pos, seed=int(seed), epoch=int(epoch), num_threads=num_threads, first_op=len(ops))
     if return_info:

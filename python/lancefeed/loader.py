@@ -159,7 +159,8 @@ class _BatchMaker:
     def build(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int, stage: Any) -> Any:
         """One batch: ``rows.take(order)`` holds the rows of ``positions``, in that order."""
         n = len(order)
-        handle = stage.buffer(n, self.shape) if self.shape is not None else None
+        fused = getattr(stage, "fused_normalize", None)
+        handle = stage.buffer(n, self.shape) if self.shape is not None and fused is None else None
         out = None if handle is None else handle.array
         images, info = decode_batch(
             rows.column(self.image_column),
@@ -174,6 +175,8 @@ class _BatchMaker:
             positions=positions,
             return_info=True,
             truncated=self.truncated,
+            normalize=None if fused is None else (fused.mean, fused.std),
+            _channels_last=fused is not None and fused.channels_last,
         )
         if info.errors:
             row_ids = self.perm.row_ids[positions]

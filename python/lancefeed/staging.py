@@ -101,9 +101,9 @@ def normalize_batch(
     return out.sub_(shift)
 
 
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """A numpy batch as a tensor over the same memory (no copy)."""
-    return torch.from_numpy(array)
+def to_tensor(array: Any) -> torch.Tensor:
+    """A numpy batch as a tensor over the same memory (no copy); a tensor as it is."""
+    return array if isinstance(array, torch.Tensor) else torch.from_numpy(array)
 
 
 class CpuStage:
@@ -115,13 +115,17 @@ class CpuStage:
 
     def __init__(self, normalize: Optional[Normalize] = None) -> None:
         self.normalize = normalize
+        # The decode threads normalise into float32 themselves: no torch pass here.
+        self.fused_normalize = normalize
 
     def buffer(self, n: int, shape: Tuple[int, int, int]) -> None:
         return None
 
-    def finish(self, handle: None, images: np.ndarray, columns: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    def finish(self, handle: None, images: Any, columns: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, Any]]:
         t = to_tensor(images)
-        if self.normalize is not None:
+        if t.dtype == torch.float32 and self.normalize is not None and self.normalize.channels_last:
+            t = t.permute(0, 3, 1, 2)  # NHWC memory: NCHW in channels_last
+        elif self.normalize is not None and t.dtype == torch.uint8:
             t = normalize_batch(t, self.normalize)
         return t, columns
 

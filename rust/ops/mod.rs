@@ -3,6 +3,7 @@
 //! of the image and its parameters alone (the random draws are made by the caller),
 //! with torchvision's `transforms.v2.functional` semantics on uint8 images.
 
+pub mod output;
 pub mod photometric;
 pub mod warp;
 
