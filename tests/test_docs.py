@@ -1,0 +1,22 @@
+"""The examples in the transforms' and decode's docstrings run as written."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "lancefeed.decode",
+    "lancefeed.transforms.compose",
+    "lancefeed.transforms.geometric",
+    "lancefeed.transforms.photometric",
+    "lancefeed.transforms.policies",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
