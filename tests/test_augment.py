@@ -434,3 +434,15 @@ def test_normalize_in_the_core_equals_torchs_pass():
     assert gray.shape == (len(BLOBS), 1, 40, 40)
     with pytest.raises(ValueError, match="1 or 1 values"):
         lancefeed.decode_batch(BLOBS, mode="L", transform=lancefeed.CenterCrop(4), normalize=(mean, std))
+
+
+def test_slow_path_draws_follow_each_rows_position_when_rows_are_skipped():
+    chain = lancefeed.Compose([lancefeed.CenterCrop(20), lambda x: x, lancefeed.RandomRotation(40)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = lancefeed.decode_batch(BLOBS, transform=chain, seed=1)
+        skipped = lancefeed.decode_batch([b"junk"] + BLOBS, transform=chain, seed=1, on_error="skip")
+    # Without positions a row's position is its index: the junk row shifts them by one.
+    shifted = lancefeed.decode_batch(BLOBS, transform=chain, seed=1, positions=range(1, len(BLOBS) + 1))
+    np.testing.assert_array_equal(skipped, shifted)
+    assert not np.array_equal(whole, shifted)

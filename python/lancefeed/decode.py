@@ -71,9 +71,9 @@ def _finish_slow(array: np.ndarray, chain: Compose, kept: np.ndarray, positions:
     a numpy array, (N, C, H, W) as torchvision gives it (a tensor for bfloat16)."""
     import torch
 
-    pos = (np.arange(len(array)) if positions is None else np.asarray(positions, dtype=np.int64))
-    if positions is not None:
-        pos = pos[kept]
+    # A kept row's draws are keyed by its own position, skipped rows or not.
+    kept = np.asarray(kept, dtype=np.int64)
+    pos = kept if positions is None else np.asarray(positions, dtype=np.int64)[kept]
     if chain.rest:
         x = run_rest(array, chain.rest, pos, first_op, seed=seed, epoch=epoch, threads=num_threads, rows=kept)
     else:
