@@ -446,3 +446,14 @@ def test_slow_path_draws_follow_each_rows_position_when_rows_are_skipped():
     shifted = lancefeed.decode_batch(BLOBS, transform=chain, seed=1, positions=range(1, len(BLOBS) + 1))
     np.testing.assert_array_equal(skipped, shifted)
     assert not np.array_equal(whole, shifted)
+
+
+def test_grayscale_to_one_channel_gives_one_channel_as_torchvision():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = lancefeed.decode_batch(BLOBS, transform=tv.Compose([tv.CenterCrop(20), tv.Grayscale(1)]))
+    three = lancefeed.decode_batch(BLOBS, transform=tv.Compose([tv.CenterCrop(20), tv.Grayscale(3)]))
+    base = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(20))
+    assert one.shape == (len(BLOBS), 1, 20, 20) and three.shape == (len(BLOBS), 20, 20, 3)
+    np.testing.assert_array_equal(one, F.rgb_to_grayscale(torch.from_numpy(base).permute(0, 3, 1, 2)).numpy())
+    np.testing.assert_array_equal(three[..., 0], one[:, 0])

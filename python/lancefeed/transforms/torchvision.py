@@ -109,7 +109,8 @@ def _convert(name: str, t: Any) -> Transform | OutputStep | list[Any] | None:
             _pair_or_none(t.brightness), _pair_or_none(t.contrast), _pair_or_none(t.saturation), _pair_or_none(t.hue)
         )
     if name == "Grayscale":
-        return ph.Grayscale(t.num_output_channels)
+        # One output channel from an RGB image changes the batch's channels: torchvision's op.
+        return ph.Grayscale(3) if t.num_output_channels == 3 else None
     if name == "RandomGrayscale":
         return ph.RandomGrayscale(t.p)
     if name == "RandomInvert":
