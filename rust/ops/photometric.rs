@@ -169,6 +169,72 @@ fn fused<R>(f: impl FnOnce() -> R) -> R {
 
 /// Replaces every sample with `luts[channel][sample]`.
 fn map_luts(img: &mut Image, luts: &[[u8; 256]]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vbmi")
+        && matches!(luts.len(), 1 | 3)
+    {
+        // SAFETY: the CPU has the features the function is compiled for.
+        unsafe { map_luts_vbmi(&mut img.data, luts) };
+        return;
+    }
+    map_luts_scalar(img, luts)
+}
+
+/// `map_luts` 64 samples at a time: each table is 4 registers of 64 entries, looked up
+/// with two 128-entry byte permutes chosen by the top bit of the sample; with 3 tables the
+/// channel of each byte lane is a mask that repeats every 3 blocks (64 = 1 mod 3).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+#[allow(unused_unsafe)]
+unsafe fn map_luts_vbmi(data: &mut [u8], luts: &[[u8; 256]]) {
+    use std::arch::x86_64::*;
+    let c = luts.len();
+    let mut regs = [[_mm512_setzero_si512(); 4]; 3];
+    for (r, t) in regs.iter_mut().zip(luts) {
+        for (k, v) in r.iter_mut().enumerate() {
+            // SAFETY: 64 bytes from 64 * k within the 256 of the table.
+            *v = unsafe { _mm512_loadu_si512(t.as_ptr().add(64 * k).cast()) };
+        }
+    }
+    #[inline(always)]
+    unsafe fn look(t: &[__m512i; 4], x: __m512i) -> __m512i {
+        let lo = _mm512_permutex2var_epi8(t[0], x, t[1]);
+        let hi = _mm512_permutex2var_epi8(t[2], x, t[3]);
+        _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), lo, hi)
+    }
+    // masks[p][ch]: the lanes of channel ch in a block starting at a sample = p mod 3.
+    let mut masks = [[0u64; 3]; 3];
+    for (p, m) in masks.iter_mut().enumerate() {
+        for i in 0..64 {
+            m[(p + i) % 3] |= 1u64 << i;
+        }
+    }
+    let mut blocks = data.chunks_exact_mut(64);
+    let mut phase = 0;
+    for blk in &mut blocks {
+        // SAFETY: the block has 64 bytes.
+        let x = unsafe { _mm512_loadu_si512(blk.as_ptr().cast()) };
+        let r = if c == 1 {
+            unsafe { look(&regs[0], x) }
+        } else {
+            let m = masks[phase];
+            let r = unsafe { look(&regs[0], x) };
+            let r = _mm512_mask_blend_epi8(m[1], r, unsafe { look(&regs[1], x) });
+            _mm512_mask_blend_epi8(m[2], r, unsafe { look(&regs[2], x) })
+        };
+        unsafe { _mm512_storeu_si512(blk.as_mut_ptr().cast(), r) };
+        phase = (phase + 1) % 3;
+    }
+    // The rest starts at a multiple of 64, phase samples past a multiple of 3.
+    for (i, x) in blocks.into_remainder().iter_mut().enumerate() {
+        let ch = if c == 1 { 0 } else { (phase + i) % 3 };
+        *x = luts[ch][*x as usize];
+    }
+}
+
+fn map_luts_scalar(img: &mut Image, luts: &[[u8; 256]]) {
     match luts {
         [lut] => img.data.iter_mut().for_each(|x| *x = lut[*x as usize]),
         [l0, l1, l2] => {
@@ -224,9 +290,16 @@ pub fn contrast(img: &mut Image, factor: f64) {
         fused(
             #[inline(always)]
             || {
+                // Gray values are in [0, 255): `as i32` truncates them as `as u64` would.
+                // Summed in u32 over blocks of 4096 pixels (at most 255 * 4096 each).
                 let mut sum = 0u64;
-                for p in img.data.chunks_exact(3) {
-                    sum += gray_f32(p[0], p[1], p[2]) as u64;
+                for blk in img.data.chunks(3 * 4096) {
+                    let mut part = 0u32;
+                    for p in blk.chunks_exact(3) {
+                        // SAFETY: the gray value is in [0, 255), not NaN.
+                        part += unsafe { gray_f32(p[0], p[1], p[2]).to_int_unchecked::<u32>() };
+                    }
+                    sum += part as u64;
                 }
                 sum
             },
@@ -248,11 +321,23 @@ pub fn saturation(img: &mut Image, factor: f64) {
     fused(
         #[inline(always)]
         || {
-            for px in img.data.chunks_exact_mut(3) {
-                let gray = gray_f32(px[0], px[1], px[2]).floor();
-                for x in px.iter_mut() {
-                    *x = gray.mul_add(alpha, *x as f32 * ratio) as u8;
+            // The result depends only on the floored gray value (an integer in [0, 255))
+            // and the sample: one table of 256 x 256, computed with the same expression.
+            let mut table = vec![0u8; 256 * 256];
+            for (g, trow) in table.chunks_exact_mut(256).enumerate() {
+                let gray = g as f32;
+                for (x, t) in trow.iter_mut().enumerate() {
+                    *t = to_u8(gray.mul_add(alpha, x as u8 as f32 * ratio));
                 }
+            }
+            for px in img.data.chunks_exact_mut(3) {
+                // gray >= 0: truncation is its floor.
+                // SAFETY: the gray value is in [0, 255), not NaN.
+                let g = unsafe { gray_f32(px[0], px[1], px[2]).to_int_unchecked::<u32>() } as usize & 255;
+                let trow: &[u8; 256] = table[g * 256..g * 256 + 256].try_into().unwrap();
+                px[0] = trow[px[0] as usize];
+                px[1] = trow[px[1] as usize];
+                px[2] = trow[px[2] as usize];
             }
         },
     );
@@ -309,7 +394,8 @@ pub fn hue(img: &mut Image, hue_factor: f64) {
                 let q = ((1.0 - sxf) * v).clamp(0.0, 1.0);
                 let t = ((sxf + one_minus_s) * v).clamp(0.0, 1.0);
                 let p = (one_minus_s * v).clamp(0.0, 1.0);
-                let (r, g, b) = match (i as i32).rem_euclid(6) {
+                // SAFETY: i is the floor of a finite number in [0, 6].
+                let (r, g, b) = match unsafe { i.to_int_unchecked::<i32>() }.rem_euclid(6) {
                     0 => (v, t, p),
                     1 => (q, v, p),
                     2 => (p, v, t),
@@ -317,9 +403,13 @@ pub fn hue(img: &mut Image, hue_factor: f64) {
                     4 => (t, p, v),
                     _ => (v, p, q),
                 };
-                px[0] = (r * TO_U8) as u8;
-                px[1] = (g * TO_U8) as u8;
-                px[2] = (b * TO_U8) as u8;
+                // r, g and b are in [0, 1]: the products are in [0, 256), truncated as
+                // `as u8` would. SAFETY: they are finite and in range.
+                unsafe {
+                    px[0] = (r * TO_U8).to_int_unchecked::<i32>() as u8;
+                    px[1] = (g * TO_U8).to_int_unchecked::<i32>() as u8;
+                    px[2] = (b * TO_U8).to_int_unchecked::<i32>() as u8;
+                }
             }
         },
     );
@@ -375,30 +465,42 @@ pub fn sharpness(img: &mut Image, factor: f64) {
     // integer rounding below gives the same values, whatever order torch sums in.
     let alpha = (1.0 - factor) as f32;
     let row = w * c;
+    let n = row - 2 * c;
     let src = img.data.clone();
-    let mut sums = vec![0u32; row - 2 * c];
+    // vs[k]: the sum of the three samples above, at and below position k of the row.
+    let mut vs = vec![0u32; row];
     fused(
         #[inline(always)]
         || {
             for y in 1..h - 1 {
                 let (up, mid, down) =
                     (&src[(y - 1) * row..y * row], &src[y * row..(y + 1) * row], &src[(y + 1) * row..(y + 2) * row]);
-                for (k, s) in sums.iter_mut().enumerate() {
-                    let (l, m, r) = (k, k + c, k + 2 * c);
-                    *s = up[l] as u32 + up[m] as u32 + up[r] as u32
-                        + mid[l] as u32 + 5 * mid[m] as u32 + mid[r] as u32
-                        + down[l] as u32 + down[m] as u32 + down[r] as u32;
+                for (((v, &a), &b), &d) in vs.iter_mut().zip(up).zip(mid).zip(down) {
+                    *v = a as u32 + b as u32 + d as u32;
                 }
+                let (l, m, r) = (&vs[..n], &vs[c..c + n], &vs[2 * c..2 * c + n]);
+                let xs = &mid[c..c + n];
                 let out = &mut img.data[y * row + c..(y + 1) * row - c];
-                for ((o, &s), &x) in out.iter_mut().zip(&sums).zip(&mid[c..row - c]) {
-                    let blurred = ((s + 6) / 13) as f32;
+                for ((((o, &x), &l), &m), &r) in out.iter_mut().zip(xs).zip(l).zip(m).zip(r) {
+                    let s = l + m + r + 4 * x as u32;
+                    // (s + 6) / 13, exact for s + 6 <= 3321 (s <= 13 * 255).
+                    let blurred = (((s + 6) * 5042) >> 16) as f32;
                     let x = x as f32;
                     // output + (1 - factor) * (blurred - output), one `add_` with alpha.
-                    *o = (blurred - x).mul_add(alpha, x) as u8;
+                    *o = to_u8((blurred - x).mul_add(alpha, x));
                 }
             }
         },
     );
+}
+
+/// `v as u8` (truncation, saturating at 0 and 255) for a number that is not NaN, in a
+/// form that vectorises.
+#[inline(always)]
+fn to_u8(v: f32) -> u8 {
+    let v = v.max(0.0).min(255.0);
+    // SAFETY: v is in [0, 255], not NaN (`max` returns 0 for a NaN).
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
 /// Stretches every channel to [0, 255]: `(x - min) / ((max - min) * (1 / 255))` in
@@ -409,13 +511,28 @@ pub fn autocontrast(img: &mut Image) {
         return;
     }
     let c = img.channels;
+    // Minima and maxima by position in blocks of 48 samples (a multiple of 1 and 3
+    // channels), folded by channel afterwards.
+    const B: usize = 48;
+    let mut lob = [255u8; B];
+    let mut hib = [0u8; B];
+    let blocks = img.data.chunks_exact(B);
+    let rest = blocks.remainder();
+    for blk in blocks {
+        for k in 0..B {
+            lob[k] = lob[k].min(blk[k]);
+            hib[k] = hib[k].max(blk[k]);
+        }
+    }
     let mut lo = [255u8; 3];
     let mut hi = [0u8; 3];
-    for px in img.data.chunks_exact(c) {
-        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(px) {
-            *l = (*l).min(x);
-            *h = (*h).max(x);
-        }
+    for k in 0..B {
+        lo[k % c] = lo[k % c].min(lob[k]);
+        hi[k % c] = hi[k % c].max(hib[k]);
+    }
+    for (k, &x) in rest.iter().enumerate() {
+        lo[k % c] = lo[k % c].min(x);
+        hi[k % c] = hi[k % c].max(x);
     }
     let luts: Vec<[u8; 256]> = (0..c)
         .map(|ch| {
@@ -519,7 +636,18 @@ pub fn gaussian_blur(img: &mut Image, ksize: [usize; 2], sigma: [f64; 2]) {
         #[inline(always)]
         || {
             for (src, out) in img.data.chunks_exact(row).zip(tmp.chunks_exact_mut(row)) {
-                for (dst, &x) in padded.chunks_exact_mut(c).zip(&xs) {
+                // The row itself in the middle, its reflections on both sides.
+                let (left, rest) = padded.split_at_mut(rx as usize * c);
+                let (mid, right) = rest.split_at_mut(row);
+                for (d, &s) in mid.iter_mut().zip(src) {
+                    *d = s as f32;
+                }
+                for (dst, &x) in left.chunks_exact_mut(c).zip(&xs) {
+                    for (d, &s) in dst.iter_mut().zip(&src[x * c..x * c + c]) {
+                        *d = s as f32;
+                    }
+                }
+                for (dst, &x) in right.chunks_exact_mut(c).zip(&xs[rx as usize + w..]) {
                     for (d, &s) in dst.iter_mut().zip(&src[x * c..x * c + c]) {
                         *d = s as f32;
                     }
@@ -539,8 +667,11 @@ pub fn gaussian_blur(img: &mut Image, ksize: [usize; 2], sigma: [f64; 2]) {
                         *a = t.mul_add(wk, *a);
                     }
                 }
+                // Rounded half to even by adding and removing 1.5 * 2^23 (exact for
+                // |a| < 2^22, in the default rounding mode); the compiler keeps both steps.
+                const MAGIC: f32 = 12582912.0;
                 for (o, &a) in out.iter_mut().zip(&acc) {
-                    *o = a.round_ties_even() as u8;
+                    *o = to_u8((a + MAGIC) - MAGIC);
                 }
             }
         },
@@ -713,6 +844,36 @@ mod tests {
         assert_eq!(run("sharpness", &[0.0], &dot).unwrap().data, [0, 0, 0, 0, 50, 0, 0, 0, 0]);
         assert_eq!(run("sharpness", &[0.5], &dot).unwrap().data, [0, 0, 0, 0, 90, 0, 0, 0, 0]);
         assert_eq!(run("sharpness", &[2.0], &dot).unwrap().data, [0, 0, 0, 0, 210, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn map_luts_matches_the_scalar_tables() {
+        for c in [1usize, 3] {
+            for w in [1usize, 5, 21, 22, 64, 65, 100] {
+                let im = ramp(w, 7, c);
+                let luts: Vec<[u8; 256]> =
+                    (0..c).map(|k| std::array::from_fn(|x| (x * (7 + 2 * k) + 13 * k) as u8)).collect();
+                let (mut a, mut b) = (im.clone(), im.clone());
+                map_luts(&mut a, &luts);
+                map_luts_scalar(&mut b, &luts);
+                assert_eq!(a, b, "{c} {w}");
+                // A single table on 3 channels too.
+                let (mut a, mut b) = (im.clone(), im.clone());
+                map_luts(&mut a, &luts[..1]);
+                map_luts_scalar(&mut b, &luts[..1]);
+                assert_eq!(a, b, "{c} {w} one table");
+            }
+        }
+    }
+
+    #[test]
+    fn sharpness_division_by_13_is_exact() {
+        for s in 0u32..=13 * 255 {
+            assert_eq!(((s + 6) * 5042) >> 16, (s + 6) / 13, "{s}");
+        }
+        for v in [-1e9f32, -3.0, -0.9, 0.0, 0.5, 1.0, 254.99, 255.0, 255.5, 300.0, 1e9] {
+            assert_eq!(to_u8(v), v as u8, "{v}");
+        }
     }
 
     #[test]
