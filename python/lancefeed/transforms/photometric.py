@@ -86,22 +86,32 @@ class Grayscale(_SizeKeeping):
         return [("grayscale", ())]
 
 
-class RandomGrayscale(_SizeKeeping):
-    """Gray (all channels alike) with probability ``p``.
+class _WithProbability(_SizeKeeping):
+    """An op without arguments, applied with probability ``p``; ``_op`` names it."""
+
+    _op = ""
+    _default_p = 0.5
+
+    def __init__(self, p: float | None = None) -> None:
+        self.p = _probability(self._default_p if p is None else p, type(self).__name__)
+
+    def ops(self) -> list[Op]:
+        return [(self._op, (self.p,))]
+
+
+class RandomGrayscale(_WithProbability):
+    """Gray (all channels alike) with probability ``p`` (default 0.1).
 
     Example:
         >>> RandomGrayscale(0.2).ops()
         [('random_grayscale', (0.2,))]
     """
 
-    def __init__(self, p: float = 0.1) -> None:
-        self.p = _probability(p, "RandomGrayscale")
-
-    def ops(self) -> list[Op]:
-        return [("random_grayscale", (self.p,))]
+    _op = "random_grayscale"
+    _default_p = 0.1
 
 
-class RandomInvert(_SizeKeeping):
+class RandomInvert(_WithProbability):
     """255 - x with probability ``p``.
 
     Example:
@@ -109,11 +119,7 @@ class RandomInvert(_SizeKeeping):
         [('random_invert', (0.5,))]
     """
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = _probability(p, "RandomInvert")
-
-    def ops(self) -> list[Op]:
-        return [("random_invert", (self.p,))]
+    _op = "random_invert"
 
 
 class RandomPosterize(_SizeKeeping):
@@ -168,7 +174,7 @@ class RandomAdjustSharpness(_SizeKeeping):
         return [("random_adjust_sharpness", (self.sharpness_factor, self.p))]
 
 
-class RandomAutocontrast(_SizeKeeping):
+class RandomAutocontrast(_WithProbability):
     """Stretch each channel to 0..255, with probability ``p``.
 
     Example:
@@ -176,14 +182,10 @@ class RandomAutocontrast(_SizeKeeping):
         [('random_autocontrast', (0.5,))]
     """
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = _probability(p, "RandomAutocontrast")
-
-    def ops(self) -> list[Op]:
-        return [("random_autocontrast", (self.p,))]
+    _op = "random_autocontrast"
 
 
-class RandomEqualize(_SizeKeeping):
+class RandomEqualize(_WithProbability):
     """Equalize each channel's histogram, with probability ``p``.
 
     Example:
@@ -191,11 +193,7 @@ class RandomEqualize(_SizeKeeping):
         [('random_equalize', (0.5,))]
     """
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = _probability(p, "RandomEqualize")
-
-    def ops(self) -> list[Op]:
-        return [("random_equalize", (self.p,))]
+    _op = "random_equalize"
 
 
 class GaussianBlur(_SizeKeeping):
