@@ -94,15 +94,27 @@ fn image_info(data: &[u8]) -> PyResult<(u32, u32, &'static str)> {
 /// tests and for users who replay a sample's augmentation.
 #[pyfunction]
 fn apply_op<'py>(py: Python<'py>, image: PyReadonlyArrayDyn<'py, u8>, name: &str, params: Vec<f64>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+    let mut img = image_in(&image)?;
+    py.detach(|| ops::apply(name, &params, &mut img)).map_err(PyValueError::new_err)?;
+    image_out(py, img)
+}
+
+/// An (H, W, C) uint8 array as an `ops::Image` (one copy, in bulk where it is contiguous).
+fn image_in(image: &PyReadonlyArrayDyn<'_, u8>) -> PyResult<ops::Image> {
     let shape = image.shape().to_vec();
     if shape.len() != 3 {
         return Err(PyValueError::new_err(format!("image must be (H, W, C), got shape {shape:?}")));
     }
-    let data = image.as_array().iter().copied().collect::<Vec<u8>>();
-    let mut img = ops::Image::from_vec(data, shape[1], shape[0], shape[2]).map_err(PyValueError::new_err)?;
-    py.detach(|| ops::apply(name, &params, &mut img)).map_err(PyValueError::new_err)?;
-    let out_shape = [img.height, img.width, img.channels];
-    Ok(PyArray1::from_vec(py, img.data).reshape(out_shape)?.to_dyn().clone())
+    let data = match image.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => image.as_array().iter().copied().collect(),
+    };
+    ops::Image::from_vec(data, shape[1], shape[0], shape[2]).map_err(PyValueError::new_err)
+}
+
+fn image_out<'py>(py: Python<'py>, img: ops::Image) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
+    let shape = [img.height, img.width, img.channels];
+    Ok(PyArray1::from_vec(py, img.data).reshape(shape)?.to_dyn().clone())
 }
 
 /// Runs transform ops (as `decode_batch` takes them) on one (H, W, C) uint8 image with
@@ -119,10 +131,7 @@ fn run_ops<'py>(
     position: u64,
     first_op: usize,
 ) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
-    let shape = image.shape().to_vec();
-    if shape.len() != 3 {
-        return Err(PyValueError::new_err(format!("image must be (H, W, C), got shape {shape:?}")));
-    }
+    let mut img = image_in(&image)?;
     for (name, _) in &ops {
         if !augment::NAMES.contains(&name.as_str()) {
             return Err(PyValueError::new_err(format!("unknown transform op {name:?}")));
@@ -130,12 +139,9 @@ fn run_ops<'py>(
     }
     let steps: Vec<(usize, augment::Step)> =
         ops.into_iter().enumerate().map(|(k, (name, args))| (first_op + k, augment::Step { name, args })).collect();
-    let data = image.as_array().iter().copied().collect::<Vec<u8>>();
-    let mut img = ops::Image::from_vec(data, shape[1], shape[0], shape[2]).map_err(PyValueError::new_err)?;
     py.detach(|| augment::run(&steps, &mut img, |op| rng::Stream::new(seed, epoch, position, op as u64), &mut Vec::new()))
         .map_err(PyValueError::new_err)?;
-    let out_shape = [img.height, img.width, img.channels];
-    Ok(PyArray1::from_vec(py, img.data).reshape(out_shape)?.to_dyn().clone())
+    image_out(py, img)
 }
 
 /// The uniform draws in [0, 1) that transform `op` of a sample gets; for tests and for

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 
 from lancefeed import _core
-from lancefeed.transforms import Compose, Size, Transform, _pair, as_ops
+from lancefeed.transforms import Compose, Size, _pair, as_ops
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def decode_batch(
     images: Images,
     *,
     size: Size | None = None,
-    transform: Transform | None = None,
+    transform: Any = None,
     mode: str = "RGB",
     num_threads: int | None = None,
     out: np.ndarray | None = None,
@@ -169,7 +169,7 @@ def decode_batch(
         raise TypeError(f"out must be a numpy array (use tensor.numpy() for a torch tensor), got {type(out).__name__}")
     if out is not None and out.dtype != np.uint8:
         raise ValueError(f"out must have dtype uint8, got {out.dtype}")
-    chain = transform if isinstance(transform, Transform) and not isinstance(transform, Compose) else as_compose(transform)
+    chain = as_compose(transform)
     slow = isinstance(chain, Compose) and not chain.fused_only
     if slow and (out is not None or size is not None):
         raise ValueError(

@@ -55,7 +55,7 @@ import torch
 
 from lancefeed._core import DecodeError
 from lancefeed.decode import decode_batch
-from lancefeed.transforms import Compose, Transform
+from lancefeed.transforms import Compose
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 from lancefeed.transforms.torchvision import OutputStep
 from lancefeed.labels import (
@@ -410,7 +410,7 @@ class DataLoader:
         channels = _CHANNELS.get(mode)
         if channels is None:
             raise ValueError(f"mode must be one of {sorted(_CHANNELS)}, got {mode!r}")
-        chain = transform if transform is None or (isinstance(transform, Transform) and not isinstance(transform, Compose)) else as_compose(transform)
+        chain = as_compose(transform)
         rest: List[Any] = []
         output: List[OutputStep] = []
         if isinstance(chain, Compose) and not chain.fused_only:

@@ -157,11 +157,12 @@ def as_ops(transform: Any, size: Size | None = None) -> list[Op]:
     return ops
 
 
-def as_compose(transform: Any) -> Optional[Compose]:
-    """``transform`` as a Compose (None stays None)."""
-    if transform is None or isinstance(transform, Compose):
+def as_compose(transform: Any) -> Optional[Transform]:
+    """``transform`` as the core takes it: one of lancefeed's transforms as it is, anything
+    else (torchvision's objects, callables, lists of them) as a Compose; None stays None."""
+    if transform is None or isinstance(transform, Transform):
         return transform
-    return Compose([transform])
+    return Compose(transform if isinstance(transform, (list, tuple)) else [transform])
 
 
 def _to_tensor(x: Any) -> Any:
