@@ -7,6 +7,7 @@
 //! (`lancefeed.transforms`); `None` arguments are NaN.
 
 use crate::codec::{Decoded, Rect};
+use crate::ops::targets::Targets;
 use crate::ops::{self, Image};
 use crate::plan;
 use crate::resize;
@@ -47,6 +48,10 @@ pub const NAMES: &[&str] = &[
     "trivial_augment_wide",
     "rand_augment",
     "auto_augment",
+    "bbox_safe_crop",
+    "iou_crop",
+    "letterbox",
+    "random_apply",
 ];
 
 fn arg(args: &[f64], i: usize, name: &str) -> Result<f64, String> {
@@ -58,22 +63,102 @@ fn arg(args: &[f64], i: usize, name: &str) -> Result<f64, String> {
 pub fn output_size(step: &Step, size: Option<(u32, u32)>) -> Option<(u32, u32)> {
     let a = &step.args;
     match step.name.as_str() {
-        "resize" | "center_crop" | "random_resized_crop" => Some((a[0] as u32, a[1] as u32)),
-        "resize_shorter" => None,
+        "resize" | "center_crop" | "random_resized_crop" | "bbox_safe_crop" | "letterbox" => Some((a[0] as u32, a[1] as u32)),
+        "resize_shorter" | "iou_crop" => None,
         "pad" => size.map(|(h, w)| (h + a[1] as u32 + a[3] as u32, w + a[0] as u32 + a[2] as u32)),
         "random_rotation" if a.get(3).copied().unwrap_or(0.0) != 0.0 => None,
         _ => size,
     }
 }
 
+/// The output size of `steps` on an image of `size` (see `output_size`). The steps a
+/// `random_apply` may skip count only where they keep the size.
+pub fn steps_output_size(steps: &[(usize, Step)], size: Option<(u32, u32)>) -> Option<(u32, u32)> {
+    let mut skippable = 0usize;
+    steps.iter().fold(size, |size, (_, step)| {
+        let inside = skippable > 0;
+        skippable = skippable.saturating_sub(1);
+        if step.name == "random_apply" {
+            skippable = skippable.max(step.args.get(1).copied().unwrap_or(0.0) as usize);
+        }
+        let next = output_size(step, size);
+        if inside && next != size {
+            None
+        } else {
+            next
+        }
+    })
+}
+
 /// Runs `steps` (with their indices in the whole transform, which key their draws) on
-/// `img` in order; `applied` gets what each did.
-pub fn run(steps: &[(usize, Step)], img: &mut Image, stream: impl Fn(usize) -> Stream, applied: &mut Vec<Applied>) -> Result<(), String> {
+/// `img` in order; `applied` gets what each did, and `targets` (boxes, a mask) follow
+/// every op.
+pub fn run(
+    steps: &[(usize, Step)],
+    img: &mut Image,
+    stream: impl Fn(usize) -> Stream,
+    applied: &mut Vec<Applied>,
+    mut targets: Option<&mut Targets>,
+) -> Result<(), String> {
+    let mut skip = 0usize;
     for (index, step) in steps {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         let mut rng = stream(*index);
-        apply_step(step, img, &mut rng, applied)?;
+        let start = applied.len();
+        match step.name.as_str() {
+            // torchvision's `RandomApply`: the next `args[1]` steps run when
+            // `torch.rand(1) <= p`.
+            "random_apply" => {
+                let (p, count) = (arg(&step.args, 0, "random_apply")?, arg(&step.args, 1, "random_apply")?);
+                if rng.uniform() > p {
+                    skip = count as usize;
+                }
+            }
+            "bbox_safe_crop" | "iou_crop" | "letterbox" => detection_crop(step, img, &mut rng, applied, targets.as_deref_mut())?,
+            _ => apply_step(step, img, &mut rng, applied)?,
+        }
+        if let Some(t) = targets.as_deref_mut() {
+            for (name, params) in &applied[start..] {
+                t.follow(name, params)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The crops that choose their box from the sample's boxes, on the decoded image.
+fn detection_crop(step: &Step, img: &mut Image, rng: &mut Stream, applied: &mut Vec<Applied>, targets: Option<&mut Targets>) -> Result<(), String> {
+    let a = &step.args;
+    let (h, w) = (img.height as u32, img.width as u32);
+    let live = targets.as_ref().map_or_else(Vec::new, |t| t.live_boxes());
+    match step.name.as_str() {
+        "bbox_safe_crop" => {
+            let (top, left, ch, cw) = plan::bbox_safe_crop(h, w, &live, arg(a, 2, "bbox_safe_crop")?, rng);
+            crop(img, top, left, ch, cw, applied)?;
+            resize_to(img, a[0] as u32, a[1] as u32, applied)
+        }
+        "iou_crop" => {
+            if a.len() < 6 {
+                return Err(format!("transform \"iou_crop\" needs at least 6 arguments, got {}", a.len()));
+            }
+            if let Some((top, left, ch, cw, within)) = plan::iou_crop(h, w, &live, (a[0], a[1]), (a[2], a[3]), &a[5..], a[4] as u32, rng) {
+                if let Some(t) = targets {
+                    t.drop_live(&within);
+                }
+                crop(img, top, left, ch, cw, applied)?;
+            }
+            Ok(())
+        }
+        _ => {
+            let (height, width) = (arg(a, 0, "letterbox")? as u32, arg(a, 1, "letterbox")? as u32);
+            let (fh, fw) = plan::letterbox_size(h, w, height, width);
+            resize_to(img, fh, fw, applied)?;
+            crop(img, plan::center_offset(fh, height), plan::center_offset(fw, width), height as i64, width as i64, applied)
+        }
+    }
 }
 
 fn op(name: &str, params: Vec<f64>, img: &mut Image, applied: &mut Vec<Applied>) -> Result<(), String> {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use crate::augment::{self, Applied, Step};
 use crate::codec::{self, Channels, Format, Header, Rect, Request};
+use crate::ops::targets::{Filter, Targets};
 use crate::ops::Image;
 use crate::plan::{self, Op, Plan};
 use crate::pool;
@@ -64,6 +65,23 @@ pub struct Outcome {
     pub width: u32,
     /// The pixels when the target was `Owned`.
     pub pixels: Option<Vec<u8>>,
+    /// (height, width) of each kept row, when rows may differ (`decode_targets`).
+    pub shapes: Vec<(u32, u32)>,
+    /// Each kept row's boxes (x0, y0, x1, y1 in output pixels) after the filter, and
+    /// their indices among the row's input boxes.
+    pub target_boxes: Vec<Vec<[f32; 4]>>,
+    pub box_index: Vec<Vec<u32>>,
+    /// Each kept row's mask (its image's height x width), one after the other.
+    pub masks: Option<Vec<u8>>,
+}
+
+/// Per-row targets that follow the images: boxes (x0, y0, x1, y1 in source pixels)
+/// and label masks (encoded, one per row), after `order`.
+pub struct RowTargets<'a> {
+    pub boxes: Option<Vec<&'a [[f64; 4]]>>,
+    pub masks: Option<Vec<Option<&'a [u8]>>>,
+    pub mask_fill: u8,
+    pub filter: Filter,
 }
 
 thread_local! {
@@ -163,7 +181,7 @@ fn decoded_image(job: &Job, cfg: &Config) -> Result<(Image, Vec<Applied>), Strin
     let mut img = Image::new(job.plan.out_width as usize, job.plan.out_height as usize, cfg.channels.count());
     decode_row(job, cfg, &mut img.data)?;
     let mut applied = Vec::new();
-    augment::run(&cfg.steps, &mut img, |op| Stream::new(cfg.seed, cfg.epoch, job.position, op as u64), &mut applied)?;
+    augment::run(&cfg.steps, &mut img, |op| Stream::new(cfg.seed, cfg.epoch, job.position, op as u64), &mut applied, None)?;
     Ok((img, applied))
 }
 
@@ -254,7 +272,7 @@ fn target_buffer<'a>(target: Target<'a>, owned: &'a mut Vec<u8>, rows: usize, he
 /// Decodes `blobs` (None = a null row) with `positions[i]` keying row i's random draws.
 pub fn decode_batch(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
     let fused = plan::fixed_size(&cfg.ops);
-    let size = cfg.steps.iter().fold(fused, |size, (_, step)| augment::output_size(step, size));
+    let size = augment::steps_output_size(&cfg.steps, fused);
     match size {
         Some((height, width)) => decode_fixed(blobs, positions, cfg, target, height, width),
         None if cfg.steps.is_empty() => decode_planned(blobs, positions, cfg, target),
@@ -360,6 +378,92 @@ fn decode_each(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target:
     let rows: Vec<usize> = (0..blobs.len()).collect();
     let out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
     Ok(with_pixels(out, is_owned, owned, slot_len))
+}
+
+/// What one row comes out as with its targets.
+struct TargetRow {
+    plan: Plan,
+    img: Image,
+    mask: Option<Image>,
+    boxes: (Vec<[f32; 4]>, Vec<u32>),
+    applied: Vec<Applied>,
+}
+
+/// The row through the fused decode and the steps, its boxes and mask alongside.
+fn target_row(i: usize, blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, t: &RowTargets) -> Result<TargetRow, String> {
+    let blob = blobs[i].ok_or("null value (no image bytes)")?;
+    let header = codec::read_header(blob).map_err(|e| e.0)?;
+    codec::check_pixels(&header, cfg.max_pixels).map_err(|e| e.0)?;
+    let boxes = t.boxes.as_ref().map(|b| b[i]);
+    let mut alive = vec![true; boxes.map_or(0, <[_]>::len)];
+    let position = positions[i];
+    let stream = |op: usize| Stream::new(cfg.seed, cfg.epoch, position, op as u64);
+    let plan = plan::plan_with_boxes(&cfg.ops, header.width, header.height, boxes.unwrap_or(&[]), &mut alive, stream);
+    let mask = match &t.masks {
+        Some(m) => {
+            let blob = m[i].ok_or("null mask (no mask bytes)")?;
+            let (w, h, labels) = codec::decode_mask(blob, cfg.max_pixels).map_err(|e| format!("mask: {}", e.0))?;
+            Some(Image::from_vec(labels, w as usize, h as usize, 1)?)
+        }
+        None => None,
+    };
+    let mut targets = Targets::new(boxes, mask, t.mask_fill, header.width as usize, header.height as usize)?;
+    if let Some(b) = &mut targets.boxes {
+        b.alive = alive;
+    }
+    targets.fused(&plan);
+    let job = Job { row: i, blob, header, plan, position };
+    let mut img = Image::new(plan.out_width as usize, plan.out_height as usize, cfg.channels.count());
+    decode_row(&job, cfg, &mut img.data)?;
+    let mut applied = Vec::new();
+    augment::run(&cfg.steps, &mut img, stream, &mut applied, Some(&mut targets))?;
+    let boxes = targets.finish(&t.filter);
+    Ok(TargetRow { plan, img, mask: targets.mask, boxes, applied })
+}
+
+/// Decodes with targets: every row through `target_row` in parallel, then gathered
+/// into one buffer, rows at their own sizes when `ragged` (`Outcome::shapes`), else
+/// all at one size.
+pub fn decode_targets(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targets: &RowTargets, ragged: bool) -> Result<Outcome, BatchError> {
+    let order = largest_first(blobs.iter().map(|b| b.map_or(0, <[u8]>::len)));
+    let mut nothing: Vec<[u8; 0]> = vec![[]; blobs.len()];
+    let done = run_rows(cfg, &order, nothing.iter_mut().map(|s| &mut s[..]).collect(), |i, _| target_row(i, blobs, positions, cfg, targets))?;
+    let mut out = Outcome::default();
+    let mut pixels = Vec::new();
+    let mut masks = targets.masks.as_ref().map(|_| Vec::new());
+    let mut first: Option<(usize, (u32, u32))> = None;
+    for (row, r) in done.into_iter().enumerate() {
+        let r = match r {
+            Ok(r) => r,
+            Err(message) if cfg.skip_errors => {
+                out.errors.push((row, message));
+                continue;
+            }
+            Err(message) => return Err(BatchError::Row { row, message }),
+        };
+        let size = (r.img.height as u32, r.img.width as u32);
+        match first {
+            None => first = Some((row, size)),
+            Some((r0, s0)) if s0 != size && !ragged => return Err(different_sizes(r0, s0, row, size)),
+            Some(_) => {}
+        }
+        pixels.extend_from_slice(&r.img.data);
+        if let (Some(all), Some(m)) = (&mut masks, &r.mask) {
+            all.extend_from_slice(&m.data);
+        }
+        out.kept.push(row);
+        out.shapes.push(size);
+        out.boxes.push([r.plan.top as f32, r.plan.left as f32, r.plan.height as f32, r.plan.width as f32]);
+        out.flips.push(r.plan.flip);
+        out.vflips.push(r.plan.vflip);
+        out.applied.push(r.applied);
+        out.target_boxes.push(r.boxes.0);
+        out.box_index.push(r.boxes.1);
+    }
+    (out.height, out.width) = first.map_or((0, 0), |(_, s)| s);
+    out.pixels = Some(pixels);
+    out.masks = masks;
+    Ok(out)
 }
 
 /// Two kept rows that come out at different sizes: no batch can hold both.

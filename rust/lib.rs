@@ -139,7 +139,7 @@ fn run_ops<'py>(
     }
     let steps: Vec<(usize, augment::Step)> =
         ops.into_iter().enumerate().map(|(k, (name, args))| (first_op + k, augment::Step { name, args })).collect();
-    py.detach(|| augment::run(&steps, &mut img, |op| rng::Stream::new(seed, epoch, position, op as u64), &mut Vec::new()))
+    py.detach(|| augment::run(&steps, &mut img, |op| rng::Stream::new(seed, epoch, position, op as u64), &mut Vec::new(), None))
         .map_err(PyValueError::new_err)?;
     image_out(py, img)
 }
@@ -202,12 +202,23 @@ type BatchResult<'py> = (
     Bound<'py, PyArray1<bool>>,
     Bound<'py, PyArray1<bool>>,
     Vec<Vec<(String, Vec<f64>)>>,
+    Option<TargetResult<'py>>,
+);
+
+/// With targets: row shapes (h, w pairs), boxes (k, 4), boxes per row, their input
+/// indices, masks (flat).
+type TargetResult<'py> = (
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Option<Bound<'py, PyArray1<u8>>>,
 );
 
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None, boxes = None, masks = None, mask_fill = 0, box_filter = (1.0, 1.0, 0.0), ragged = false))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -227,6 +238,11 @@ fn decode_batch<'py>(
     order: Option<PyReadonlyArray1<'py, u64>>,
     truncated: &str,
     normalize: Option<(Vec<f32>, Vec<f32>, bool)>,
+    boxes: Option<(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i64>)>,
+    masks: Option<Vec<Bound<'py, PyAny>>>,
+    mask_fill: u8,
+    box_filter: (f64, f64, f64),
+    ragged: bool,
 ) -> PyResult<BatchResult<'py>> {
     let ch = channels(mode)?;
     let pad = pad_truncated(truncated)?;
@@ -243,40 +259,41 @@ fn decode_batch<'py>(
     let (ops, steps) = split_ops(&ops)?;
 
     // Borrow every blob where it lives; the capsules and bytes stay alive below.
-    let mut capsules = Vec::new();
-    let mut blobs: Vec<Option<&[u8]>> = Vec::new();
-    if arrow {
-        for chunk in &images {
-            let pair = chunk.call_method0("__arrow_c_array__")?;
-            let pair = pair.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("__arrow_c_array__ must return a tuple"))?;
-            capsules.push((pair.get_item(0)?, pair.get_item(1)?));
-        }
-        for (schema, array) in &capsules {
-            let (s, a) = (capsule_ptr(schema, c"arrow_schema")?, capsule_ptr(array, c"arrow_array")?);
-            unsafe { arrow::binary_values(s, a, &mut blobs) }.map_err(PyTypeError::new_err)?;
-        }
-    } else {
-        for item in &images {
-            if item.is_none() {
-                blobs.push(None);
-            } else {
-                let bytes = item.cast::<PyBytes>().map_err(|_| {
-                    PyTypeError::new_err(format!("images must hold bytes, got {}", item.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
-                })?;
-                blobs.push(Some(bytes.as_bytes()));
-            }
+    let capsules = arrow_capsules(&images, arrow)?;
+    let mut blobs = blobs_of(&images, &capsules, arrow, "images")?;
+    let mask_capsules = match &masks {
+        Some(m) => arrow_capsules(m, arrow)?,
+        None => Vec::new(),
+    };
+    let mut mask_blobs = match &masks {
+        Some(m) => Some(blobs_of(m, &mask_capsules, arrow, "masks")?),
+        None => None,
+    };
+    if let Some(m) = &mask_blobs {
+        if m.len() != blobs.len() {
+            return Err(PyValueError::new_err(format!("masks has {} rows for {} images", m.len(), blobs.len())));
         }
     }
+    let box_values = match &boxes {
+        Some((values, _)) => Some(values.as_slice()?),
+        None => None,
+    };
+    let mut row_boxes: Option<Vec<&[[f64; 4]]>> = match (&boxes, box_values) {
+        (Some((_, offsets)), Some(values)) => Some(split_boxes(values, offsets.as_slice()?, blobs.len())?),
+        _ => None,
+    };
 
     // Output row i decodes input row order[i]: a sorted take is gathered here, by
     // pointer, instead of having its bytes reordered first.
     if let Some(order) = &order {
         let order = order.as_slice()?;
-        let picked: Option<Vec<Option<&[u8]>>> = order.iter().map(|&j| blobs.get(j as usize).copied()).collect();
-        blobs = picked.ok_or_else(|| {
-            let bad = order.iter().find(|&&j| j as usize >= blobs.len()).copied().unwrap_or_default();
-            PyIndexError::new_err(format!("order holds {bad}, out of range for {} images", blobs.len()))
-        })?;
+        blobs = gather(&blobs, order)?;
+        if let Some(m) = &mask_blobs {
+            mask_blobs = Some(gather(m, order)?);
+        }
+        if let Some(b) = &row_boxes {
+            row_boxes = Some(gather(b, order)?);
+        }
     }
 
     let positions: Vec<u64> = match &positions {
@@ -319,7 +336,24 @@ fn decode_batch<'py>(
         _ => Target::Owned,
     };
 
-    let result = py.detach(|| batch::decode_batch(&blobs, &positions, &cfg, target));
+    let with_targets = row_boxes.is_some() || mask_blobs.is_some() || ragged;
+    if with_targets && (out.is_some() || normalize.is_some()) {
+        return Err(PyValueError::new_err("out= and normalize= do not go with boxes, masks or ragged batches"));
+    }
+    let (min_area, min_size, min_visibility) = box_filter;
+    let row_targets = batch::RowTargets {
+        boxes: row_boxes,
+        masks: mask_blobs,
+        mask_fill,
+        filter: ops::targets::Filter { min_area, min_size, min_visibility },
+    };
+    let result = py.detach(|| {
+        if with_targets {
+            batch::decode_targets(&blobs, &positions, &cfg, &row_targets, ragged)
+        } else {
+            batch::decode_batch(&blobs, &positions, &cfg, target)
+        }
+    });
     let outcome = result.map_err(|e| match e {
         BatchError::Row { row, message } => DecodeError::new_err(format!("row {row}: {message}")),
         BatchError::Invalid(message) => PyValueError::new_err(message),
@@ -328,6 +362,20 @@ fn decode_batch<'py>(
 
     let n = outcome.kept.len();
     let (h, w, c) = (outcome.height as usize, outcome.width as usize, ch.count());
+    if with_targets {
+        let pixels = PyArray1::from_vec(py, outcome.pixels.unwrap_or_default()).into_any();
+        let shapes: Vec<u32> = outcome.shapes.iter().flat_map(|&(h, w)| [h, w]).collect();
+        let counts: Vec<i64> = outcome.target_boxes.iter().map(|b| b.len() as i64).collect();
+        let tboxes = PyArray1::from_vec(py, outcome.target_boxes.concat().concat()).reshape([counts.iter().sum::<i64>() as usize, 4])?;
+        let index = PyArray1::from_vec(py, outcome.box_index.concat().iter().map(|&k| k as i64).collect());
+        let masks = outcome.masks.map(|m| PyArray1::from_vec(py, m));
+        let extra = (PyArray1::from_vec(py, shapes), tboxes, PyArray1::from_vec(py, counts), index, masks);
+        let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
+        let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
+        let flips = PyArray1::from_vec(py, outcome.flips);
+        let vflips = PyArray1::from_vec(py, outcome.vflips);
+        return Ok((Some(pixels), kept, outcome.errors, boxes, flips, vflips, outcome.applied, Some(extra)));
+    }
     let pixels = match (outcome.pixels, normalize) {
         (Some(v), Some((scale, shift, channels_last))) => {
             let threads = cfg.threads;
@@ -345,7 +393,69 @@ fn decode_batch<'py>(
     let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
     let flips = PyArray1::from_vec(py, outcome.flips);
     let vflips = PyArray1::from_vec(py, outcome.vflips);
-    Ok((pixels, kept, outcome.errors, boxes, flips, vflips, outcome.applied))
+    Ok((pixels, kept, outcome.errors, boxes, flips, vflips, outcome.applied, None))
+}
+
+/// The C Data Interface capsules of each Arrow array in `items` (none for bytes).
+fn arrow_capsules<'py>(items: &[Bound<'py, PyAny>], arrow: bool) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let mut capsules = Vec::new();
+    if arrow {
+        for chunk in items {
+            let pair = chunk.call_method0("__arrow_c_array__")?;
+            let pair = pair.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("__arrow_c_array__ must return a tuple"))?;
+            capsules.push((pair.get_item(0)?, pair.get_item(1)?));
+        }
+    }
+    Ok(capsules)
+}
+
+/// Every blob of `items` (Arrow arrays through `capsules`, or bytes/None), borrowed
+/// where it lives.
+fn blobs_of<'a>(items: &'a [Bound<'_, PyAny>], capsules: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)], arrow: bool, what: &str) -> PyResult<Vec<Option<&'a [u8]>>> {
+    let mut blobs: Vec<Option<&[u8]>> = Vec::new();
+    if arrow {
+        for (schema, array) in capsules {
+            let (s, a) = (capsule_ptr(schema, c"arrow_schema")?, capsule_ptr(array, c"arrow_array")?);
+            unsafe { arrow::binary_values(s, a, &mut blobs) }.map_err(PyTypeError::new_err)?;
+        }
+    } else {
+        for item in items {
+            if item.is_none() {
+                blobs.push(None);
+            } else {
+                let bytes = item.cast::<PyBytes>().map_err(|_| {
+                    PyTypeError::new_err(format!("{what} must hold bytes, got {}", item.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+                })?;
+                blobs.push(Some(bytes.as_bytes()));
+            }
+        }
+    }
+    Ok(blobs)
+}
+
+/// `items[order[i]]` for each i.
+fn gather<T: Copy>(items: &[T], order: &[u64]) -> PyResult<Vec<T>> {
+    let picked: Option<Vec<T>> = order.iter().map(|&j| items.get(j as usize).copied()).collect();
+    picked.ok_or_else(|| {
+        let bad = order.iter().find(|&&j| j as usize >= items.len()).copied().unwrap_or_default();
+        PyIndexError::new_err(format!("order holds {bad}, out of range for {} images", items.len()))
+    })
+}
+
+/// Row i's boxes are `values[offsets[i]..offsets[i + 1]]`, (n, 4) flattened.
+fn split_boxes<'a>(values: &'a [f64], offsets: &[i64], rows: usize) -> PyResult<Vec<&'a [[f64; 4]]>> {
+    if offsets.len() != rows + 1 || values.len() % 4 != 0 {
+        return Err(PyValueError::new_err(format!("boxes need {} offsets and 4 values a box, got {} and {}", rows + 1, offsets.len(), values.len())));
+    }
+    let (quads, rest) = values.as_chunks::<4>();
+    debug_assert!(rest.is_empty());
+    offsets
+        .windows(2)
+        .map(|w| {
+            let (a, b) = (w[0] as usize, w[1] as usize);
+            quads.get(a..b).ok_or_else(|| PyValueError::new_err(format!("box offsets {a}..{b} are out of range for {} boxes", quads.len())))
+        })
+        .collect()
 }
 
 #[pymodule]

@@ -16,6 +16,14 @@ pub enum Op {
     RandomResizedCrop { height: u32, width: u32, scale: (f64, f64), ratio: (f64, f64) },
     HorizontalFlip { p: f64 },
     VerticalFlip { p: f64 },
+    /// albumentations' `RandomSizedBBoxSafeCrop`: a crop holding the union of the
+    /// boxes (eroded by `erosion`), resized to (height, width).
+    BBoxSafeCrop { height: u32, width: u32, erosion: f64 },
+    /// torchvision v2's `RandomIoUCrop` (SSD): a crop whose IoU with some box reaches
+    /// a drawn threshold; boxes whose centre falls outside it are dropped.
+    IoUCrop { scale: (f64, f64), aspect: (f64, f64), options: Vec<f64>, trials: u32 },
+    /// Fit inside (height, width) keeping the aspect ratio, then pad to it, centred.
+    Letterbox { height: u32, width: u32 },
 }
 
 impl Op {
@@ -53,6 +61,20 @@ impl Op {
             "vflip" => {
                 need(1)?;
                 Op::VerticalFlip { p: a[0] }
+            }
+            "bbox_safe_crop" => {
+                need(3)?;
+                Op::BBoxSafeCrop { height: a[0] as u32, width: a[1] as u32, erosion: a[2] }
+            }
+            "iou_crop" => {
+                if a.len() < 6 {
+                    return Err(format!("transform op {name:?} takes at least 6 numbers, got {}", a.len()));
+                }
+                Op::IoUCrop { scale: (a[0], a[1]), aspect: (a[2], a[3]), trials: a[4] as u32, options: a[5..].to_vec() }
+            }
+            "letterbox" => {
+                need(2)?;
+                Op::Letterbox { height: a[0] as u32, width: a[1] as u32 }
             }
             _ => return Ok(None),
         }))
@@ -120,6 +142,134 @@ pub fn random_resized_crop(h: u32, w: u32, scale: (f64, f64), ratio: (f64, f64),
     ((height - ch) / 2, (width - cw) / 2, ch, cw)
 }
 
+/// The size (height, width) of a `h` x `w` image scaled to fit in `height` x `width`.
+pub fn letterbox_size(h: u32, w: u32, height: u32, width: u32) -> (u32, u32) {
+    let scale = (height as f64 / h as f64).min(width as f64 / w as f64);
+    let fit = |v: u32, limit: u32| ((v as f64 * scale).round() as u32).clamp(1, limit);
+    (fit(h, height), fit(w, width))
+}
+
+/// albumentations' `BBoxSafeRandomCrop.get_params_dependent_on_data` for an `h` x `w`
+/// image and its `boxes` in pixels: (top, left, height, width).
+pub fn bbox_safe_crop(h: u32, w: u32, boxes: &[[f64; 4]], erosion: f64, rng: &mut Stream) -> (i64, i64, i64, i64) {
+    let (hf, wf) = (h as f64, w as f64);
+    let union = union_of_boxes(boxes, w, h, erosion);
+    let Some([x_min, y_min, x_max, y_max]) = union else {
+        // `_get_coords_no_bbox`: a crop of the image's aspect ratio, at least
+        // (1 - erosion) of its height, placed at random.
+        let erosive_h = (hf * (1.0 - erosion)) as i64;
+        let ch = if erosive_h >= h as i64 { h as i64 } else { rng.randint(erosive_h, h as i64 + 1) };
+        let cw = (ch as f64 * wf / hf) as i64;
+        let (ch, cw) = (ch.min(h as i64).max(1), cw.min(w as i64).max(1));
+        let (h_start, w_start) = (rng.uniform(), rng.uniform());
+        let top = ((h as i64 - ch + 1) as f64 * h_start) as i64;
+        let left = ((w as i64 - cw + 1) as f64 * w_start) as i64;
+        return (top, left, ch, cw);
+    };
+    let x_min = x_min.clamp(0.0, 1.0);
+    let y_min = y_min.clamp(0.0, 1.0);
+    let x_max = x_max.clamp(x_min, 1.0);
+    let y_max = y_max.clamp(y_min, 1.0);
+    let left = (x_min * rng.uniform() * wf) as i64;
+    let top = (y_min * rng.uniform() * hf) as i64;
+    let right = ((x_max + (1.0 - x_max) * rng.uniform()) * wf) as i64;
+    let bottom = ((y_max + (1.0 - y_max) * rng.uniform()) * hf) as i64;
+    (top, left, (bottom - top).max(1), (right - left).max(1))
+}
+
+/// albumentations' `union_of_bboxes` on boxes normalized by the image size: None
+/// without boxes, or when erosion leaves nothing.
+fn union_of_boxes(boxes: &[[f64; 4]], w: u32, h: u32, erosion: f64) -> Option<[f64; 4]> {
+    let (wf, hf) = (w as f64, h as f64);
+    let norm = |b: &[f64; 4]| [b[0] / wf, b[1] / hf, b[2] / wf, b[3] / hf];
+    match boxes {
+        [] => None,
+        _ if erosion == 1.0 => None,
+        [one] => Some(norm(one)),
+        _ => {
+            let n: Vec<[f64; 4]> = boxes.iter().map(norm).collect();
+            let mut u = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+            for b in &n {
+                u = [u[0].min(b[0]), u[1].min(b[1]), u[2].max(b[2]), u[3].max(b[3])];
+            }
+            let (ex, ey) = ((u[2] - u[0]) * erosion * 0.5, (u[3] - u[1]) * erosion * 0.5);
+            let u = [u[0] + ex, u[1] + ey, u[2] - ex, u[3] - ey];
+            ((u[2] - u[0]).abs() >= 1e-6 && (u[3] - u[1]).abs() >= 1e-6).then_some(u)
+        }
+    }
+}
+
+/// torchvision v2's `RandomIoUCrop.make_params` on an `h` x `w` image with `boxes`
+/// (x0, y0, x1, y1): (top, left, height, width, which boxes have their centre inside),
+/// or None to leave the image as it is. torchvision loops until an option succeeds;
+/// this stops after 1,000 options (with no box, none can).
+#[allow(clippy::too_many_arguments)]
+pub fn iou_crop(
+    h: u32,
+    w: u32,
+    boxes: &[[f64; 4]],
+    scale: (f64, f64),
+    aspect: (f64, f64),
+    options: &[f64],
+    trials: u32,
+    rng: &mut Stream,
+) -> Option<(i64, i64, i64, i64, Vec<bool>)> {
+    let (wf, hf) = (w as f64, h as f64);
+    for _ in 0..1000 {
+        let min_iou = *options.get(rng.randint(0, options.len() as i64) as usize)?;
+        if min_iou >= 1.0 {
+            return None;
+        }
+        for _ in 0..trials {
+            let (r0, r1) = (rng.uniform(), rng.uniform());
+            let new_w = (wf * (scale.0 + (scale.1 - scale.0) * r0)) as i64;
+            let new_h = (hf * (scale.0 + (scale.1 - scale.0) * r1)) as i64;
+            if new_h == 0 {
+                continue;
+            }
+            let ratio = new_w as f64 / new_h as f64;
+            if !(aspect.0 <= ratio && ratio <= aspect.1) {
+                continue;
+            }
+            let (r0, r1) = (rng.uniform(), rng.uniform());
+            let left = ((w as i64 - new_w) as f64 * r0) as i64;
+            let top = ((h as i64 - new_h) as f64 * r1) as i64;
+            let (right, bottom) = (left + new_w, top + new_h);
+            if left == right || top == bottom {
+                continue;
+            }
+            let (l, t, r, b) = (left as f64, top as f64, right as f64, bottom as f64);
+            let within: Vec<bool> = boxes
+                .iter()
+                .map(|bx| {
+                    let (cx, cy) = (0.5 * (bx[0] + bx[2]), 0.5 * (bx[1] + bx[3]));
+                    l < cx && cx < r && t < cy && cy < b
+                })
+                .collect();
+            if !within.iter().any(|&x| x) {
+                continue;
+            }
+            let crop_area = (r - l) * (b - t);
+            let best = boxes
+                .iter()
+                .zip(&within)
+                .filter(|(_, &inside)| inside)
+                .map(|(bx, _)| {
+                    let iw = (bx[2].min(r) - bx[0].max(l)).max(0.0);
+                    let ih = (bx[3].min(b) - bx[1].max(t)).max(0.0);
+                    let inter = iw * ih;
+                    inter / ((bx[2] - bx[0]) * (bx[3] - bx[1]) + crop_area - inter)
+                })
+                .fold(f64::NEG_INFINITY, f64::max);
+            if best < min_iou {
+                continue;
+            }
+            return Some((top, left, new_h, new_w, within));
+        }
+    }
+    None
+}
+
 /// torchvision's `center_crop` offset along one axis, padding included.
 pub fn center_offset(image: u32, crop: u32) -> i64 {
     if crop > image {
@@ -142,6 +292,21 @@ struct View {
 }
 
 impl View {
+    /// A source box (x0, y0, x1, y1) in the view's pixels, clamped to the view.
+    fn to_view(&self, b: &[f64; 4]) -> [f64; 4] {
+        let (fx, fy) = (self.size_w as f64 / self.w, self.size_h as f64 / self.h);
+        let (sw, sh) = (self.size_w as f64, self.size_h as f64);
+        let (mut x0, mut x1) = ((b[0] - self.x0) * fx, (b[2] - self.x0) * fx);
+        let (mut y0, mut y1) = ((b[1] - self.y0) * fy, (b[3] - self.y0) * fy);
+        if self.flip {
+            (x0, x1) = (sw - x1, sw - x0);
+        }
+        if self.vflip {
+            (y0, y1) = (sh - y1, sh - y0);
+        }
+        [x0.clamp(0.0, sw), y0.clamp(0.0, sh), x1.clamp(0.0, sw), y1.clamp(0.0, sh)]
+    }
+
     /// Crop (top, left, height, width) in the view's own pixels.
     fn crop(&mut self, top: i64, left: i64, ch: i64, cw: i64) {
         let sx = self.w / self.size_w as f64;
@@ -166,13 +331,20 @@ pub fn fixed_size(ops: &[Op]) -> Option<(u32, u32)> {
         Op::Resize { height, width } | Op::CenterCrop { height, width } | Op::RandomResizedCrop { height, width, .. } => {
             Some((height, width))
         }
-        Op::ResizeShorter { .. } => None,
+        Op::BBoxSafeCrop { height, width, .. } | Op::Letterbox { height, width } => Some((height, width)),
+        Op::ResizeShorter { .. } | Op::IoUCrop { .. } => None,
         Op::HorizontalFlip { .. } | Op::VerticalFlip { .. } => size,
     })
 }
 
 /// Folds `ops` for a `src_w` x `src_h` image. `stream(i)` gives op i's random draws.
-pub fn plan(ops: &[Op], src_w: u32, src_h: u32, mut stream: impl FnMut(usize) -> Stream) -> Plan {
+pub fn plan(ops: &[Op], src_w: u32, src_h: u32, stream: impl FnMut(usize) -> Stream) -> Plan {
+    plan_with_boxes(ops, src_w, src_h, &[], &mut [], stream)
+}
+
+/// `plan`, for an image with `boxes` (x0, y0, x1, y1 in source pixels) for the ops that
+/// choose their crop from them; `alive[i]` turns false where an op drops box i.
+pub fn plan_with_boxes(ops: &[Op], src_w: u32, src_h: u32, boxes: &[[f64; 4]], alive: &mut [bool], mut stream: impl FnMut(usize) -> Stream) -> Plan {
     let mut v = View { x0: 0.0, y0: 0.0, w: src_w as f64, h: src_h as f64, size_w: src_w, size_h: src_h, flip: false, vflip: false };
     for (i, op) in ops.iter().enumerate() {
         match *op {
@@ -205,6 +377,29 @@ pub fn plan(ops: &[Op], src_w: u32, src_h: u32, mut stream: impl FnMut(usize) ->
                 if stream(i).uniform() < p {
                     v.vflip = !v.vflip;
                 }
+            }
+            Op::BBoxSafeCrop { height, width, erosion } => {
+                let live: Vec<[f64; 4]> = boxes.iter().zip(alive.iter()).filter(|(_, &a)| a).map(|(b, _)| v.to_view(b)).collect();
+                let (top, left, ch, cw) = bbox_safe_crop(v.size_h, v.size_w, &live, erosion, &mut stream(i));
+                v.crop(top, left, ch, cw);
+                v.size_h = height;
+                v.size_w = width;
+            }
+            Op::IoUCrop { scale, aspect, ref options, trials } => {
+                let live: Vec<usize> = (0..boxes.len()).filter(|&k| alive[k]).collect();
+                let view: Vec<[f64; 4]> = live.iter().map(|&k| v.to_view(&boxes[k])).collect();
+                if let Some((top, left, ch, cw, within)) = iou_crop(v.size_h, v.size_w, &view, scale, aspect, options, trials, &mut stream(i)) {
+                    v.crop(top, left, ch, cw);
+                    for (&k, inside) in live.iter().zip(within) {
+                        alive[k] &= inside;
+                    }
+                }
+            }
+            Op::Letterbox { height, width } => {
+                let (h, w) = letterbox_size(v.size_h, v.size_w, height, width);
+                v.size_h = h;
+                v.size_w = w;
+                v.crop(center_offset(h, height), center_offset(w, width), height as i64, width as i64);
             }
         }
     }

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from lancefeed._core import DecodeError, decode_image, image_info
-from lancefeed.decode import BatchInfo, decode_batch
+from lancefeed.decode import BatchInfo, decode_batch, decode_targets
 from lancefeed.transforms import (
     AutoAugment,
     CenterCrop,
@@ -28,6 +28,11 @@ from lancefeed.transforms import (
     RandAugment,
     RandomAdjustSharpness,
     RandomAffine,
+    RandomApply,
+    RandomIoUCrop,
+    RandomSizedBBoxSafeCrop,
+    ResizeWithPad,
+    SanitizeBoundingBoxes,
     RandomAutocontrast,
     RandomEqualize,
     RandomErasing,
@@ -103,6 +108,11 @@ __all__ = [
     "RandAugment",
     "RandomAdjustSharpness",
     "RandomAffine",
+    "RandomApply",
+    "RandomIoUCrop",
+    "RandomSizedBBoxSafeCrop",
+    "ResizeWithPad",
+    "SanitizeBoundingBoxes",
     "RandomAutocontrast",
     "RandomEqualize",
     "RandomErasing",
@@ -119,6 +129,7 @@ __all__ = [
     "TransformError",
     "TrivialAugmentWide",
     "decode_batch",
+    "decode_targets",
     "decode_image",
     "image_info",
     "ingest_coco",

@@ -62,19 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
     folder = isub.add_parser(
         "folder",
         help="an ImageFolder tree: ROOT/<label>/* or ROOT/<split>/<label>/*",
-        description="Columns: image, filename, label, split, width, height.",
+        description="Columns: image, filename, label, split, width, height "
+        "(with --masks: image, mask, filename, ...).",
     )
     folder.add_argument("root", help="the folder to read")
     folder.add_argument("out", help="the Lance dataset to write")
+    folder.add_argument(
+        "--masks",
+        metavar="DIR",
+        default=None,
+        help="segmentation masks mirroring ROOT (ROOT/a/x.jpg -> DIR/a/x.png); adds a 'mask' "
+        "column; ROOT may then be a flat folder of images",
+    )
     _add_ingest_options(folder)
     coco = isub.add_parser(
         "coco",
         help="a COCO annotation file and its image folder",
-        description="Columns: image, image_id, filename, width, height, boxes, categories.",
+        description="Columns: image, image_id, filename, width, height, boxes, categories, "
+        "category_ids, iscrowd, area, annotation_ids (with --masks: a 'mask' after image).",
     )
     coco.add_argument("annotations", help="the COCO annotation JSON file")
     coco.add_argument("images_dir", help="the folder the file_name entries are relative to")
     coco.add_argument("out", help="the Lance dataset to write")
+    coco.add_argument(
+        "--masks",
+        action="store_true",
+        help="add a 'mask' column: a grayscale PNG of each pixel's category_id (0: background)",
+    )
     _add_ingest_options(coco)
 
     from lancefeed.bench_transforms import TRANSFORMS
@@ -130,9 +144,9 @@ def _ingest(args: argparse.Namespace) -> int:
     )
     try:
         if args.source == "folder":
-            summary = ingest_folder(args.root, args.out, **common)
+            summary = ingest_folder(args.root, args.out, masks=args.masks, **common)
         else:
-            summary = ingest_coco(args.annotations, args.images_dir, args.out, **common)
+            summary = ingest_coco(args.annotations, args.images_dir, args.out, masks=args.masks, **common)
     except (IngestError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"lancefeed: error: {exc}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     Images = Union[pa.Array, pa.ChunkedArray, Sequence[Union[bytes, None]]]
 
-__all__ = ["BatchInfo", "decode_batch"]
+__all__ = ["BatchInfo", "boxes_to_xyxy", "decode_batch", "decode_targets", "flat_boxes"]
 
 
 @dataclass
@@ -192,7 +192,7 @@ def decode_batch(
         if slow:
             raise ValueError("normalize= with a transform that ends in its own output steps: give one of them")
         coefficients = _coefficients(normalize, 1 if mode == "L" else 3) + (bool(_channels_last),)
-    pixels, kept, errors, boxes, flipped, vflipped, applied = _core.decode_batch(
+    pixels, kept, errors, boxes, flipped, vflipped, applied, _ = _core.decode_batch(
         chunks,
         arrow=arrow,
         ops=ops,
@@ -225,3 +225,217 @@ def decode_batch(
     if return_info:
         return array, BatchInfo(kept=kept, errors=errors, boxes=boxes, flipped=flipped, vflipped=vflipped, applied=applied)
     return array
+
+
+_BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def boxes_to_xyxy(values: np.ndarray, box_format: str) -> np.ndarray:
+    """(n, 4) boxes in ``box_format`` (torchvision's names, lower case) as float64 xyxy.
+
+    Example:
+        >>> boxes_to_xyxy(np.array([[10, 20, 5, 5]]), "xywh").tolist()
+        [[10.0, 20.0, 15.0, 25.0]]
+    """
+    b = np.asarray(values, dtype=np.float64).reshape(-1, 4)
+    if box_format == "xyxy":
+        return b.copy()
+    if box_format == "xywh":
+        return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+    if box_format == "cxcywh":
+        return np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], axis=1)
+    raise ValueError(f"box_format must be one of {_BOX_FORMATS}, got {box_format!r}")
+
+
+def flat_boxes(boxes: Any, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row boxes as (values (total, 4) float64, offsets (rows + 1,) int64): from an
+    Arrow list column (of 4-lists or fixed-size lists; a null row has no box) or a
+    sequence of (k, 4) array-likes, or already as (values, offsets).
+
+    Example:
+        >>> v, o = flat_boxes([[[0, 0, 1, 1]], [], [[1, 1, 2, 2], [0, 0, 5, 5]]], 3)
+        >>> v.shape, o.tolist()
+        ((3, 4), [0, 1, 1, 3])
+    """
+    if isinstance(boxes, tuple) and len(boxes) == 2 and isinstance(boxes[1], np.ndarray) and boxes[1].ndim == 1:
+        # Already flat: (values, offsets), as the loader passes them.
+        values, offsets = np.asarray(boxes[0], dtype=np.float64).reshape(-1, 4), np.asarray(boxes[1], dtype=np.int64)
+        if len(offsets) != rows + 1 or offsets[-1] != len(values):
+            raise ValueError(f"boxes offsets must have {rows + 1} entries ending at {len(values)}")
+        return values, offsets
+    if hasattr(boxes, "combine_chunks") or hasattr(boxes, "flatten"):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arr = boxes.combine_chunks() if isinstance(boxes, pa.ChunkedArray) else boxes
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        inner = arr.flatten()
+        values = inner.flatten().to_numpy(zero_copy_only=False).astype(np.float64) if len(inner) else np.zeros(0)
+        if values.size != 4 * int(lengths.sum()):
+            raise ValueError("boxes must hold 4 numbers per box")
+        per_row = [lengths]
+    else:
+        items = list(boxes)
+        arrays = [np.asarray(b, dtype=np.float64).reshape(-1, 4) if b is not None and len(b) else np.zeros((0, 4)) for b in items]
+        per_row = [np.array([len(a) for a in arrays], dtype=np.int64)]
+        values = np.concatenate(arrays).reshape(-1) if arrays else np.zeros(0)
+    lengths = per_row[0]
+    if len(lengths) != rows:
+        raise ValueError(f"boxes has {len(lengths)} rows for {rows} images")
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return values.reshape(-1, 4), offsets
+
+
+def decode_targets(
+    images: Images,
+    *,
+    boxes: Any = None,
+    box_format: str = "xyxy",
+    masks: Any = None,
+    mask_fill: int = 0,
+    transform: Any = None,
+    mode: str = "RGB",
+    num_threads: int | None = None,
+    on_error: str = "raise",
+    seed: int = 0,
+    epoch: int = 0,
+    positions: Sequence[int] | np.ndarray | None = None,
+    max_pixels: int | None = None,
+    order: Sequence[int] | np.ndarray | None = None,
+    truncated: str = "error",
+    min_area: float | None = None,
+    min_size: float | None = None,
+    min_visibility: float = 0.0,
+    ragged: bool = False,
+    return_info: bool = False,
+) -> Any:
+    """Decode a batch with its boxes and masks following every op of ``transform``.
+
+    Everything :func:`decode_batch` does to a row's pixels (the fused crop, resize and
+    flips, then rotation, affine maps, padding, the detection crops) is done to its
+    targets with the same parameters:
+
+    - ``boxes``: per row, (k, 4) boxes in source pixels (an Arrow list column such as
+      ``lancefeed ingest coco``'s ``boxes``, or a list of arrays), in ``box_format``
+      ``"xyxy"``, ``"xywh"`` (COCO) or ``"cxcywh"``. They come out as float32 xyxy in
+      output pixels, clamped to the image after every crop, pad and affine map as
+      torchvision v2 clamps them; a box is dropped when under ``min_size`` pixels wide
+      or high, under ``min_area`` pixels (both default to the chain's
+      ``SanitizeBoundingBoxes``, else 1), or with less than ``min_visibility`` of its
+      transformed area inside the image (albumentations' ``min_visibility``).
+    - ``masks``: per row, an encoded one-channel label mask of the image's size (PNG:
+      its stored values, palette indices included), resampled nearest-neighbour at
+      pixel centres, never blended; ``mask_fill`` wherever the image is padded or
+      filled.
+
+    Returns ``(images, targets)``: images as :func:`decode_batch` gives them, or with
+    ``ragged=True`` a list of (H, W, C) arrays at each row's own size (a transform
+    whose output size depends on the image); ``targets`` one dict per kept row with
+    ``"boxes"`` (float32 (n, 4) xyxy), ``"box_index"`` (int64 (n,): which of the row's
+    input boxes each is, for its labels and other per-box values) and ``"mask"``
+    (uint8 (H, W)), for the inputs given. With ``return_info=True``, ``(images,
+    targets, info)``. Ops that run in Python (the slow path) cannot move boxes and
+    masks: such a transform is refused, naming the op.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (64, 32)).save(buf, "PNG")
+        >>> from lancefeed.transforms import Resize, RandomHorizontalFlip
+        >>> imgs, t = decode_targets([buf.getvalue()], boxes=[[[0, 0, 16, 8]]],
+        ...                          transform=[Resize((16, 32)), RandomHorizontalFlip(1.0)])
+        >>> imgs.shape, t[0]["boxes"].tolist(), t[0]["box_index"].tolist()
+        ((1, 16, 32, 3), [[24.0, 0.0, 32.0, 4.0]], [0])
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if truncated not in ("error", "pad"):
+        raise ValueError(f"truncated must be 'error' or 'pad', got {truncated!r}")
+    if not 0 <= int(mask_fill) <= 255:
+        raise ValueError(f"mask_fill must be in [0, 255], got {mask_fill!r}")
+    chain = as_compose(transform)
+    if isinstance(chain, Compose) and chain.rest:
+        raise ValueError(
+            f"boxes and masks follow the ops lancefeed runs; {_op_names(chain.rest)} would run per sample in Python "
+            "and leave them behind: use lancefeed's (or torchvision's fused) ops for the geometry"
+        )
+    ops = chain.ops() if isinstance(chain, Compose) else as_ops(chain)
+    filt_size, filt_area = chain.box_filter if isinstance(chain, Compose) else (1.0, 1.0)
+    chunks, arrow = _chunks(images)
+    n_rows = sum(len(c) for c in chunks) if arrow else len(chunks)
+    box_arg = None
+    if boxes is not None:
+        values, offsets = flat_boxes(boxes, n_rows)
+        box_arg = (np.ascontiguousarray(boxes_to_xyxy(values, box_format).reshape(-1)), offsets)
+    mask_chunks = None
+    if masks is not None:
+        mask_chunks, mask_arrow = _chunks(masks)
+        if mask_arrow != arrow:
+            raise TypeError("images and masks must both be Arrow arrays or both lists of bytes")
+    pos = None if positions is None else np.ascontiguousarray(positions, dtype=np.uint64)
+    gather = None if order is None else np.ascontiguousarray(order, dtype=np.uint64)
+    pixels, kept, errors, crop, flipped, vflipped, applied, extra = _core.decode_batch(
+        chunks,
+        arrow=arrow,
+        ops=ops,
+        mode=mode,
+        num_threads=num_threads,
+        out=None,
+        skip_errors=on_error == "skip",
+        seed=int(seed),
+        epoch=int(epoch),
+        positions=pos,
+        max_pixels=max_pixels,
+        dct_scaling=True,
+        decode_crop=True,
+        order=gather,
+        truncated=truncated,
+        boxes=box_arg,
+        masks=mask_chunks,
+        mask_fill=int(mask_fill),
+        box_filter=(
+            float(filt_area if min_area is None else min_area),
+            float(filt_size if min_size is None else min_size),
+            float(min_visibility),
+        ),
+        ragged=bool(ragged),
+    )
+    shapes, tboxes, counts, index, mask_values = extra
+    c = 1 if mode == "L" else 3
+    shapes = shapes.reshape(-1, 2)
+    sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    if ragged:
+        out_images: Any = [pixels[s * c : e * c].reshape(int(h), int(w), c) for s, e, (h, w) in zip(starts, ends, shapes)]
+    else:
+        h, w = (int(shapes[0][0]), int(shapes[0][1])) if len(shapes) else (chain.output_size or (0, 0)) if chain else (0, 0)
+        out_images = pixels.reshape(len(kept), h, w, c)
+    box_ends = np.cumsum(counts)
+    targets: list[dict[str, np.ndarray]] = []
+    for k in range(len(kept)):
+        t: dict[str, np.ndarray] = {}
+        if boxes is not None:
+            a, b = int(box_ends[k] - counts[k]), int(box_ends[k])
+            t["boxes"] = tboxes[a:b]
+            t["box_index"] = index[a:b]
+        if mask_values is not None:
+            h, w = int(shapes[k][0]), int(shapes[k][1])
+            t["mask"] = mask_values[starts[k] : ends[k]].reshape(h, w)
+        targets.append(t)
+    if isinstance(chain, Compose) and chain.output:
+        import torch
+
+        if ragged:
+            out_images = [apply_output(torch.from_numpy(x).permute(2, 0, 1)[None], chain.output)[0] for x in out_images]
+        else:
+            out_images = apply_output(torch.from_numpy(out_images).permute(0, 3, 1, 2), chain.output)
+    if return_info:
+        info = BatchInfo(kept=kept, errors=errors, boxes=crop, flipped=flipped, vflipped=vflipped, applied=applied)
+        return out_images, targets, info
+    return out_images, targets
+
+
+def _op_names(ops: Sequence[Any]) -> str:
+    return ", ".join(getattr(o, "__name__", None) or type(o).__name__ for o in ops)

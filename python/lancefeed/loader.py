@@ -51,10 +51,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from lancefeed._core import DecodeError
-from lancefeed.decode import decode_batch
+from lancefeed.decode import decode_batch, decode_targets
 from lancefeed.transforms import Compose
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 from lancefeed.transforms.torchvision import OutputStep
@@ -72,6 +73,7 @@ from lancefeed.permutation import Permutation
 from lancefeed.pipeline import Pipeline
 from lancefeed.sampler import num_batches, plan_epoch, shard_length
 from lancefeed.staging import CpuStage, Normalize, NormalizeArg
+from lancefeed.targets import ClassSelection, TargetSpec, assemble, select_boxes
 
 SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset, Permutation]
 _CHANNELS = {"RGB": 3, "L": 1}
@@ -110,7 +112,9 @@ class _BatchMaker:
         rest: Sequence[Any] = (),
         output: Sequence[OutputStep] = (),
         device: Optional[torch.device] = None,
+        targets: Optional["_TargetConfig"] = None,
     ) -> None:
+        self.targets = targets
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
         self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
@@ -158,6 +162,8 @@ class _BatchMaker:
 
     def build(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int, stage: Any) -> Any:
         """One batch: ``rows.take(order)`` holds the rows of ``positions``, in that order."""
+        if self.targets is not None:
+            return self._build_targets(rows, order, positions, epoch)
         n = len(order)
         fused = getattr(stage, "fused_normalize", None)
         handle = stage.buffer(n, self.shape) if self.shape is not None and fused is None else None
@@ -209,6 +215,54 @@ class _BatchMaker:
         return stage.finish(handle, images, columns)
 
 
+    def _build_targets(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int) -> Any:
+        """A batch with its targets: the class selection, then the images with their boxes
+        and masks through the transform, then each role's values per kept row."""
+        tc = self.targets
+        assert tc is not None
+        spec = tc.spec
+        sel = select_boxes(rows, spec, tc.selection, self.perm.row_ids[positions]) if spec.box_column else None
+        transform = Compose(([self.transform] if self.transform is not None else []) + list(self.output))
+        images, targets, info = decode_targets(
+            rows.column(self.image_column),
+            boxes=None if sel is None else (sel.values, sel.offsets),
+            box_format=spec.box_format,
+            masks=None if spec.mask_column is None else rows.column(spec.mask_column),
+            mask_fill=tc.mask_fill,
+            transform=transform,
+            mode=self.mode,
+            num_threads=self.num_threads,
+            on_error="skip",
+            seed=self.seed,
+            epoch=epoch,
+            positions=positions,
+            order=order,
+            truncated=self.truncated,
+            min_area=tc.min_area,
+            min_visibility=tc.min_visibility,
+            ragged=self.shape is None,
+            return_info=True,
+        )
+        kept = np.asarray(info.kept, dtype=np.int64)
+        if info.errors:
+            row_ids = self.perm.row_ids[positions]
+            if self.on_error == "raise":
+                index, message = info.errors[0]
+                raise DecodeError(
+                    f"row {int(row_ids[index])} (position {int(positions[index])} of the loader's "
+                    f"permutation, epoch {epoch}), column {self.image_column!r}: "
+                    f"{_ROW_PREFIX.sub('', str(message))}"
+                )
+            self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
+        columns: Dict[str, Any] = assemble(rows, spec, sel, order, targets, kept)
+        if self.shape is not None and spec.mask_column is not None and not tc.detection:
+            columns["mask"] = torch.stack(columns["mask"]) if columns["mask"] else torch.zeros((0, *self.shape[:2]), dtype=torch.uint8)
+        images = _detection_images(images) if tc.detection else _as_tensors(images)
+        if self.device is not None and self.device.type != "cpu":
+            images = [x.to(self.device) for x in images] if isinstance(images, list) else images.to(self.device)
+            columns = {k: [v.to(self.device) if isinstance(v, torch.Tensor) else v for v in vs] if isinstance(vs, list) else vs.to(self.device) for k, vs in columns.items()}
+        return images, columns
+
     def _finish_slow(self, images: np.ndarray, positions: np.ndarray, epoch: int) -> torch.Tensor:
         """The chain's per-sample Python part and output steps on the fused batch."""
         if self.rest:
@@ -219,6 +273,37 @@ class _BatchMaker:
             x = torch.from_numpy(images).permute(0, 3, 1, 2)
         x = apply_output(x, self.output)
         return x if self.device is None or self.device.type == "cpu" else x.to(self.device)
+
+
+def _as_tensors(images: Any) -> Any:
+    """decode_targets' images as tensors: one batch tensor, or a list of them."""
+    if isinstance(images, np.ndarray):
+        return torch.from_numpy(images)
+    if isinstance(images, list):
+        return [x if isinstance(x, torch.Tensor) else torch.from_numpy(x) for x in images]
+    return images
+
+
+def _detection_images(images: Any) -> List[torch.Tensor]:
+    """decode_targets' images as torchvision's detection models take them: a list of
+    (C, H, W) tensors (numpy results are HWC; output steps already gave CHW tensors)."""
+    if isinstance(images, np.ndarray):
+        return list(torch.from_numpy(images).permute(0, 3, 1, 2).unbind(0))
+    if isinstance(images, torch.Tensor):
+        return list(images.unbind(0))
+    return [x if isinstance(x, torch.Tensor) else torch.from_numpy(x).permute(2, 0, 1) for x in images]
+
+
+@dataclass
+class _TargetConfig:
+    """What the loader does with targets (see ``DataLoader(targets=)``)."""
+
+    spec: TargetSpec
+    selection: Optional[ClassSelection]
+    detection: bool
+    mask_fill: int = 0
+    min_area: Optional[float] = None
+    min_visibility: float = 0.0
 
 
 class _SamplerShim:
@@ -344,6 +429,11 @@ class DataLoader:
         version: Union[None, int, str] = None,
         storage_options: Optional[Dict[str, str]] = None,
         batch_transform: Optional[Callable[..., Any]] = None,
+        targets: Optional[Dict[str, str]] = None,
+        drop_empty: bool = False,
+        mask_fill: int = 0,
+        min_area: Optional[float] = None,
+        min_visibility: float = 0.0,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -353,8 +443,8 @@ class DataLoader:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if truncated not in ("error", "pad"):
             raise ValueError(f"truncated must be 'error' or 'pad', got {truncated!r}")
-        if output not in ("tuple", "dict"):
-            raise ValueError(f"output must be 'tuple' or 'dict', got {output!r}")
+        if output not in ("tuple", "dict", "detection"):
+            raise ValueError(f"output must be 'tuple', 'dict' or 'detection', got {output!r}")
         if int(prefetch) < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch!r}")
         if int(io_threads) < 1:
@@ -374,6 +464,10 @@ class DataLoader:
         keep_freed_memory_unless_disabled()  # see lancefeed.memory: no page faults per batch
 
         perm = _as_permutation(source, version, storage_options)
+        self.target_spec: Optional[TargetSpec] = None
+        if targets is not None or output == "detection":
+            self.target_spec = TargetSpec.resolve(targets, perm.columns)
+            columns, label_column = self.target_spec.columns, None
         self.columns = _resolve_columns(perm, image_column, label_column, columns, output)
         self.permutation = perm.select_columns(self.columns)
         self.dataset = self.permutation  # what torch and Lightning look for on a loader
@@ -398,6 +492,8 @@ class DataLoader:
                     f"classes= maps string labels to indices, but column {self.label_column!r} is {ltype}; "
                     "numeric labels pass through as they are: leave classes=None"
                 )
+        elif self.target_spec is not None:
+            pass  # classes= selects boxes by their labels: see _target_config
         elif classes is not None:
             raise ValueError(
                 f"classes= was given but there is no label column to map (label_column={label_column!r}, "
@@ -406,6 +502,15 @@ class DataLoader:
         self.class_to_idx: Optional[Dict[str, int]] = (
             None if self.classes is None else {c: i for i, c in enumerate(self.classes)}
         )
+
+        target_config = None
+        if self.target_spec is not None:
+            target_config = self._target_config(classes, output == "detection", mask_fill, min_area, min_visibility)
+            if drop_empty:
+                self.permutation = _drop_empty(self.permutation, self.target_spec, target_config.selection)
+                self.dataset = self.permutation
+        elif drop_empty:
+            raise ValueError("drop_empty=True drops images without boxes: it needs targets (a box column)")
 
         channels = _CHANNELS.get(mode)
         if channels is None:
@@ -424,6 +529,17 @@ class DataLoader:
         self.normalize = Normalize.of(normalize, channels, channels_last)
         if (rest or output) and self.normalize is not None:
             raise ValueError("normalize= with a transform that runs per sample in Python: end the transform with ToTensor and Normalize instead")
+        if target_config is not None:
+            if rest:
+                raise ValueError(
+                    f"boxes and masks follow the ops lancefeed runs; {rest} would run per sample in Python and leave "
+                    "them behind: use lancefeed's (or torchvision's fused) ops for the geometry"
+                )
+            if self.normalize is not None:
+                # Per image (sizes may differ): ToDtype + Normalize as output steps.
+                mean, std = self.normalize.mean, self.normalize.std
+                output = [OutputStep(dtype="float32", scale=True), OutputStep(mean=tuple(mean), std=tuple(std))]
+                self.normalize = None
         self.transform = chain
         if batch_transform is not None and not callable(batch_transform):
             raise TypeError(f"batch_transform must be callable, got {batch_transform!r}")
@@ -448,6 +564,7 @@ class DataLoader:
             rest,
             output,
             self.device,
+            target_config,
         )
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
@@ -541,7 +658,7 @@ class DataLoader:
     # -- iteration ----------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        slow = self._maker.rest or self._maker.output
+        slow = self._maker.rest or self._maker.output or self._maker.targets is not None
         if self.device is not None and self.device.type != "cpu" and not slow:
             if self._prefetcher is None:  # one side stream for the loader's life
                 from lancefeed.cuda import CudaPrefetcher
@@ -605,7 +722,48 @@ class DataLoader:
         )
         return pipeline, progress
 
+    def _target_config(self, classes: Any, detection: bool, mask_fill: int, min_area: Optional[float],
+                       min_visibility: float) -> _TargetConfig:
+        """The class selection on the per-box labels column (``classes``: keep those
+        labels' boxes, as indices in that order; else names map to the sorted distinct
+        labels of the dataset and numbers pass through)."""
+        spec = self.target_spec
+        assert spec is not None
+        selection = None
+        labels = spec.labels_column
+        if labels is not None:
+            ltype = self.permutation.schema.field(labels).type
+            if isinstance(classes, str) and classes != "auto":
+                raise ValueError(f"classes must be a list of labels or 'auto', got {classes!r}")
+            chosen = None if classes is None or isinstance(classes, str) else list(classes)
+            if is_string_list_type(ltype):
+                names = None if chosen is not None else distinct_labels(self.permutation.dataset, labels)
+                selection = ClassSelection(chosen, names)
+                self.classes = selection.classes
+            else:
+                selection = ClassSelection(chosen)
+                self.classes = chosen
+            if self.classes is not None:
+                self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        elif classes is not None:
+            raise ValueError(f"classes= selects boxes by a per-box labels column; targets {spec.per_box} name none as 'labels'")
+        if not 0.0 <= min_visibility <= 1.0:
+            raise ValueError(f"min_visibility must be in [0, 1], got {min_visibility}")
+        if not 0 <= int(mask_fill) <= 255:
+            raise ValueError(f"mask_fill must be in [0, 255], got {mask_fill}")
+        return _TargetConfig(spec, selection, detection, int(mask_fill), min_area, float(min_visibility))
+
     def _shape_output(self, images: Any, columns: Dict[str, Any]) -> Any:
+        spec = self.target_spec
+        if spec is not None:
+            if self.batch_transform is not None:
+                images, columns = self.batch_transform(images, columns)
+            if self.output == "detection":
+                n = len(images)
+                return images, [{role: columns[role][k] for role in spec.roles} for k in range(n)]
+            if self.output == "tuple":
+                return (images, *(columns[role] for role in spec.roles))
+            return {self.image_column: images, **columns}
         if self.batch_transform is not None:
             if self.label_column is not None:
                 images, columns[self.label_column] = self.batch_transform(images, columns[self.label_column])
@@ -620,6 +778,30 @@ class DataLoader:
             f"DataLoader({self.permutation.uri!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
         )
+
+
+def _drop_empty(perm: Permutation, spec: TargetSpec, selection: Optional[ClassSelection]) -> Permutation:
+    """``perm`` without the rows left with no box (after the class selection), read once
+    now so that every epoch, rank and resume counts only the rows it will hand out."""
+    column = spec.labels_column if selection is not None and selection.selects else spec.box_column
+    if column is None:
+        raise ValueError("drop_empty=True needs a box column in targets")
+    values = column_by_position(perm.dataset, perm.row_ids, column)
+    if values is None:
+        values = perm.take_positions(np.arange(len(perm))).column(column) if len(perm) else None
+    if values is None or len(values) == 0:
+        return perm
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False))
+    if column == spec.box_column:
+        keep = lengths > 0
+    else:
+        assert selection is not None
+        flat = selection.indices(values.flatten()) >= 0
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        keep = np.bincount(owner[flat], minlength=len(lengths)) > 0
+    return perm._replace(row_ids=perm.row_ids[keep])
 
 
 def _output_as_normalize(output: Sequence[OutputStep]) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:

@@ -703,6 +703,10 @@ class Permutation:
             new._schema = output_schema(self._ds, new._columns)
         if "batch_size" in changes:
             new._batch_size = changes.pop("batch_size")
+        if "row_ids" in changes:
+            ids = np.ascontiguousarray(changes.pop("row_ids"), dtype=np.uint64)
+            ids.flags.writeable = False
+            new._row_ids = ids
         if "transform_fn" in changes:
             new._transform = changes.pop("transform_fn")
         return new

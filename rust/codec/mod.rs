@@ -253,6 +253,19 @@ pub fn decode_full(data: &[u8], channels: Channels, max_pixels: u64, pad_truncat
     Ok((header, out))
 }
 
+/// A label mask's values, (width, height, one byte a pixel): a PNG's stored samples
+/// (palette indices, gray values; see `png::decode_labels`), any other format decoded
+/// to gray.
+pub fn decode_mask(data: &[u8], max_pixels: u64) -> Result<(u32, u32, Vec<u8>)> {
+    let header = read_header(data)?;
+    check_pixels(&header, max_pixels)?;
+    if header.format == Format::Png {
+        return png::decode_labels(data);
+    }
+    let (h, pixels) = decode_full(data, Channels::Gray, max_pixels, false)?;
+    Ok((h.width, h.height, pixels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

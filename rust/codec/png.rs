@@ -91,3 +91,41 @@ pub fn decode(data: &[u8], channels: Channels, pad_truncated: bool, out: &mut Ve
     }
     Ok(Decoded::unscaled(w, h))
 }
+
+/// The samples of a one-channel PNG as they are stored, for label masks: a palette
+/// image's indices (not its colours), a gray image's values; bit depths under 8
+/// unpacked, 16-bit values kept when they fit in 8 bits. (width, height, labels).
+pub fn decode_labels(data: &[u8]) -> Result<(u32, u32, Vec<u8>)> {
+    let mut decoder = png::Decoder::new(Cursor::new(data));
+    decoder.set_transformations(Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(err)?;
+    let (color_type, depth) = reader.output_color_type();
+    let samples = match color_type {
+        ColorType::Grayscale | ColorType::Indexed => 1,
+        ColorType::GrayscaleAlpha => 2,
+        other => return Err(DecodeError(format!("a mask needs one channel (gray or palette), this PNG is {other:?}"))),
+    };
+    let bits = depth as usize;
+    let size = reader.output_buffer_size().ok_or_else(|| DecodeError("PNG too large".into()))?;
+    let mut raw = vec![0u8; size];
+    let info = reader.next_frame(&mut raw).map_err(err)?;
+    let (w, h, line) = (info.width as usize, info.height as usize, info.line_size);
+    let mut out = vec![0u8; w * h];
+    for (y, row) in out.chunks_exact_mut(w.max(1)).enumerate().take(h) {
+        let src = &raw[y * line..(y + 1) * line];
+        for (x, px) in row.iter_mut().enumerate() {
+            *px = match bits {
+                8 => src[x * samples],
+                16 => {
+                    let v = u16::from_be_bytes([src[x * samples * 2], src[x * samples * 2 + 1]]);
+                    u8::try_from(v).map_err(|_| DecodeError(format!("mask label {v} does not fit in 8 bits")))?
+                }
+                _ => {
+                    let bit = x * bits;
+                    (src[bit / 8] >> (8 - bits - bit % 8)) & ((1u8 << bits) - 1)
+                }
+            };
+        }
+    }
+    Ok((w as u32, h as u32, out))
+}

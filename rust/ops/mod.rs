@@ -5,6 +5,7 @@
 
 pub mod output;
 pub mod photometric;
+pub mod targets;
 pub mod warp;
 
 /// An 8-bit image, rows of `width` pixels of `channels` (1 or 3) interleaved samples.

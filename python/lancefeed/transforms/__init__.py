@@ -24,6 +24,14 @@ from __future__ import annotations
 
 from lancefeed.transforms.base import Op, Size, Transform, _pair
 from lancefeed.transforms.compose import Compose, SlowPathWarning, TransformError, as_ops, split
+from lancefeed.transforms.detection import (
+    ClampBoundingBoxes,
+    RandomApply,
+    RandomIoUCrop,
+    RandomSizedBBoxSafeCrop,
+    ResizeWithPad,
+    SanitizeBoundingBoxes,
+)
 from lancefeed.transforms.geometric import (
     CenterCrop,
     Pad,
@@ -53,6 +61,7 @@ from lancefeed.transforms.torchvision import OutputStep, from_torchvision
 __all__ = [
     "AutoAugment",
     "CenterCrop",
+    "ClampBoundingBoxes",
     "ColorJitter",
     "Compose",
     "GaussianBlur",
@@ -61,6 +70,11 @@ __all__ = [
     "OutputStep",
     "Pad",
     "RandAugment",
+    "RandomApply",
+    "RandomIoUCrop",
+    "RandomSizedBBoxSafeCrop",
+    "ResizeWithPad",
+    "SanitizeBoundingBoxes",
     "RandomAdjustSharpness",
     "RandomAffine",
     "RandomAutocontrast",

@@ -130,6 +130,14 @@ class Compose(Transform):
         return None if self.rest else size
 
     @property
+    def box_filter(self) -> tuple[float, float]:
+        """(min_size, min_area) of the chain's last ``SanitizeBoundingBoxes``, else (1, 1)."""
+        from lancefeed.transforms.detection import SanitizeBoundingBoxes
+
+        found = [t for t in self.fused if isinstance(t, SanitizeBoundingBoxes)]
+        return (found[-1].min_size, found[-1].min_area) if found else (1.0, 1.0)
+
+    @property
     def fused_only(self) -> bool:
         """True when the core runs the whole chain (no per-sample Python)."""
         return not self.rest and not self.output

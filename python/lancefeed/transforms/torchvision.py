@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from lancefeed.transforms import detection as d
 from lancefeed.transforms import geometric as g
 from lancefeed.transforms import photometric as ph
 from lancefeed.transforms import policies as po
@@ -138,6 +139,14 @@ def _convert(name: str, t: Any) -> Transform | OutputStep | list[Any] | None:
         return po.RandAugment(t.num_ops, t.magnitude, t.num_magnitude_bins, t.interpolation, _plain_fill(t.fill))
     if name == "AutoAugment":
         return po.AutoAugment(t.policy, t.interpolation, _plain_fill(t.fill))
+    if name == "RandomIoUCrop":
+        return d.RandomIoUCrop(t.min_scale, t.max_scale, t.min_aspect_ratio, t.max_aspect_ratio, list(t.options), t.trials)
+    if name == "SanitizeBoundingBoxes":
+        return d.SanitizeBoundingBoxes(t.min_size, getattr(t, "min_area", 1.0))
+    if name == "ClampBoundingBoxes":
+        return d.ClampBoundingBoxes()
+    if name == "RandomApply":
+        return d.RandomApply(list(t.transforms), p=t.p)
     if name in ("PILToTensor", "ToImage", "ToPureTensor"):
         return OutputStep()
     if name == "ToTensor":

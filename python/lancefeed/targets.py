@@ -1,0 +1,230 @@
+"""Detection and segmentation targets for the loader: which column is which, the class
+selection, and each batch's boxes, per-box values and masks after the transforms.
+
+A dataset written by ``lancefeed ingest coco`` has ``boxes`` (COCO ``[x, y, w, h]``),
+``categories`` (names), ``category_ids``, ``iscrowd``, ``area`` and ``annotation_ids``
+per box, and ``mask`` when ingested with masks. ``targets={"boxes": "xywh",
+"categories": "labels"}`` says: the ``boxes`` column holds xywh boxes, the
+``categories`` column is a per-box column handed out as ``labels``. A mask column gets
+the role ``"mask"``.
+
+Example:
+    >>> spec = TargetSpec.resolve({"boxes": "xywh", "categories": "labels"}, ["image", "boxes", "categories"])
+    >>> spec.box_column, spec.box_format, spec.per_box
+    ('boxes', 'xywh', {'categories': 'labels'})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from lancefeed.decode import _BOX_FORMATS
+
+__all__ = ["ClassSelection", "TargetSpec", "assemble", "select_boxes"]
+
+_DEFAULT_ROLES = (("categories", "labels"), ("category_ids", "labels"))
+
+
+@dataclass
+class TargetSpec:
+    """Which column holds what: the box column and its format, the per-box columns and
+    the names they are handed out under, the mask column."""
+
+    box_column: Optional[str] = None
+    box_format: str = "xywh"
+    per_box: Dict[str, str] = field(default_factory=dict)
+    mask_column: Optional[str] = None
+
+    @property
+    def columns(self) -> List[str]:
+        """The columns a batch reads besides the image, in order."""
+        out = [self.box_column] if self.box_column else []
+        return out + list(self.per_box) + ([self.mask_column] if self.mask_column else [])
+
+    @property
+    def roles(self) -> List[str]:
+        """What a batch hands out, in order: ``boxes``, the per-box names, ``mask``."""
+        out = ["boxes"] if self.box_column else []
+        return out + list(self.per_box.values()) + (["mask"] if self.mask_column else [])
+
+    @property
+    def labels_column(self) -> Optional[str]:
+        return next((c for c, role in self.per_box.items() if role == "labels"), None)
+
+    @classmethod
+    def resolve(cls, targets: Optional[Mapping[str, str]], available: Sequence[str]) -> "TargetSpec":
+        """``targets`` checked against the dataset's columns, or (None) the defaults of a
+        ``lancefeed ingest coco`` dataset: ``boxes`` (xywh), ``categories`` (or else
+        ``category_ids``) as ``labels``, and ``mask`` when there is one.
+
+        Example:
+            >>> TargetSpec.resolve(None, ["image", "boxes", "categories", "mask"]).roles
+            ['boxes', 'labels', 'mask']
+        """
+        if targets is None:
+            spec = cls(box_column="boxes" if "boxes" in available else None)
+            for column, role in _DEFAULT_ROLES:
+                if column in available and spec.box_column and "labels" not in spec.per_box.values():
+                    spec.per_box[column] = role
+            spec.mask_column = "mask" if "mask" in available else None
+            if spec.box_column is None and spec.mask_column is None:
+                raise ValueError(
+                    f"no box or mask column to hand out as targets (columns {list(available)}): "
+                    "say which with targets={'<box column>': 'xywh' or 'xyxy', '<label column>': 'labels'}"
+                )
+            return spec
+        if not isinstance(targets, Mapping):
+            raise TypeError(f"targets must be a dict of column -> role, got {targets!r}")
+        spec = cls()
+        for column, role in targets.items():
+            if column not in available:
+                raise ValueError(f"targets names column {column!r}, which is not in the dataset; available: {list(available)}")
+            if role in _BOX_FORMATS:
+                if spec.box_column is not None:
+                    raise ValueError(f"targets has two box columns, {spec.box_column!r} and {column!r}")
+                spec.box_column, spec.box_format = column, role
+            elif role == "mask":
+                if spec.mask_column is not None:
+                    raise ValueError(f"targets has two mask columns, {spec.mask_column!r} and {column!r}")
+                spec.mask_column = column
+            elif isinstance(role, str) and role and role not in ("boxes",):
+                spec.per_box[column] = role
+            else:
+                raise ValueError(
+                    f"targets[{column!r}] is {role!r}: a box format ({', '.join(_BOX_FORMATS)}), 'mask', "
+                    "or the name a per-box column is handed out under (such as 'labels')"
+                )
+        if spec.per_box and spec.box_column is None:
+            raise ValueError(f"per-box columns {list(spec.per_box)} need a box column in targets (e.g. 'boxes': 'xywh')")
+        return spec
+
+
+class ClassSelection:
+    """``classes`` on a per-box label column: labels (names or ids) in ``classes`` map to
+    their index there, the others' boxes are dropped; without ``classes`` string labels
+    map to the sorted distinct labels (``auto``) and numbers pass through.
+
+    Example:
+        >>> sel = ClassSelection(["car", "bus"])
+        >>> sel.indices(pa.array(["bus", "dog", "car"])).tolist()
+        [1, -1, 0]
+    """
+
+    def __init__(self, classes: Optional[Sequence[Any]], names: Optional[Sequence[str]] = None) -> None:
+        self.classes: Optional[List[Any]] = list(classes) if classes is not None else (list(names) if names is not None else None)
+        self.selects = classes is not None
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes has repeated entries: {self.classes}")
+
+    def indices(self, values: pa.Array) -> np.ndarray:
+        """Each label's class index, -1 for labels outside the classes (dropped)."""
+        if self.classes is None:
+            return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
+        idx = pc.index_in(values, value_set=pa.array(self.classes, type=values.type))
+        return np.asarray(pc.fill_null(idx, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _flat(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A list column's values and its offsets from 0 (a null list is empty)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return column.flatten(), offsets
+
+
+@dataclass
+class Selected:
+    """A take's boxes after the class selection: values (n, 4) and offsets per row,
+    where each box came from (its flat index in the take), its class index."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+    source: np.ndarray
+    labels: Optional[np.ndarray]
+
+
+def select_boxes(rows: pa.RecordBatch, spec: TargetSpec, selection: Optional[ClassSelection], row_ids: np.ndarray) -> Selected:
+    """The boxes of each row of ``rows`` whose label is selected (all without a label
+    column), checking that every per-box column has one value per box.
+
+    Example:
+        >>> rb = pa.record_batch({"b": [[[0.0, 0, 1, 1], [1.0, 1, 2, 2]]], "c": [["car", "dog"]]})
+        >>> s = select_boxes(rb, TargetSpec("b", "xyxy", {"c": "labels"}), ClassSelection(["car"]), np.array([7]))
+        >>> s.offsets.tolist(), s.source.tolist(), s.labels.tolist()
+        ([0, 1], [0], [0])
+    """
+    boxes, offsets = _flat(rows.column(spec.box_column))
+    values = np.asarray(boxes.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4))
+    for column in spec.per_box:
+        _, other = _flat(rows.column(column))
+        bad = np.flatnonzero(np.diff(other) != np.diff(offsets))
+        if bad.size:
+            r = int(bad[0])
+            raise ValueError(
+                f"row {int(row_ids[r])}: column {column!r} has {int(other[r + 1] - other[r])} values for "
+                f"{int(offsets[r + 1] - offsets[r])} boxes in {spec.box_column!r}; per-box columns need one value per box"
+            )
+    labels = None
+    keep = np.ones(len(values), dtype=bool)
+    label_column = spec.labels_column
+    if label_column is not None and selection is not None:
+        labels = selection.indices(_flat(rows.column(label_column))[0])
+        keep = labels >= 0
+    source = np.flatnonzero(keep)
+    counts = np.add.reduceat(keep.astype(np.int64), offsets[:-1]) if len(keep) else np.zeros(len(offsets) - 1, np.int64)
+    counts[np.diff(offsets) == 0] = 0  # reduceat repeats the next value for an empty row
+    new_offsets = np.zeros_like(offsets)
+    np.cumsum(counts, out=new_offsets[1:])
+    return Selected(values[source], new_offsets, source, None if labels is None else labels[source])
+
+
+def assemble(rows: pa.RecordBatch, spec: TargetSpec, sel: Optional[Selected], order: np.ndarray,
+             targets: List[Dict[str, np.ndarray]], kept: np.ndarray) -> Dict[str, List[Any]]:
+    """Per kept row, each role's value: ``boxes`` float32 (n, 4) xyxy, per-box values
+    (labels as int64 class indices; numbers as tensors; strings as lists), ``mask``.
+
+    Example:
+        >>> rb = pa.record_batch({"b": [[[0.0, 0, 1, 1]]], "c": [["car"]]})
+        >>> spec = TargetSpec("b", "xyxy", {"c": "labels"})
+        >>> sel = select_boxes(rb, spec, ClassSelection(["car"]), np.array([0]))
+        >>> t = [{"boxes": np.array([[0, 0, 2, 2]], np.float32), "box_index": np.array([0])}]
+        >>> out = assemble(rb, spec, sel, np.array([0]), t, np.array([0]))
+        >>> out["labels"][0].tolist(), out["boxes"][0].shape
+        ([0], torch.Size([1, 4]))
+    """
+    out: Dict[str, List[Any]] = {role: [] for role in spec.roles}
+    flat: Dict[str, Union[np.ndarray, List[Any]]] = {}
+    for column, role in spec.per_box.items():
+        if role == "labels" and sel is not None and sel.labels is not None:
+            flat[column] = sel.labels
+            continue
+        values, _ = _flat(rows.column(column))
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            flat[column] = values.to_pylist()
+        else:
+            flat[column] = np.asarray(values.to_numpy(zero_copy_only=False))
+    for k, t in enumerate(targets):
+        if spec.box_column is not None and sel is not None:
+            r = int(order[int(kept[k])])
+            where = sel.source[sel.offsets[r] + t["box_index"]] if len(t["box_index"]) else np.zeros(0, np.int64)
+            out["boxes"].append(torch.from_numpy(np.ascontiguousarray(t["boxes"])))
+            for column, role in spec.per_box.items():
+                values = flat[column]
+                if role == "labels" and sel.labels is not None:
+                    picked = sel.labels[sel.offsets[r] + t["box_index"]] if len(t["box_index"]) else np.zeros(0, np.int64)
+                    out[role].append(torch.from_numpy(np.ascontiguousarray(picked, dtype=np.int64)))
+                elif isinstance(values, list):
+                    out[role].append([values[int(i)] for i in where])
+                else:
+                    out[role].append(torch.from_numpy(np.ascontiguousarray(values[where])))
+        if spec.mask_column is not None:
+            out["mask"].append(torch.from_numpy(t["mask"]))
+    return out
