@@ -277,7 +277,14 @@ fn apply_step(step: &Step, img: &mut Image, rng: &mut Stream, applied: &mut Vec<
         }
         "auto_augment" => {
             let interp = get(1)?;
-            let policy = IMAGENET_POLICY[rng.randint(0, IMAGENET_POLICY.len() as i64) as usize];
+            // args[0]: the policy, 0 ImageNet, 1 CIFAR-10, 2 SVHN.
+            let policies: &[SubPolicy] = match get(0)? as i64 {
+                0 => &IMAGENET_POLICY,
+                1 => &CIFAR10_POLICY,
+                2 => &SVHN_POLICY,
+                other => return Err(format!("AutoAugment policy {other} is not 0 (ImageNet), 1 (CIFAR-10) or 2 (SVHN)")),
+            };
+            let policy = policies[rng.randint(0, policies.len() as i64) as usize];
             let space = auto_space();
             for (id, p, level) in policy {
                 if !(rng.uniform() <= p) {
@@ -506,6 +513,64 @@ const IMAGENET_POLICY: [SubPolicy; 25] = [
     [("Equalize", 0.8, None), ("Equalize", 0.6, None)],
 ];
 
+/// AutoAugmentPolicy.CIFAR10, as torchvision lists it.
+const CIFAR10_POLICY: [SubPolicy; 25] = [
+    [("Invert", 0.1, None), ("Contrast", 0.2, Some(6))],
+    [("Rotate", 0.7, Some(2)), ("TranslateX", 0.3, Some(9))],
+    [("Sharpness", 0.8, Some(1)), ("Sharpness", 0.9, Some(3))],
+    [("ShearY", 0.5, Some(8)), ("TranslateY", 0.7, Some(9))],
+    [("AutoContrast", 0.5, None), ("Equalize", 0.9, None)],
+    [("ShearY", 0.2, Some(7)), ("Posterize", 0.3, Some(7))],
+    [("Color", 0.4, Some(3)), ("Brightness", 0.6, Some(7))],
+    [("Sharpness", 0.3, Some(9)), ("Brightness", 0.7, Some(9))],
+    [("Equalize", 0.6, None), ("Equalize", 0.5, None)],
+    [("Contrast", 0.6, Some(7)), ("Sharpness", 0.6, Some(5))],
+    [("Color", 0.7, Some(7)), ("TranslateX", 0.5, Some(8))],
+    [("Equalize", 0.3, None), ("AutoContrast", 0.4, None)],
+    [("TranslateY", 0.4, Some(3)), ("Sharpness", 0.2, Some(6))],
+    [("Brightness", 0.9, Some(6)), ("Color", 0.2, Some(8))],
+    [("Solarize", 0.5, Some(2)), ("Invert", 0.0, None)],
+    [("Equalize", 0.2, None), ("AutoContrast", 0.6, None)],
+    [("Equalize", 0.2, None), ("Equalize", 0.6, None)],
+    [("Color", 0.9, Some(9)), ("Equalize", 0.6, None)],
+    [("AutoContrast", 0.8, None), ("Solarize", 0.2, Some(8))],
+    [("Brightness", 0.1, Some(3)), ("Color", 0.7, Some(0))],
+    [("Solarize", 0.4, Some(5)), ("AutoContrast", 0.9, None)],
+    [("TranslateY", 0.9, Some(9)), ("TranslateY", 0.7, Some(9))],
+    [("AutoContrast", 0.9, None), ("Solarize", 0.8, Some(3))],
+    [("Equalize", 0.8, None), ("Invert", 0.1, None)],
+    [("TranslateY", 0.7, Some(9)), ("AutoContrast", 0.9, None)],
+];
+
+/// AutoAugmentPolicy.SVHN, as torchvision lists it.
+const SVHN_POLICY: [SubPolicy; 25] = [
+    [("ShearX", 0.9, Some(4)), ("Invert", 0.2, None)],
+    [("ShearY", 0.9, Some(8)), ("Invert", 0.7, None)],
+    [("Equalize", 0.6, None), ("Solarize", 0.6, Some(6))],
+    [("Invert", 0.9, None), ("Equalize", 0.6, None)],
+    [("Equalize", 0.6, None), ("Rotate", 0.9, Some(3))],
+    [("ShearX", 0.9, Some(4)), ("AutoContrast", 0.8, None)],
+    [("ShearY", 0.9, Some(8)), ("Invert", 0.4, None)],
+    [("ShearY", 0.9, Some(5)), ("Solarize", 0.2, Some(6))],
+    [("Invert", 0.9, None), ("AutoContrast", 0.8, None)],
+    [("Equalize", 0.6, None), ("Rotate", 0.9, Some(3))],
+    [("ShearX", 0.9, Some(4)), ("Solarize", 0.3, Some(3))],
+    [("ShearY", 0.8, Some(8)), ("Invert", 0.7, None)],
+    [("Equalize", 0.9, None), ("TranslateY", 0.6, Some(6))],
+    [("Invert", 0.9, None), ("Equalize", 0.6, None)],
+    [("Contrast", 0.3, Some(3)), ("Rotate", 0.8, Some(4))],
+    [("Invert", 0.8, None), ("TranslateY", 0.0, Some(2))],
+    [("ShearY", 0.7, Some(6)), ("Solarize", 0.4, Some(8))],
+    [("Invert", 0.6, None), ("Rotate", 0.8, Some(4))],
+    [("ShearY", 0.3, Some(7)), ("TranslateX", 0.9, Some(3))],
+    [("ShearX", 0.1, Some(6)), ("Invert", 0.6, None)],
+    [("Solarize", 0.7, Some(2)), ("TranslateY", 0.6, Some(7))],
+    [("ShearY", 0.8, Some(4)), ("Invert", 0.8, None)],
+    [("ShearX", 0.7, Some(9)), ("TranslateY", 0.8, Some(3))],
+    [("ShearY", 0.8, Some(5)), ("AutoContrast", 0.7, None)],
+    [("ShearX", 0.7, Some(2)), ("Invert", 0.1, None)],
+];
+
 /// Antialiased bilinear resize of the whole image (Pillow's, as the fused resize).
 fn resize_to(img: &mut Image, h: u32, w: u32, applied: &mut Vec<Applied>) -> Result<(), String> {
     if (img.height, img.width) != (h as usize, w as usize) {
@@ -580,5 +645,18 @@ mod tests {
         assert_eq!(output_size(&s("random_rotation", vec![-10.0, 10.0, 0.0, 1.0]), Some((10, 20))), None);
         assert_eq!(output_size(&s("random_rotation", vec![-10.0, 10.0, 0.0, 0.0]), Some((10, 20))), Some((10, 20)));
         assert_eq!(output_size(&s("color_jitter", vec![]), Some((3, 4))), Some((3, 4)));
+    }
+
+    #[test]
+    fn random_apply_keeps_a_size_only_when_its_ops_do() {
+        let s = |name: &str, args: Vec<f64>| (0, Step { name: name.into(), args });
+        let rotate = s("random_rotation", vec![-10.0, 10.0, 0.0, 0.0]);
+        let pad = s("pad", vec![1.0, 1.0, 1.0, 1.0, 0.0]);
+        let apply = |n: f64| s("random_apply", vec![0.5, n]);
+        assert_eq!(steps_output_size(&[apply(1.0), rotate.clone()], Some((8, 8))), Some((8, 8)));
+        assert_eq!(steps_output_size(&[apply(1.0), pad.clone()], Some((8, 8))), None);
+        // The pad after the applied op always runs: its size is known.
+        assert_eq!(steps_output_size(&[apply(1.0), rotate, pad], Some((8, 8))), Some((10, 10)));
+        assert_eq!(steps_output_size(&[apply(1.0), s("resize", vec![4.0, 4.0])], Some((4, 4))), Some((4, 4)));
     }
 }

@@ -478,4 +478,49 @@ mod tests {
         assert_eq!((h, w), (10, 13));
         assert_eq!((t, l), (0, (1000 - 13) / 2));
     }
+
+    #[test]
+    fn bbox_safe_crop_holds_every_box_without_erosion() {
+        let boxes = [[10.0, 20.0, 30.0, 40.0], [50.0, 5.0, 70.0, 25.0]];
+        for k in 0..200 {
+            let mut s = Stream::new(1, 0, k, 0);
+            let (top, left, h, w) = bbox_safe_crop(100, 120, &boxes, 0.0, &mut s);
+            assert!(left <= 10 && top <= 5 && left + w >= 70 && top + h >= 40, "{k}: {top} {left} {h} {w}");
+            assert!(left >= 0 && top >= 0 && left + w <= 120 && top + h <= 100);
+        }
+    }
+
+    #[test]
+    fn iou_crop_keeps_a_centre_or_leaves_the_image() {
+        let boxes = [[10.0, 10.0, 40.0, 40.0], [60.0, 60.0, 90.0, 90.0]];
+        let mut s = Stream::new(0, 0, 0, 0);
+        assert!(iou_crop(100, 100, &boxes, (0.3, 1.0), (0.5, 2.0), &[1.0], 40, &mut s).is_none());
+        let mut cropped = 0;
+        for k in 0..100 {
+            let mut s = Stream::new(0, 0, k, 0);
+            if let Some((top, left, h, w, within)) = iou_crop(100, 100, &boxes, (0.3, 1.0), (0.5, 2.0), &[0.0, 0.5, 1.0], 40, &mut s) {
+                cropped += 1;
+                assert!(within.iter().any(|&x| x));
+                for (b, inside) in boxes.iter().zip(within) {
+                    let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+                    let is_in = (left as f64) < cx && cx < (left + w) as f64 && (top as f64) < cy && cy < (top + h) as f64;
+                    assert_eq!(inside, is_in);
+                }
+            }
+        }
+        assert!(cropped > 20, "{cropped}");
+        // No box: no crop can hold a centre, so the image stays as it is.
+        let mut s = Stream::new(0, 0, 0, 0);
+        assert!(iou_crop(100, 100, &[], (0.3, 1.0), (0.5, 2.0), &[0.0], 5, &mut s).is_none());
+    }
+
+    #[test]
+    fn letterbox_fits_then_pads_centred() {
+        let p = fixed(&[Op::Letterbox { height: 64, width: 64 }], 200, 100);
+        assert_eq!((p.out_height, p.out_width), (64, 64));
+        // 200x100 -> 64x32, padded by 16 rows above and below: the box reaches 50 source
+        // rows (16 * 100/32) outside the image on each side.
+        assert_eq!((p.left, p.width), (0.0, 200.0));
+        assert!((p.top + 50.0).abs() < 1e-9 && (p.height - 200.0).abs() < 1e-9, "{p:?}");
+    }
 }

@@ -223,6 +223,30 @@ def test_trivial_augment_draws_from_torchvisions_space():
     assert len(seen) >= 8
 
 
+_AA_OPS = {
+    "ShearX": "affine", "ShearY": "affine", "TranslateX": "affine", "TranslateY": "affine", "Rotate": "rotate",
+    "Brightness": "brightness", "Color": "saturation", "Contrast": "contrast", "Sharpness": "sharpness",
+    "Posterize": "posterize", "Solarize": "solarize", "AutoContrast": "autocontrast", "Equalize": "equalize",
+    "Invert": "invert",
+}
+
+
+@pytest.mark.parametrize("policy", ["imagenet", "cifar10", "svhn"])
+def test_auto_augment_runs_the_drawn_sub_policy_of_torchvisions_table(policy):
+    table = tv.AutoAugment(tv.AutoAugmentPolicy(policy))._policies
+    t = lancefeed.Compose([lancefeed.CenterCrop(40), lancefeed.AutoAugment(policy)])
+    chosen = set()
+    for pos, applied in enumerate(applied_params(t, blobs=BLOBS * 8)):
+        k = math.floor(draws(pos, 1, 1)[0] * len(table))
+        chosen.add(k)
+        names = [_AA_OPS[op] for op, _, _ in table[k]]
+        # Each sub-op runs with its own probability: what ran is the table's ops in order,
+        # less some (a Rotate by 0 or an Invert at p=0 may leave no trace).
+        it = iter(names)
+        assert all(name in it for name, _ in applied), (policy, k, applied, names)
+    assert len(chosen) >= 15
+
+
 # --- pixels: the core's op against torchvision's functional, on the same parameters ---------
 
 
@@ -280,6 +304,8 @@ CLOSE = {
     "trivial-augment": lancefeed.TrivialAugmentWide(),
     "rand-augment": lancefeed.RandAugment(),
     "auto-augment": lancefeed.AutoAugment(),
+    "auto-augment-cifar10": lancefeed.AutoAugment("cifar10"),
+    "auto-augment-svhn": lancefeed.AutoAugment(tv.AutoAugmentPolicy.SVHN),
 }
 
 

@@ -18,7 +18,7 @@ def example(monkeypatch, tmp_path):
     # No reference data: the examples generate theirs, so this runs anywhere.
     monkeypatch.setenv("LANCEFEED_DATA", str(tmp_path / "no-data"))
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    for name in ("common", "cifar_classifier", "vae", "lightning_gray"):
+    for name in ("common", "cifar_classifier", "vae", "lightning_gray", "detection"):
         sys.modules.pop(name, None)
 
     def load(name):
@@ -46,3 +46,10 @@ def test_lightning_flow_fits_with_val(example, tmp_path):
         warnings.simplefilter("ignore")
         metrics = example("lightning_gray").main(["--train", "512", "--val", "128", "--epochs", "1", "--out", str(tmp_path)])
     assert "val_accuracy" in metrics and "train_loss" in metrics
+
+
+def test_detection_trains_faster_rcnn(example, tmp_path):
+    import math
+
+    loss = example("detection").main(["--images", "24", "--steps", "2", "--batch-size", "2", "--out", str(tmp_path)])
+    assert math.isfinite(loss) and loss > 0

@@ -39,6 +39,11 @@ def decode_batch(
     order: Optional[npt.NDArray[np.uint64]] = None,
     truncated: str = "error",
     normalize: Optional[tuple[Sequence[float], Sequence[float], bool]] = None,
+    boxes: Optional[tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]] = None,
+    masks: Optional[Sequence[Any]] = None,
+    mask_fill: int = 0,
+    box_filter: tuple[float, float, float] = (1.0, 1.0, 0.0),
+    ragged: bool = False,
 ) -> tuple[
     Optional[npt.NDArray[Any]],
     npt.NDArray[np.int64],
@@ -47,4 +52,15 @@ def decode_batch(
     npt.NDArray[np.bool_],
     npt.NDArray[np.bool_],
     list[list[tuple[str, list[float]]]],
+    # With boxes, masks or ragged: row shapes (h, w pairs), boxes (k, 4) xyxy, boxes per
+    # row, their input indices, masks (flat).
+    Optional[
+        tuple[
+            npt.NDArray[np.uint32],
+            npt.NDArray[np.float32],
+            npt.NDArray[np.int64],
+            npt.NDArray[np.int64],
+            Optional[npt.NDArray[np.uint8]],
+        ]
+    ],
 ]: ...

@@ -56,8 +56,12 @@ class RandAugment(_Policy):
         return [("rand_augment", (*args, *_fill(self.fill, "RandAugment")))]
 
 
+_POLICIES = {"imagenet": 0, "cifar10": 1, "svhn": 2}
+
+
 class AutoAugment(_Policy):
-    """One of the 25 sub-policies learned on ImageNet, drawn per sample.
+    """One of the 25 sub-policies learned on ``policy``'s dataset (torchvision's
+    ``AutoAugmentPolicy``: ``"imagenet"``, ``"cifar10"`` or ``"svhn"``), drawn per sample.
 
     Example:
         >>> AutoAugment().ops()[0][0]
@@ -66,11 +70,11 @@ class AutoAugment(_Policy):
 
     def __init__(self, policy: object = "imagenet", interpolation: object = "nearest", fill: object = None) -> None:
         name = str(getattr(policy, "value", policy)).lower()
-        if name != "imagenet":
-            raise ValueError(f"AutoAugment policy {policy!r} is not fused, only the ImageNet one; use torchvision's AutoAugment (slow path)")
+        if name not in _POLICIES:
+            raise ValueError(f"AutoAugment policy must be one of {sorted(_POLICIES)}, got {policy!r}")
         self.policy = name
         self.interpolation = _interpolation(interpolation, "AutoAugment")
         self.fill = fill
 
     def ops(self) -> list[Op]:
-        return [("auto_augment", (0.0, float(self.interpolation), *_fill(self.fill, "AutoAugment")))]
+        return [("auto_augment", (float(_POLICIES[self.policy]), float(self.interpolation), *_fill(self.fill, "AutoAugment")))]
