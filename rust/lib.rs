@@ -218,7 +218,7 @@ type TargetResult<'py> = (
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None, boxes = None, masks = None, mask_fill = 0, box_filter = (1.0, 1.0, 0.0), ragged = false))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None, boxes = None, masks = None, mask_fill = 0, box_filter = (1.0, 1.0, 0.0), ragged = false, normalize_dtype = 0, normalize_out = None))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -243,7 +243,10 @@ fn decode_batch<'py>(
     mask_fill: u8,
     box_filter: (f64, f64, f64),
     ragged: bool,
+    normalize_dtype: u8,
+    normalize_out: Option<Bound<'py, PyAny>>,
 ) -> PyResult<BatchResult<'py>> {
+    let float = ops::output::Float::from_code(normalize_dtype).map_err(PyValueError::new_err)?;
     let ch = channels(mode)?;
     let pad = pad_truncated(truncated)?;
     if let Some((scale, shift, _)) = &normalize {
@@ -378,13 +381,8 @@ fn decode_batch<'py>(
     }
     let pixels = match (outcome.pixels, normalize) {
         (Some(v), Some((scale, shift, channels_last))) => {
-            let threads = cfg.threads;
-            let floats = py.detach(|| {
-                pool::get(threads).map(|p| p.install(|| ops::output::normalize(&v, n, h * w, &scale, &shift, !channels_last)))
-            });
-            let floats = floats.map_err(PyValueError::new_err)?;
             let shape = if channels_last { [n, h, w, c] } else { [n, c, h, w] };
-            Some(PyArray1::from_vec(py, floats).reshape(shape)?.to_dyn().clone().into_any())
+            Some(normalized(py, &v, h * w, (&scale, &shift), channels_last, float, normalize_out, shape, cfg.threads)?)
         }
         (Some(v), None) => Some(PyArray1::from_vec(py, v).reshape([n, h, w, c])?.to_dyn().clone().into_any()),
         (None, _) => None,
@@ -394,6 +392,66 @@ fn decode_batch<'py>(
     let flips = PyArray1::from_vec(py, outcome.flips);
     let vflips = PyArray1::from_vec(py, outcome.vflips);
     Ok((pixels, kept, outcome.errors, boxes, flips, vflips, outcome.applied, None))
+}
+
+/// The normalised batch: float32, or float16/bfloat16 bits as uint16, in `out` (its
+/// first rows; a C-contiguous array of that type holding at least `shape`) or new.
+#[allow(clippy::too_many_arguments)]
+fn normalized<'py>(
+    py: Python<'py>,
+    v: &[u8],
+    hw: usize,
+    (scale, shift): (&[f32], &[f32]),
+    channels_last: bool,
+    float: ops::output::Float,
+    out: Option<Bound<'py, PyAny>>,
+    shape: [usize; 4],
+    threads: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    use ops::output::{bf16_bits, f16_bits, normalize_into, Float};
+    let len = shape.iter().product::<usize>();
+    let planar = !channels_last;
+    let run = |f: &mut (dyn FnMut() + Send)| -> PyResult<()> {
+        let pool = pool::get(threads).map_err(PyValueError::new_err)?;
+        pool.install(f);
+        Ok(())
+    };
+    let wrong = |what: &str| PyValueError::new_err(format!("normalize out= must be a C-contiguous {what} array of at least {len} values"));
+    match (float, out) {
+        (Float::F32, Some(o)) => {
+            let arr = o.cast::<PyArrayDyn<f32>>().map_err(|_| wrong("float32"))?;
+            let mut rw = arr.try_readwrite().map_err(|e| PyValueError::new_err(format!("normalize out= is not writable: {e}")))?;
+            let buf = rw.as_slice_mut().map_err(|_| wrong("float32"))?;
+            let buf = buf.get_mut(..len).ok_or_else(|| wrong("float32"))?;
+            py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, buf, |x| x)))?;
+            drop(rw);
+            Ok(arr.call_method1("reshape", (-1,))?.get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?.call_method1("reshape", (shape.to_vec(),))?)
+        }
+        (Float::F32, None) => {
+            let mut out = vec![0f32; len];
+            py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, &mut out, |x| x)))?;
+            Ok(PyArray1::from_vec(py, out).reshape(shape)?.to_dyn().clone().into_any())
+        }
+        (half, o) => {
+            let store: fn(f32) -> u16 = if half == Float::F16 { f16_bits } else { bf16_bits };
+            match o {
+                Some(o) => {
+                    let arr = o.cast::<PyArrayDyn<u16>>().map_err(|_| wrong("uint16"))?;
+                    let mut rw = arr.try_readwrite().map_err(|e| PyValueError::new_err(format!("normalize out= is not writable: {e}")))?;
+                    let buf = rw.as_slice_mut().map_err(|_| wrong("uint16"))?;
+                    let buf = buf.get_mut(..len).ok_or_else(|| wrong("uint16"))?;
+                    py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, buf, store)))?;
+                    drop(rw);
+                    Ok(arr.call_method1("reshape", (-1,))?.get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?.call_method1("reshape", (shape.to_vec(),))?)
+                }
+                None => {
+                    let mut out = vec![0u16; len];
+                    py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, &mut out, store)))?;
+                    Ok(PyArray1::from_vec(py, out).reshape(shape)?.to_dyn().clone().into_any())
+                }
+            }
+        }
+    }
 }
 
 /// The C Data Interface capsules of each Arrow array in `items` (none for bytes).

@@ -226,6 +226,41 @@ def test_normalize_on_cpu_is_float_nchw(uri: str) -> None:
         lancefeed.DataLoader(uri, batch_size=6, normalize=((0.5, 0.5), (0.2, 0.2)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_batches_are_the_float32_ones_rounded_once(uri: str, dtype: torch.dtype) -> None:
+    from torchvision.transforms import v2
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    fixed = lancefeed.Resize((4, W))
+    full = lancefeed.DataLoader(uri, batch_size=6, transform=fixed, normalize=(mean, std))
+    half = lancefeed.DataLoader(uri, batch_size=6, transform=[fixed, v2.ToDtype(dtype, scale=True), v2.Normalize(mean, std)])
+    for (a, _), (b, _) in zip(full, half):
+        assert b.dtype == dtype and b.shape == a.shape
+        # Computed in float32 and rounded to nearest even once, as a.to(dtype) rounds.
+        assert torch.equal(b, a.to(dtype))
+    got = lancefeed.decode_batch([encode(i) for i in range(3)], normalize=(mean, std), normalize_dtype=str(dtype).split(".")[1])
+    ref = lancefeed.decode_batch([encode(i) for i in range(3)], normalize=(mean, std))
+    assert torch.equal(torch.as_tensor(got), torch.from_numpy(ref).to(dtype))
+
+
+def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str) -> None:
+    transform = lancefeed.Compose([lancefeed.Resize((4, W)), lancefeed.RandomHorizontalFlip()])
+    loader = lancefeed.DataLoader(uri, batch_size=4, shuffle=True, transform=transform, normalize=((0.5,), (0.25,)))
+    loader.set_epoch(3)
+    held = [images for images, _ in loader]  # every batch kept: no buffer may be reused
+    loader.set_epoch(3)
+    copies, pointers = [], []
+    for images, _ in loader:  # each batch dropped at once: buffers are reused
+        copies.append(images.clone())
+        pointers.append(images.data_ptr())
+        del images
+    assert len(held) == len(copies) > 8  # more batches than the pool keeps
+    for a, b in zip(held, copies):
+        assert torch.equal(a, b)
+    assert len({t.data_ptr() for t in held}) == len(held)
+    assert len(set(pointers)) < len(pointers)  # the point of the pool
+
+
 # -- epochs, ranks, determinism -----------------------------------------------------
 
 

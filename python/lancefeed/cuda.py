@@ -290,7 +290,7 @@ class CudaPrefetcher:
             channels = 1 if getattr(loader, "mode", "RGB") == "L" else 3
             self.normalize: Optional[Normalize] = Normalize.of(normalize, channels, cl)
         elif loader.normalize is not None:
-            self.normalize = Normalize(loader.normalize.mean, loader.normalize.std, cl)
+            self.normalize = Normalize(loader.normalize.mean, loader.normalize.std, cl, loader.normalize.dtype)
         else:
             self.normalize = None
         self.num_buffers = int(num_buffers)

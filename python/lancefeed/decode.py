@@ -65,6 +65,19 @@ def _coefficients(normalize: Any, channels: int) -> tuple[list[float], list[floa
     return (1.0 / (255.0 * s)).astype(np.float32).tolist(), (m / s).astype(np.float32).tolist()
 
 
+_FLOAT_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+def _half(bits: np.ndarray, dtype: str) -> Any:
+    """uint16 bits of a half-precision batch as numpy float16, or (numpy has no
+    bfloat16) a torch bfloat16 tensor over the same memory."""
+    if dtype == "float16":
+        return bits.view(np.float16)
+    import torch
+
+    return torch.from_numpy(bits).view(torch.bfloat16)
+
+
 def _finish_slow(array: np.ndarray, chain: Compose, kept: np.ndarray, positions: np.ndarray | None, *, seed: int,
                  epoch: int, num_threads: int | None, first_op: int) -> Any:
     """The per-sample rest of ``chain`` and its output steps on the fused part's batch:
@@ -101,7 +114,9 @@ def decode_batch(
     return_info: bool = False,
     truncated: str = "error",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    normalize_dtype: str = "float32",
     _channels_last: bool = False,
+    _normalize_out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
     """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
 
@@ -147,7 +162,10 @@ def decode_batch(
     ``normalize=(mean, std)`` (per channel, on the 0..1 scale) returns float32
     (N, C, H, W) ``(x / 255 - mean) / std``, computed by the decode threads as
     ``x * (1 / (255 std)) - mean / std`` in float32 (torchvision's ``ToDtype(float32,
-    scale=True)`` + ``Normalize`` to within one rounding).
+    scale=True)`` + ``Normalize`` to within one rounding). ``normalize_dtype="float16"``
+    or ``"bfloat16"`` stores those values rounded to nearest even, as ``.to(dtype)``
+    does (half the memory and bandwidth); numpy has no bfloat16, so that one comes as a
+    torch tensor.
 
     With ``return_info=True`` the result is ``(array, BatchInfo)``.
 
@@ -192,6 +210,8 @@ def decode_batch(
         if slow:
             raise ValueError("normalize= with a transform that ends in its own output steps: give one of them")
         coefficients = _coefficients(normalize, 1 if mode == "L" else 3) + (bool(_channels_last),)
+    if normalize_dtype not in _FLOAT_CODES:
+        raise ValueError(f"normalize_dtype must be one of {sorted(_FLOAT_CODES)}, got {normalize_dtype!r}")
     pixels, kept, errors, boxes, flipped, vflipped, applied, _ = _core.decode_batch(
         chunks,
         arrow=arrow,
@@ -209,6 +229,8 @@ def decode_batch(
         order=gather,
         truncated=truncated,
         normalize=coefficients,
+        normalize_dtype=_FLOAT_CODES[normalize_dtype],
+        normalize_out=_normalize_out,
     )
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:
@@ -219,7 +241,9 @@ def decode_batch(
         if coefficients is None:
             array = np.zeros((0, h, w, c), np.uint8)
         else:
-            array = np.zeros((0, h, w, c) if _channels_last else (0, c, h, w), np.float32)
+            array = np.zeros((0, h, w, c) if _channels_last else (0, c, h, w), np.float32 if normalize_dtype == "float32" else np.uint16)
+    if coefficients is not None and normalize_dtype != "float32":
+        array = _half(array, normalize_dtype)
     if slow:
         array = _finish_slow(array, chain, kept, pos, seed=int(seed), epoch=int(epoch), num_threads=num_threads, first_op=len(ops))
     if return_info:

@@ -80,6 +80,7 @@ _CHANNELS = {"RGB": 3, "L": 1}
 _ROW_PREFIX = re.compile(r"^(row|item|index) \d+: ")
 _STATE_KEYS = ("epoch", "batches_consumed", "seed")
 _TAKE_ROWS = 1024
+_FLOATS = ("float32", "float16", "bfloat16")
 _TAKE_BYTES = 8 << 20
 
 
@@ -182,7 +183,9 @@ class _BatchMaker:
             return_info=True,
             truncated=self.truncated,
             normalize=None if fused is None else (fused.mean, fused.std),
+            normalize_dtype="float32" if fused is None else fused.dtype,
             _channels_last=fused is not None and fused.channels_last,
+            _normalize_out=stage.normalized_buffer(n, self.shape) if fused is not None and self.shape is not None else None,
         )
         if info.errors:
             row_ids = self.perm.row_ids[positions]
@@ -425,6 +428,7 @@ class DataLoader:
         device: Union[None, str, torch.device] = None,
         normalize: Optional[NormalizeArg] = None,
         channels_last: bool = False,
+        normalize_dtype: str = "float32",
         output: str = "tuple",
         version: Union[None, int, str] = None,
         storage_options: Optional[Dict[str, str]] = None,
@@ -525,8 +529,8 @@ class DataLoader:
             if as_normalize is not None:
                 if normalize is not None:
                     raise ValueError("the transform ends in ToTensor/ToDtype/Normalize and normalize= is given too: give one of them")
-                normalize, output = as_normalize, []
-        self.normalize = Normalize.of(normalize, channels, channels_last)
+                normalize, output, normalize_dtype = as_normalize[:2], [], as_normalize[2]
+        self.normalize = Normalize.of(normalize, channels, channels_last, normalize_dtype)
         if (rest or output) and self.normalize is not None:
             raise ValueError("normalize= with a transform that runs per sample in Python: end the transform with ToTensor and Normalize instead")
         if target_config is not None:
@@ -538,7 +542,7 @@ class DataLoader:
             if self.normalize is not None:
                 # Per image (sizes may differ): ToDtype + Normalize as output steps.
                 mean, std = self.normalize.mean, self.normalize.std
-                output = [OutputStep(dtype="float32", scale=True), OutputStep(mean=tuple(mean), std=tuple(std))]
+                output = [OutputStep(dtype=self.normalize.dtype, scale=True), OutputStep(mean=tuple(mean), std=tuple(std))]
                 self.normalize = None
         self.transform = chain
         if batch_transform is not None and not callable(batch_transform):
@@ -804,17 +808,19 @@ def _drop_empty(perm: Permutation, spec: TargetSpec, selection: Optional[ClassSe
     return perm._replace(row_ids=perm.row_ids[keep])
 
 
-def _output_as_normalize(output: Sequence[OutputStep]) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]]:
-    """Output steps that amount to float32 on the 0..1 scale, then an optional
-    Normalize, as the loader's own ``normalize=(mean, std)`` (done in one pass, on the
-    GPU with ``device="cuda"``); None for anything else."""
+def _output_as_normalize(output: Sequence[OutputStep]) -> Optional[Tuple[Tuple[float, ...], Tuple[float, ...], str]]:
+    """Output steps that amount to a float (float32, float16 or bfloat16) on the 0..1
+    scale, then an optional Normalize, as the loader's own ``normalize=(mean, std)`` in
+    that dtype (done in one pass, on the GPU with ``device="cuda"``); None for anything
+    else."""
     steps = [o for o in output if o != OutputStep()]
-    if not steps or steps[0] != OutputStep(dtype="float32", scale=True):
+    if not steps or steps[0].mean is not None or not steps[0].scale or steps[0].dtype not in _FLOATS:
         return None
+    dtype = str(steps[0].dtype)
     if len(steps) == 1:
-        return ((0.0,), (1.0,))
+        return ((0.0,), (1.0,), dtype)
     if len(steps) == 2 and steps[1].dtype is None and steps[1].mean is not None:
-        return (steps[1].mean, steps[1].std)  # type: ignore[return-value]
+        return (steps[1].mean, steps[1].std, dtype)  # type: ignore[return-value]
     return None
 
 
