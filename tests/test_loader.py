@@ -261,6 +261,31 @@ def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str) -> No
     assert len(set(pointers)) < len(pointers)  # the point of the pool
 
 
+def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    blobs = []
+    for i in range(7):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (10 + i, 12, 3), dtype=np.uint8)).save(buf, "PNG")
+        blobs.append(buf.getvalue())
+    path = str(tmp_path / "sizes.lance")
+    lance.write_dataset(pa.table({"image": pa.array(blobs, pa.binary()), "label": pa.array(range(7))}), path)
+    loader = lancefeed.DataLoader(path, 3)
+    batches = list(loader)
+    images = [x for b, _ in batches for x in b]
+    assert [tuple(x.shape) for x in images] == [(10 + i, 12, 3) for i in range(7)]
+    for i, x in enumerate(images):
+        assert np.array_equal(x.numpy(), np.asarray(Image.open(io.BytesIO(blobs[i]))))
+    assert [lab.tolist() for _, lab in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    # normalize= per image, (C, H, W) float32.
+    (first, _) = next(iter(lancefeed.DataLoader(path, 3, normalize=((0.5,), (0.5,)))))
+    assert [tuple(x.shape) for x in first] == [(3, 10 + i, 12) for i in range(3)] and first[0].dtype == torch.float32
+    torch.testing.assert_close(first[1], images[1].permute(2, 0, 1).float() / 127.5 - 1, atol=1e-6, rtol=0)
+    # A fixed size still stacks into one batch tensor.
+    fixed, _ = next(iter(lancefeed.DataLoader(path, 3, transform=lancefeed.Resize((8, 8)))))
+    assert isinstance(fixed, torch.Tensor) and fixed.shape == (3, 8, 8, 3)
+
+
 # -- epochs, ranks, determinism -----------------------------------------------------
 
 

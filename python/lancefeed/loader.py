@@ -169,39 +169,74 @@ class _BatchMaker:
         fused = getattr(stage, "fused_normalize", None)
         handle = stage.buffer(n, self.shape) if self.shape is not None and fused is None else None
         out = None if handle is None else handle.array
-        images, info = decode_batch(
-            rows.column(self.image_column),
-            order=order,
-            transform=self.transform,
-            mode=self.mode,
-            num_threads=self.num_threads,
-            out=out,
-            on_error="skip",
-            seed=self.seed,
-            epoch=epoch,
-            positions=positions,
-            return_info=True,
-            truncated=self.truncated,
-            normalize=None if fused is None else (fused.mean, fused.std),
-            normalize_dtype="float32" if fused is None else fused.dtype,
-            _channels_last=fused is not None and fused.channels_last,
-            _normalize_out=stage.normalized_buffer(n, self.shape) if fused is not None and self.shape is not None else None,
-        )
+        try:
+            images, info = decode_batch(
+                rows.column(self.image_column),
+                order=order,
+                transform=self.transform,
+                mode=self.mode,
+                num_threads=self.num_threads,
+                out=out,
+                on_error="skip",
+                seed=self.seed,
+                epoch=epoch,
+                positions=positions,
+                return_info=True,
+                truncated=self.truncated,
+                normalize=None if fused is None else (fused.mean, fused.std),
+                normalize_dtype="float32" if fused is None else fused.dtype,
+                _channels_last=fused is not None and fused.channels_last,
+                _normalize_out=stage.normalized_buffer(n, self.shape) if fused is not None and self.shape is not None else None,
+            )
+        except ValueError as e:
+            # Rows that come out at different sizes: a list of images, one per row, where
+            # the transform allows it (no per-sample Python part, the CPU stage).
+            if "different sizes" not in str(e) or self.rest or not isinstance(stage, CpuStage):
+                raise
+            return self._build_ragged(rows, order, positions, epoch, stage)
         if info.errors:
-            row_ids = self.perm.row_ids[positions]
-            if self.on_error == "raise":
-                index, message = info.errors[0]
-                raise DecodeError(
-                    f"row {int(row_ids[index])} (position {int(positions[index])} of the loader's "
-                    f"permutation, epoch {epoch}), column {self.image_column!r}: "
-                    f"{_ROW_PREFIX.sub('', str(message))}"
-                )
-            self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
+            self._errors(info, positions, epoch)
             kept = np.asarray(info.kept, dtype=np.int64)
             order = order[kept]
             positions = positions[kept]
         if self.rest or self.output:
             images = self._finish_slow(images, positions, epoch)
+        return stage.finish(handle, images, self._columns(rows, order, positions))
+
+    def _errors(self, info: Any, positions: np.ndarray, epoch: int) -> None:
+        """Raise the first undecodable row (``on_error="raise"``) or list them as skipped."""
+        if not info.errors:
+            return
+        row_ids = self.perm.row_ids[positions]
+        if self.on_error == "raise":
+            index, message = info.errors[0]
+            raise DecodeError(
+                f"row {int(row_ids[index])} (position {int(positions[index])} of the loader's "
+                f"permutation, epoch {epoch}), column {self.image_column!r}: "
+                f"{_ROW_PREFIX.sub('', str(message))}"
+            )
+        self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
+
+    def _build_ragged(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int, stage: Any) -> Any:
+        """A batch whose images differ in size: a list of tensors, (H, W, C) uint8, or
+        (C, H, W) after output steps or ``normalize``."""
+        output = list(self.output)
+        norm = stage.normalize
+        if norm is not None:
+            output = [OutputStep(dtype=norm.dtype, scale=True), OutputStep(mean=tuple(norm.mean), std=tuple(norm.std))]
+        transform = Compose(([self.transform] if self.transform is not None else []) + output)
+        images, _, info = decode_targets(
+            rows.column(self.image_column), transform=transform, mode=self.mode, num_threads=self.num_threads,
+            on_error="skip", seed=self.seed, epoch=epoch, positions=positions, order=order, truncated=self.truncated,
+            ragged=True, return_info=True,
+        )
+        self._errors(info, positions, epoch)
+        kept = np.asarray(info.kept, dtype=np.int64)
+        images = [x if isinstance(x, torch.Tensor) else torch.from_numpy(x) for x in images]
+        return images, self._columns(rows, order[kept], positions[kept])
+
+    def _columns(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray) -> Dict[str, Any]:
+        """The batch's other columns, for the rows of ``positions`` (``rows.take(order)``)."""
         row_ids = None
         gather = None
         columns: Dict[str, Any] = {}
@@ -215,7 +250,7 @@ class _BatchMaker:
             if gather is None:
                 gather = pa.array(order)
             columns[name] = collate_column(rows.column(name).take(gather), class_map=cmap, row_ids=row_ids)
-        return stage.finish(handle, images, columns)
+        return columns
 
 
     def _build_targets(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int) -> Any:
@@ -247,16 +282,7 @@ class _BatchMaker:
             return_info=True,
         )
         kept = np.asarray(info.kept, dtype=np.int64)
-        if info.errors:
-            row_ids = self.perm.row_ids[positions]
-            if self.on_error == "raise":
-                index, message = info.errors[0]
-                raise DecodeError(
-                    f"row {int(row_ids[index])} (position {int(positions[index])} of the loader's "
-                    f"permutation, epoch {epoch}), column {self.image_column!r}: "
-                    f"{_ROW_PREFIX.sub('', str(message))}"
-                )
-            self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
+        self._errors(info, positions, epoch)
         columns: Dict[str, Any] = assemble(rows, spec, sel, order, targets, kept)
         if self.shape is not None and spec.mask_column is not None and not tc.detection:
             columns["mask"] = torch.stack(columns["mask"]) if columns["mask"] else torch.zeros((0, *self.shape[:2]), dtype=torch.uint8)
