@@ -414,12 +414,66 @@ def test_resume_with_set_epoch_keeps_the_position(uri: str) -> None:
     assert len(epoch_ids(resumed)) == N
 
 
-def test_load_state_refuses_a_different_batch_size(uri: str) -> None:
-    state = lancefeed.DataLoader(uri, batch_size=10).state_dict()
-    with pytest.raises(ValueError, match="batch_size=10 but this loader has batch_size=5"):
+def test_load_state_refuses_another_epoch(uri: str) -> None:
+    state = lancefeed.DataLoader(uri, batch_size=10, shuffle=True).state_dict()
+    with pytest.raises(ValueError, match="shuffle=True but this loader has shuffle=False"):
         lancefeed.DataLoader(uri, batch_size=5).load_state_dict(state)
     with pytest.raises(ValueError, match="missing"):
         lancefeed.DataLoader(uri, batch_size=5).load_state_dict({"epoch": 1})
+
+
+def _run_ranks(uri: str, world_size: int, batch_size: int, steps: Any, state: Any = None) -> tuple:
+    """Each rank of a run: load ``state``, read ``steps`` batches (all when None).
+    Returns the ids each rank read, and rank 0's state after."""
+    read, states = [], []
+    for rank in range(world_size):
+        loader = lancefeed.DataLoader(uri, batch_size, shuffle=True, seed=4, rank=rank, world_size=world_size)
+        loader.set_epoch(2)
+        if state is not None:
+            loader.load_state_dict(state)
+        ids = []
+        it = iter(loader)
+        for k, (images, _) in enumerate(it):
+            ids += sample_ids(images)
+            if steps is not None and k + 1 == steps:
+                break
+        it.close()
+        read.append(ids)
+        states.append(loader.state_dict())
+    assert all(st == states[0] for st in states)  # every rank saves the same state
+    return read, states[0]
+
+
+@pytest.mark.parametrize("worlds", [(3, 2), (2, 3), (3, 2, 3), (1, 4)])
+def test_resume_on_another_world_size_reads_the_rest_of_the_epoch_once(uri: str, worlds: tuple) -> None:
+    seen: List[int] = []
+    state = None
+    for k, world in enumerate(worlds):
+        last = k == len(worlds) - 1
+        read, state = _run_ranks(uri, world, 4, None if last else 2, state)
+        # Every rank runs the same number of steps.
+        assert len({-(-len(r) // 4) for r in read}) == 1, [len(r) for r in read]
+        seen += [i for r in read for i in r]
+    assert len(seen) == len(set(seen)), "a sample was read twice in the epoch"
+    # Left out: at most the remainder of each re-shard.
+    assert N - len(seen) <= sum(w - 1 for w in worlds), (N, len(seen))
+    fresh = lancefeed.DataLoader(uri, 4, shuffle=True, seed=4, rank=0, world_size=worlds[-1])
+    fresh.load_state_dict(state)
+    assert fresh.epoch == 3 and len(fresh) == N // worlds[-1] // 4 + (N // worlds[-1] % 4 > 0)  # the epoch is done
+
+
+def test_resume_with_another_batch_size_reads_the_rest_once(uri: str) -> None:
+    first, state = _run_ranks(uri, 2, 4, 3)
+    rest, _ = _run_ranks(uri, 2, 7, None, state)
+    ids = [i for r in first + rest for i in r]
+    assert len(ids) == len(set(ids)) == N
+
+
+def test_same_world_size_resume_is_the_uninterrupted_run(uri: str) -> None:
+    whole, _ = _run_ranks(uri, 2, 4, None)
+    first, state = _run_ranks(uri, 2, 4, 3)
+    rest, _ = _run_ranks(uri, 2, 4, None, state)
+    assert [a + b for a, b in zip(first, rest)] == whole
 
 
 # -- errors -------------------------------------------------------------------------

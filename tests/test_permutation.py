@@ -241,7 +241,7 @@ def test_stable_row_ids_follow_rows_to_a_later_version(tmp_path):
     latest = Permutation.from_tables(lance.dataset(path), table)
     assert latest.version == 2
     assert _ids(latest) == order
-    labels = latest.select_columns(["id", "label"]).with_format("python")[0:40]
+    labels = latest.select_columns(["id", "label"]).with_format("python_col")[0:40]
     assert all((lab == "changed") == (i < 10) for i, lab in zip(labels["id"], labels["label"]))
 
     lance.dataset(path).delete("id = 5")
@@ -299,10 +299,15 @@ def test_iteration_in_arrow_batches_and_formats(uri):
     assert [b.num_rows for b in batches] == [50, 50, 20]
     assert sum((b.column(0).to_pylist() for b in batches), []) == _ids(perm)
     assert [b.num_rows for b in perm.iter_batches(50, skip_last_batch=True)] == [50, 50]
-    assert perm.select_columns(["id"])[2] == {"id": [_ids(perm)[2]]}
+    # lancedb's formats: "python" is a list of row dicts, "python_col" a dict of lists,
+    # "numpy" a rows x columns array.
+    assert perm.select_columns(["id"])[2] == [{"id": _ids(perm)[2]}]
+    assert perm.select_columns(["id"]).with_format("python_col")[2] == {"id": [_ids(perm)[2]]}
     rows = list(perm.select_columns(["id"]).with_batch_size(40))
-    assert [len(r["id"]) for r in rows] == [40, 40, 40]
-    assert isinstance(perm.with_format("numpy").select_columns(["id"])[0:3]["id"], np.ndarray)
+    assert [len(r) for r in rows] == [40, 40, 40]
+    assert [r["id"] for r in sum(rows, [])] == _ids(perm)
+    arr = perm.with_format("numpy").select_columns(["id"])[0:3]
+    assert isinstance(arr, np.ndarray) and arr.tolist() == [[i] for i in _ids(perm)[:3]]
 
 
 def test_torch_dataloader_with_collate_fn_returns_rows_in_order(uri):

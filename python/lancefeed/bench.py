@@ -334,7 +334,12 @@ def _median_short_side(uri: str, sample: int = 256) -> int:
             raise ValueError(f"{uri} has no 'image' column; columns are {', '.join(names)}")
         from lancefeed import image_info
 
-        blobs = ds.head(n, columns=["image"]).column("image").to_pylist()
+        from lancefeed.columns import image_array
+
+        # Blob columns read as their bytes, not as descriptions; other image column
+        # types (Hugging Face's struct, encoded_image) as binary.
+        column = ds.head(n, columns=["image"], blob_handling="all_binary").column("image")
+        blobs = image_array(column, column="image").to_pylist()
         sides = np.array([min(image_info(b)[:2]) for b in blobs])
     return int(np.median(sides))
 

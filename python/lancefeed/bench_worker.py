@@ -82,6 +82,22 @@ def _label_columns(uri: str) -> list[str]:
     return ["image", "label"] if "label" in lance.dataset(uri).schema.names else ["image"]
 
 
+def _images(column: Any) -> list[Any]:
+    """The encoded images of an image column of any type lancefeed reads (Hugging
+    Face's ``{bytes, path}`` struct, ``encoded_image``...) as bytes."""
+    from lancefeed.columns import image_array
+
+    return image_array(column, column="image").to_pylist()
+
+
+def _is_blob(ds: Any) -> bool:
+    """Whether the dataset's ``image`` column is a Lance blob column, which ``take``
+    returns as descriptions rather than bytes."""
+    from lancefeed.columns import image_column_kind
+
+    return image_column_kind(ds.schema.field("image")) == "blob"
+
+
 def _pil_decode(data: bytes) -> Any:
     from PIL import Image
 
@@ -125,6 +141,7 @@ class SeedsTakeDataset:
         self.ds = lance.dataset(uri)
         self.n = self.ds.count_rows()
         self.columns = _label_columns(uri)
+        self.blob = _is_blob(self.ds)
         self.transform = transform
         self.classes = classes
 
@@ -132,8 +149,14 @@ class SeedsTakeDataset:
         return self.n
 
     def __getitem__(self, idx: int) -> Any:
-        row = self.ds.take([idx], columns=self.columns).to_pylist()[0]
-        img = self.transform(_pil_decode(row["image"]))
+        table = self.ds.take([idx], columns=self.columns)
+        if self.blob:
+            # What a blob column's user does: Lance's blob reader for the bytes.
+            data = self.ds.read_blobs("image", indices=[idx])[0][1]
+        else:
+            data = _images(table.column("image"))[0]
+        row = table.slice(0, 1).to_pylist()[0]
+        img = self.transform(_pil_decode(data))
         return _to_tensor(img), self.classes.get(row.get("label"), -1)
 
 
@@ -150,6 +173,7 @@ def _take_pillow(spec: dict[str, Any], workers: int) -> Iterable[Any]:
 
 def _lance_torch_pillow(spec: dict[str, Any]) -> Iterable[Any]:
     import numpy as np
+    import pyarrow as pa
     import torch
     from lance.torch.data import LanceDataset
 
@@ -159,10 +183,18 @@ def _lance_torch_pillow(spec: dict[str, Any]) -> Iterable[Any]:
     classes = _class_index(spec["uri"])
     columns = _label_columns(spec["uri"])
 
+    import lance
+
+    field = lance.dataset(spec["uri"]).schema.field("image")
+    if _is_blob(lance.dataset(spec["uri"])) and not pa.types.is_large_binary(field.type):
+        # Its blob support looks for v1's metadata only; v2 rows come as descriptions.
+        raise RuntimeError("lance.torch.data.LanceDataset reads a blob v2 column as descriptions, not images")
+
     def to_tensor(batch: Any, **_: Any) -> Any:
-        images = np.stack(
-            [np.asarray(transform(_pil_decode(b)), dtype=np.uint8) for b in batch["image"].to_pylist()]
-        )
+        column = batch["image"]
+        # A blob v1 column comes as Lance BlobFiles (one per row), anything else as Arrow.
+        data = [f.readall() for f in column] if isinstance(column, list) else _images(column)
+        images = np.stack([np.asarray(transform(_pil_decode(b)), dtype=np.uint8) for b in data])
         labels = (
             torch.tensor([classes[v] for v in batch["label"].to_pylist()]) if "label" in columns else None
         )
@@ -203,8 +235,8 @@ def export_files(uri: str, folder: Path, limit: int | None) -> Path:
     ds = lance.dataset(uri)
     columns = _label_columns(uri)
     row = 0
-    for batch in ds.to_batches(columns=columns, batch_size=1024):
-        images = batch.column("image").to_pylist()
+    for batch in ds.to_batches(columns=columns, batch_size=1024, blob_handling="all_binary"):
+        images = _images(batch.column("image"))
         labels = batch.column("label").to_pylist() if "label" in columns else [None] * len(images)
         for data, label in zip(images, labels):
             if limit is not None and row >= limit:

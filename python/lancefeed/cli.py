@@ -48,6 +48,12 @@ def _add_ingest_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=256, help="rows per written batch (256)")
     p.add_argument("--threads", type=_positive_int, default=None, help="reader threads (default: cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--blob", action="store_true", help="write the image column as a Lance blob v2 column")
+    p.add_argument(
+        "--stable-row-ids",
+        action="store_true",
+        help="give rows stable ids (kept through compaction and updates)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +147,8 @@ def _ingest(args: argparse.Namespace) -> int:
         mode=mode,
         progress=not args.no_progress,
         verify=args.verify,
+        blob=args.blob,
+        enable_stable_row_ids=args.stable_row_ids,
     )
     try:
         if args.source == "folder":

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 
 from lancefeed import _core
+from lancefeed._core import DecodeError
 from lancefeed.transforms import Compose, Size, _pair, as_ops
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 
@@ -37,16 +38,56 @@ class BatchInfo:
     applied: list[list[tuple[str, list[float]]]] = field(default_factory=list)
 
 
-def _chunks(images: Any) -> tuple[list[Any], bool]:
-    """Arrow arrays cross as C Data Interface capsules; bytes lists as they are."""
+def _chunks(images: Any) -> tuple[list[Any], bool, dict[int, str]]:
+    """Arrow arrays cross as C Data Interface capsules; bytes lists as they are.
+
+    Image columns of other types (``lance.arrow.encoded_image``, Hugging Face's
+    ``{bytes, path}`` struct, Lance blob v2 arrays) become binary arrays first, without
+    copying bytes already in memory (see :mod:`lancefeed.columns`). The third value
+    holds the rows whose image file could not be read (``{row: reason}``): they are
+    null in the chunks, and the caller words their error.
+    """
+    import pyarrow as pa
+
+    from lancefeed.columns import image_chunks, python_images
+
+    if isinstance(images, (pa.Array, pa.ChunkedArray)):
+        chunks, missing = image_chunks(images)
+        return chunks, True, missing
     if hasattr(images, "chunks") and hasattr(images, "num_chunks"):
-        return list(images.chunks), True
+        return list(images.chunks), True, {}
     if hasattr(images, "__arrow_c_array__"):
-        return [images], True
+        # Another library's array: the core reads it if it is binary-like.
+        return [images], True, {}
     if isinstance(images, (bytes, bytearray, memoryview, str)):
         raise TypeError("images must be a sequence of encoded images (or an Arrow binary array), not one bytes object")
-    items = list(images)
-    return [bytes(b) if isinstance(b, (bytearray, memoryview)) else b for b in items], False
+    items, missing = python_images(list(images))
+    return items, False, missing
+
+
+def _output_rows(missing: dict[int, str], order: np.ndarray | None) -> dict[int, str]:
+    """``missing`` (by input row) keyed by output row, where ``order`` gathers."""
+    if not missing:
+        return {}
+    if order is None:
+        return dict(missing)
+    rows = np.asarray(order, dtype=np.int64)
+    hit = np.nonzero(np.isin(rows, np.fromiter(missing, dtype=np.int64, count=len(missing))))[0]
+    return {int(k): missing[int(rows[k])] for k in hit}
+
+
+def _raise_missing(missing: dict[int, str], on_error: str) -> None:
+    """With ``on_error="raise"``, the first row whose image file is missing."""
+    if missing and on_error == "raise":
+        row = min(missing)
+        raise DecodeError(f"row {row}: {missing[row]}")
+
+
+def _reword(errors: list[tuple[int, str]], missing: dict[int, str]) -> list[tuple[int, str]]:
+    """The core's errors, with a missing file's reason instead of "null value"."""
+    if not missing:
+        return errors
+    return [(i, missing.get(int(i), m)) for i, m in errors]
 
 
 def _coefficients(normalize: Any, channels: int) -> tuple[list[float], list[float]]:
@@ -120,8 +161,14 @@ def decode_batch(
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
     """Decode a batch of JPEG/PNG/WebP images into one (N, H, W, C) uint8 array.
 
-    ``images`` is a pyarrow ``BinaryArray``/``LargeBinaryArray`` (or a ``ChunkedArray``
-    of them), read in place through the Arrow C Data Interface, or a list of bytes.
+    ``images`` is a pyarrow ``BinaryArray``/``LargeBinaryArray``/``BinaryViewArray``
+    (or a ``ChunkedArray`` of them), read in place through the Arrow C Data Interface,
+    or a list of bytes. Other image column types are read too (see
+    :mod:`lancefeed.columns`): ``lance.arrow.encoded_image`` and other extension arrays
+    over binary (their storage, in place), a Hugging Face ``Image`` struct ``{bytes,
+    path}`` (its bytes in place; where they are null, the file at ``path``; also as
+    the dicts ``to_pylist()`` gives), a ``lance.blob_array`` (its data, or its URIs'
+    files). A missing file is that row's :class:`lancefeed.DecodeError`.
     Each image is decoded, transformed and resized straight into its slot of one
     buffer, on ``num_threads`` threads (default: the cores) with the GIL released.
 
@@ -195,7 +242,7 @@ def decode_batch(
             f"({chain.rest or chain.output}): put a Resize in the transform instead of size="
         )
     ops = chain.ops() if slow else as_ops(chain, size)
-    chunks, arrow = _chunks(images)
+    chunks, arrow, missing = _chunks(images)
     pos = None if positions is None else np.ascontiguousarray(positions, dtype=np.uint64)
     gather = None
     if order is not None:
@@ -205,6 +252,8 @@ def decode_batch(
         if idx.size and idx.min() < 0:
             raise IndexError(f"order holds {int(idx.min())}; indices into images must be >= 0")
         gather = np.ascontiguousarray(idx, dtype=np.uint64)
+    missing = _output_rows(missing, gather)
+    _raise_missing(missing, on_error)
     coefficients = None
     if normalize is not None:
         if slow:
@@ -232,6 +281,7 @@ def decode_batch(
         normalize_dtype=_FLOAT_CODES[normalize_dtype],
         normalize_out=_normalize_out,
     )
+    errors = _reword(errors, missing)
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:
         # No row to size the batch by: use the size the transform promises.
@@ -386,7 +436,7 @@ def decode_targets(
         )
     ops = chain.ops() if isinstance(chain, Compose) else as_ops(chain)
     filt_size, filt_area = chain.box_filter if isinstance(chain, Compose) else (1.0, 1.0)
-    chunks, arrow = _chunks(images)
+    chunks, arrow, missing = _chunks(images)
     n_rows = sum(len(c) for c in chunks) if arrow else len(chunks)
     box_arg = None
     if boxes is not None:
@@ -394,11 +444,16 @@ def decode_targets(
         box_arg = (np.ascontiguousarray(boxes_to_xyxy(values, box_format).reshape(-1)), offsets)
     mask_chunks = None
     if masks is not None:
-        mask_chunks, mask_arrow = _chunks(masks)
+        mask_chunks, mask_arrow, mask_missing = _chunks(masks)
         if mask_arrow != arrow:
             raise TypeError("images and masks must both be Arrow arrays or both lists of bytes")
+        if mask_missing:
+            # A mask is read with its image: its missing file is that row's error.
+            missing = {**{k: f"mask {v}" for k, v in mask_missing.items()}, **missing}
     pos = None if positions is None else np.ascontiguousarray(positions, dtype=np.uint64)
     gather = None if order is None else np.ascontiguousarray(order, dtype=np.uint64)
+    missing = _output_rows(missing, gather)
+    _raise_missing(missing, on_error)
     pixels, kept, errors, crop, flipped, vflipped, applied, extra = _core.decode_batch(
         chunks,
         arrow=arrow,
@@ -423,8 +478,10 @@ def decode_targets(
             float(filt_size if min_size is None else min_size),
             float(min_visibility),
         ),
-        ragged=bool(ragged),
+        # The core's per-row path always (boxes or not); one size is checked below.
+        ragged=True,
     )
+    errors = _reword(errors, missing)
     shapes, tboxes, counts, index, mask_values = extra
     c = 1 if mode == "L" else 3
     shapes = shapes.reshape(-1, 2)
@@ -434,6 +491,14 @@ def decode_targets(
     if ragged:
         out_images: Any = [pixels[s * c : e * c].reshape(int(h), int(w), c) for s, e, (h, w) in zip(starts, ends, shapes)]
     else:
+        differ = np.flatnonzero((shapes != shapes[:1]).any(axis=1)) if len(shapes) else []
+        if len(differ):
+            k = int(differ[0])
+            raise ValueError(
+                f"rows {int(kept[0])} and {int(kept[k])} come out at different sizes "
+                f"({shapes[0][0]}x{shapes[0][1]} and {shapes[k][0]}x{shapes[k][1]}); a batch needs one size: "
+                "end the transform with a fixed size, or pass ragged=True for a list"
+            )
         h, w = (int(shapes[0][0]), int(shapes[0][1])) if len(shapes) else (chain.output_size or (0, 0)) if chain else (0, 0)
         out_images = pixels.reshape(len(kept), h, w, c)
     box_ends = np.cumsum(counts)

@@ -222,9 +222,16 @@ def _write(
     progress: bool,
     verify: bool,
     desc: str,
+    blob: bool = False,
+    enable_stable_row_ids: bool = False,
 ) -> IngestSummary:
     import lance
     from tqdm import tqdm
+
+    if blob:
+        # Lance's blob v2 column: large images are kept out of the row data (packed or
+        # in their own files), so scans of the other columns skip them.
+        schema = schema.set(schema.get_field_index("image"), lance.blob_field("image"))
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -241,7 +248,8 @@ def _write(
 
         def flush() -> pa.RecordBatch:
             nonlocal nbytes
-            batch = pa.RecordBatch.from_pydict(cols, schema=schema)
+            data = {**cols, "image": lance.blob_array(cols["image"])} if blob else cols
+            batch = pa.RecordBatch.from_pydict(data, schema=schema)
             for values in cols.values():
                 values.clear()
             nbytes = 0
@@ -278,7 +286,9 @@ def _write(
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())
     try:
-        lance.write_dataset(reader, uri, schema=schema, mode=mode)
+        # Only asked for: on append the dataset's own setting stands.
+        extra = {"enable_stable_row_ids": True} if enable_stable_row_ids else {}
+        lance.write_dataset(reader, uri, schema=schema, mode=mode, **extra)
     except Exception:
         # Lance re-raises an error of the batch stream as its own OSError with the
         # traceback pasted in; raise ours instead so the user sees the file and reason.
@@ -412,6 +422,8 @@ def ingest_folder(
     mode: str = "create",
     progress: bool = True,
     verify: bool = False,
+    blob: bool = False,
+    enable_stable_row_ids: bool = False,
 ) -> IngestSummary:
     """Write an ImageFolder tree to a Lance dataset.
 
@@ -444,6 +456,12 @@ def ingest_folder(
         progress: show a progress bar on stderr.
         verify: fully decode every image rather than only parse its header, which
             also catches truncated files (slower).
+        blob: write ``image`` as a Lance blob v2 column (``lance.blob_field``): Lance
+            keeps large images out of the row data, so reading the other columns
+            skips them. The loader reads it like a binary column.
+        enable_stable_row_ids: give rows ids that survive compaction and updates
+            (Lance's stable row ids), so a permutation or checkpoint keeps pointing at
+            the same rows. Only on ``mode="create"``/``"overwrite"``.
 
     Example:
         >>> summary = ingest_folder("cinic10/", "cinic10.lance")  # doctest: +SKIP
@@ -451,6 +469,8 @@ def ingest_folder(
         wrote 270000 rows to cinic10.lance, skipped 0 file(s)
         >>> ingest_folder("ade20k/images/", "ade.lance",
         ...               masks="ade20k/annotations/")  # doctest: +SKIP
+        >>> ingest_folder("imagenet/train/", "imagenet.lance", blob=True,
+        ...               enable_stable_row_ids=True)  # doctest: +SKIP
     """
     root_path = Path(root)
     masks_path = None if masks is None else Path(masks)
@@ -470,6 +490,8 @@ def ingest_folder(
         progress=progress,
         verify=verify,
         desc="ingest",
+        blob=blob,
+        enable_stable_row_ids=enable_stable_row_ids,
     )
 
 
@@ -590,6 +612,8 @@ def ingest_coco(
     mode: str = "create",
     progress: bool = True,
     verify: bool = False,
+    blob: bool = False,
+    enable_stable_row_ids: bool = False,
 ) -> IngestSummary:
     """Write a COCO detection dataset (annotation JSON + image folder) to Lance.
 
@@ -643,4 +667,6 @@ def ingest_coco(
         progress=progress,
         verify=verify,
         desc="ingest coco",
+        blob=blob,
+        enable_stable_row_ids=enable_stable_row_ids,
     )

@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 import torch
 
 from lancefeed._core import DecodeError
+from lancefeed.columns import image_column_kind
 from lancefeed.decode import decode_batch, decode_targets
 from lancefeed.transforms import Compose
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
@@ -71,7 +72,7 @@ from lancefeed.labels import (
 from lancefeed.memory import keep_freed_memory_unless_disabled
 from lancefeed.permutation import Permutation
 from lancefeed.pipeline import Pipeline
-from lancefeed.sampler import num_batches, plan_epoch, shard_length
+from lancefeed.sampler import Segment, num_batches, plan_epoch, remaining, shard_length
 from lancefeed.staging import CpuStage, Normalize, NormalizeArg
 from lancefeed.targets import ClassSelection, TargetSpec, assemble, select_boxes
 
@@ -91,6 +92,8 @@ class _Progress:
     epoch: int
     consumed: int
     total: int
+    # Earlier runs' parts of this epoch (a resume on another world size).
+    history: Tuple[Segment, ...] = ()
 
 
 class _BatchMaker:
@@ -599,6 +602,8 @@ class DataLoader:
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
         self._next: Optional[Tuple[int, int]] = (0, 0)
+        # What earlier runs read of the epoch in `_next` (set by load_state_dict).
+        self._next_history: Tuple[Segment, ...] = ()
         self._progress: Optional[_Progress] = None
         self._prefetcher: Any = None
 
@@ -610,7 +615,11 @@ class DataLoader:
         return shard_length(len(self.permutation), self.world_size)
 
     def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+        """Batches of the next epoch (or the running one) on this rank: fewer in an epoch
+        resumed on another world size, whose rest is re-sharded."""
+        history = self._next_history if self._next is not None else (self._progress.history if self._progress else ())
+        left = len(self.permutation) - _read_before(len(self.permutation), history)
+        return num_batches(shard_length(left, self.world_size), self.batch_size, self.drop_last)
 
     @property
     def epoch(self) -> int:
@@ -635,6 +644,7 @@ class DataLoader:
         if self._next is not None and self._next[0] == epoch:
             return
         self._next = (int(epoch), 0)
+        self._next_history = ()
 
     # -- resume -------------------------------------------------------------------
 
@@ -646,10 +656,10 @@ class DataLoader:
             >>> fresh = DataLoader(uri, 64, shuffle=True); fresh.load_state_dict(state)  # doctest: +SKIP
         """
         if self._next is not None:
-            epoch, consumed = self._next
+            (epoch, consumed), history = self._next, self._next_history
         else:
             assert self._progress is not None
-            epoch, consumed = self._progress.epoch, self._progress.consumed
+            epoch, consumed, history = self._progress.epoch, self._progress.consumed, self._progress.history
         return {
             "epoch": epoch,
             "batches_consumed": consumed,
@@ -660,30 +670,56 @@ class DataLoader:
             "world_size": self.world_size,
             "num_samples": len(self.permutation),
             "dataset_version": self.permutation.version,
+            # Earlier runs' parts of this epoch, [world_size, batch_size, batches] each.
+            "history": [[h.world_size, h.batch_size, h.batches] for h in history],
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from ``state`` (see :meth:`state_dict`) at the next iteration.
 
-        The seed is taken from the state; a different batch size, shuffle, drop_last,
-        world size or number of samples would give other batches, and raises.
+        The seed is taken from the state. With the same world size and batch size the
+        batches are exactly those the saved run would have gone on with. With another
+        world size or batch size (an elastic restart), the samples every rank of the
+        saved run had read are taken out of the epoch and the rest is re-sharded over
+        this run's ranks: each read at most once in the epoch, none repeated, every rank
+        the same number of steps (the remainder of the re-shard is left out, as in any
+        epoch). Every rank saves the same state, so any rank's may be loaded on all.
+        A different shuffle or number of samples would give another epoch, and raises.
+
+        Example:
+            >>> state = loader.state_dict()  # on 4 ranks  # doctest: +SKIP
+            >>> loader2 = DataLoader(uri, 64, shuffle=True, world_size=2, rank=r)  # doctest: +SKIP
+            >>> loader2.load_state_dict(state)  # the rest of the epoch over 2 ranks  # doctest: +SKIP
         """
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"not a lancefeed DataLoader state: missing {missing}; got keys {sorted(state)}")
         mine = self.state_dict()
-        for key in ("batch_size", "shuffle", "drop_last", "world_size", "num_samples"):
+        for key in ("shuffle", "num_samples"):
             if key in state and state[key] != mine[key]:
                 raise ValueError(
                     f"cannot resume: the state was saved with {key}={state[key]!r} but this loader has "
-                    f"{key}={mine[key]!r}; the batches would differ"
+                    f"{key}={mine[key]!r}; the epoch would be another one"
                 )
         epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
         if consumed < 0 or epoch < 0:
             raise ValueError(f"bad state: epoch={epoch}, batches_consumed={consumed}")
+        try:
+            history = tuple(Segment(int(w), int(b), int(k)) for w, b, k in state.get("history", []))
+        except (TypeError, ValueError):
+            raise ValueError(f"bad state: history must be [world_size, batch_size, batches] lists, got {state.get('history')!r}") from None
+        saved = Segment(int(state.get("world_size", self.world_size)), int(state.get("batch_size", self.batch_size)), consumed)
+        n = len(self.permutation)
+        left = n - _read_before(n, history)
+        saved_batches = num_batches(shard_length(left, saved.world_size), saved.batch_size, bool(state.get("drop_last", self.drop_last)))
         self.seed = int(state["seed"])
         self._maker.seed = self.seed
-        self._next = (epoch + 1, 0) if consumed >= len(self) else (epoch, consumed)
+        if consumed >= saved_batches:
+            self._next, self._next_history = (epoch + 1, 0), ()
+        elif (saved.world_size, saved.batch_size) == (self.world_size, self.batch_size):
+            self._next, self._next_history = (epoch, consumed), history
+        else:
+            self._next, self._next_history = (epoch, 0), history + (saved,)
 
     # -- iteration ----------------------------------------------------------------
 
@@ -704,10 +740,10 @@ class DataLoader:
     def _start(self, stage: Any) -> Tuple[Pipeline[Any, Any, Any], _Progress]:
         """Fix the epoch and resume point, and start its pipeline."""
         if self._next is not None:
-            epoch, start = self._next
+            (epoch, start), history = self._next, self._next_history
         else:
             assert self._progress is not None
-            epoch, start = self._progress.epoch + 1, 0
+            epoch, start, history = self._progress.epoch + 1, 0, ()
         plan = plan_epoch(
             len(self.permutation),
             batch_size=self.batch_size,
@@ -718,9 +754,10 @@ class DataLoader:
             world_size=self.world_size,
             drop_last=self.drop_last,
             start_batch=start,
+            history=history,
         )
-        self._next = None
-        progress = _Progress(epoch, start, len(plan))
+        self._next, self._next_history = None, ()
+        progress = _Progress(epoch, start, len(plan), history)
         self._progress = progress
         maker = self._maker
 
@@ -808,6 +845,13 @@ class DataLoader:
             f"DataLoader({self.permutation.uri!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
         )
+
+
+def _read_before(num_samples: int, history: Sequence[Segment]) -> int:
+    """How many samples of an epoch the runs in ``history`` read (see sampler.remaining)."""
+    if not history:
+        return 0
+    return num_samples - len(remaining(np.arange(num_samples), history))
 
 
 def _drop_empty(perm: Permutation, spec: TargetSpec, selection: Optional[ClassSelection]) -> Permutation:
@@ -912,12 +956,10 @@ def _resolve_columns(
 
 
 def _check_image_column(schema: pa.Schema, image_column: str) -> None:
-    t = schema.field(image_column).type
-    if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)):
-        raise ValueError(
-            f"image column {image_column!r} is {t}; expected binary (the encoded image files). "
-            "Pass image_column= to name the column that holds them"
-        )
+    """Refuse, at construction, an image column no batch could be decoded from
+    (``ImageColumnTypeError``: a ``ValueError`` and a ``TypeError``, naming the type
+    and the supported ones)."""
+    image_column_kind(schema.field(image_column), image_column)
 
 
 def _resolve_rank(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:

@@ -15,6 +15,11 @@ every rule the loader follows can be checked exhaustively without a dataset:
 - A shard is cut into batches of ``batch_size``; ``drop_last`` drops a short last
   batch. Resuming at batch ``k`` skips exactly the first ``k`` batches of the shard, so
   the batches after a resume are the ones an uninterrupted run would have produced.
+- Resuming on another world size (or batch size): the samples every rank of the run
+  before had read are taken out of the epoch order, and what is left, in epoch order,
+  is sharded over the new ranks by the same rule (``history``: one
+  :class:`Segment` per run so far this epoch). Every sample is then read at most once
+  in the epoch, across all runs; only the remainder of each re-shard is left out.
 
 Example:
     >>> plan = plan_epoch(10, batch_size=4, shuffle=True, seed=0, epoch=0)
@@ -92,6 +97,36 @@ def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One run's part of an epoch: ``world_size`` ranks each read ``batches`` batches of
+    ``batch_size`` before it stopped."""
+
+    world_size: int
+    batch_size: int
+    batches: int
+
+
+def remaining(order: np.ndarray, history: "list[Segment] | tuple[Segment, ...]") -> np.ndarray:
+    """``order`` without the samples the runs in ``history`` read, in order.
+
+    Example:
+        >>> # 2 ranks of [0..9] read 1 batch of 2 each: [0, 1] and [5, 6].
+        >>> remaining(np.arange(10), [Segment(2, 2, 1)]).tolist()
+        [2, 3, 4, 7, 8, 9]
+    """
+    left = np.asarray(order)
+    for seg in history:
+        _check_rank(0, seg.world_size)
+        _check_positive("batch_size", seg.batch_size)
+        m = len(left) // seg.world_size
+        read = np.zeros(len(left), dtype=bool)
+        for r in range(seg.world_size):
+            read[r * m : r * m + min(m, seg.batches * seg.batch_size)] = True
+        left = left[~read]
+    return left
+
+
+@dataclass(frozen=True)
 class EpochPlan:
     """The batches one rank reads in one epoch, from ``start_batch`` on.
 
@@ -130,8 +165,10 @@ def plan_epoch(
     world_size: int = 1,
     drop_last: bool = False,
     start_batch: int = 0,
+    history: "list[Segment] | tuple[Segment, ...]" = (),
 ) -> EpochPlan:
-    """Everything one rank reads in ``epoch``: shuffled, sharded, batched, resumed.
+    """Everything one rank reads in ``epoch``: shuffled, sharded, batched, resumed
+    (``history``: what earlier runs of this epoch read, see :func:`remaining`).
 
     Example:
         >>> plan = plan_epoch(7, batch_size=2, shuffle=False, seed=0, epoch=0,
@@ -141,7 +178,7 @@ def plan_epoch(
     """
     _check_positive("batch_size", batch_size)
     _check_rank(rank, world_size)
-    order = epoch_order(num_samples, shuffle=shuffle, seed=seed, epoch=epoch)
+    order = remaining(epoch_order(num_samples, shuffle=shuffle, seed=seed, epoch=epoch), history)
     shard = rank_shard(order, rank, world_size)
     n_batches = num_batches(len(shard), batch_size, drop_last)
     if not 0 <= start_batch <= n_batches:

@@ -1,7 +1,8 @@
 """Opening Lance datasets: URIs, versions and tags, and the facts the readers need.
 
 A *source* is a URI (a local path, a ``file://`` URI or an object store URI such as
-``s3://bucket/ds.lance`` with ``storage_options``) or an open ``lance.LanceDataset``.
+``s3://bucket/ds.lance`` with ``storage_options``), an open ``lance.LanceDataset``, or
+a local lancedb ``Table`` (read through its ``to_lance()`` dataset).
 Everything that reads rows opens it here, so that a missing dataset, a bad version
 or an unknown column fails the same way everywhere.
 
@@ -22,7 +23,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import lance
 import pyarrow as pa
 
-SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset]
+# Any (a lancedb Table) stands for objects with ``to_lance()``; lancedb is optional.
+SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset, Any]
 VersionLike = Union[int, str]
 
 # Field metadata Lance puts on a column written with its blob encoding; such a column
@@ -44,14 +46,19 @@ def open_source(
     Lance's io_uring reader where Linux offers it (``LANCEFEED_IO_URING=0`` turns that
     off); a ``LanceDataset`` is used as given.
 
+    A local lancedb ``Table`` is read through ``table.to_lance()`` (the table's own
+    version unless ``version`` names another).
+
     Raises ``FileNotFoundError`` when there is no dataset at the URI, ``ValueError``
     when the version or tag does not exist, ``TypeError`` for anything that is not a
-    URI or a ``LanceDataset``.
+    URI, a ``LanceDataset`` or a local lancedb table.
 
     Example:
         >>> ds = open_source("s3://bucket/cifar.lance", version="v1",
         ...                  storage_options={"region": "us-east-1"})  # doctest: +SKIP
     """
+    if not isinstance(source, (str, os.PathLike, lance.LanceDataset)):
+        source = lancedb_dataset(source)
     if isinstance(source, lance.LanceDataset):
         if version is None or _same_version(source, version):
             return source
@@ -63,8 +70,8 @@ def open_source(
         source = os.fspath(source)
     if not isinstance(source, str):
         raise TypeError(
-            "expected a Lance dataset: a URI (local path, file:// or object store URI) "
-            f"or a lance.LanceDataset, got {type(source).__name__}"
+            "expected a Lance dataset: a URI (local path, file:// or object store URI), "
+            f"a lance.LanceDataset or a local lancedb Table, got {type(source).__name__}"
         )
     try:
         ds = lance.dataset(source, version=version, storage_options=storage_options)
@@ -84,6 +91,49 @@ def open_source(
             ) from None
         raise
     return _with_io_uring(ds, storage_options)
+
+
+def lancedb_dataset(table: Any) -> lance.LanceDataset:
+    """The ``LanceDataset`` under a local lancedb ``Table`` (anything with ``to_lance()``).
+
+    Raises ``TypeError`` for anything else, a remote lancedb table included (it has no
+    dataset on this machine).
+
+    Example:
+        >>> import lancedb  # doctest: +SKIP
+        >>> lancedb_dataset(lancedb.connect("db").open_table("images")).uri  # doctest: +SKIP
+        '/home/me/db/images.lance'
+    """
+    to_lance = getattr(table, "to_lance", None)
+    if not callable(to_lance):
+        raise TypeError(
+            "expected a Lance dataset: a URI (local path, file:// or object store URI), "
+            f"a lance.LanceDataset or a local lancedb Table, got {type(table).__name__}"
+        )
+    try:
+        ds = to_lance()
+    except NotImplementedError:
+        raise TypeError(
+            f"a {type(table).__name__} has no local Lance dataset (a remote lancedb table?); "
+            "expected a local lancedb Table, a lance.LanceDataset or a URI"
+        ) from None
+    if not isinstance(ds, lance.LanceDataset):
+        raise TypeError(f"{type(table).__name__}.to_lance() gave a {type(ds).__name__}, expected a lance.LanceDataset")
+    return ds
+
+
+def dataset_options(ds: lance.LanceDataset) -> Optional[Dict[str, str]]:
+    """The object store options ``ds`` was opened with (``None`` for none).
+
+    A dataset handed over already open still has to be reopened in each DataLoader
+    worker, with the same options; this reads them back from the dataset.
+
+    Example:
+        >>> dataset_options(lance.dataset("s3://b/ds.lance", storage_options={"region": "eu"}))  # doctest: +SKIP
+        {'region': 'eu'}
+    """
+    options = getattr(ds, "_storage_options", None)
+    return dict(options) if options else None
 
 
 def _with_io_uring(ds: lance.LanceDataset, storage_options: Optional[Dict[str, str]]) -> lance.LanceDataset:

@@ -153,20 +153,62 @@ def split_sizes(
     return [num_rows // k] * k
 
 
-def assign_random(num_rows: int, sizes: Sequence[int], seed: int) -> np.ndarray:
+def assign_random(num_rows: int, sizes: Sequence[int], seed: int, clump_size: Optional[int] = None) -> np.ndarray:
     """Split id (int64, -1 for no split) of each row, drawn at random.
+
+    With ``clump_size`` runs of that many neighbouring rows are drawn together, as
+    lancedb's ``split_random(clump_size=)`` does: the clumps are put in a random order
+    and split ``i`` takes the next ``sizes[i]`` rows of it, so a split is made of whole
+    clumps except where two splits meet. Sizes stay exact row counts.
 
     Example:
         >>> sorted(np.bincount(assign_random(10, [3, 7], seed=1)).tolist())
         [3, 7]
+        >>> a = assign_random(8, [4, 4], seed=0, clump_size=4).tolist()
+        >>> a in ([0, 0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0, 0])
+        True
     """
+    if clump_size is not None and int(clump_size) < 1:
+        raise ValueError(f"clump_size must be a positive number of rows, got {clump_size}")
     out = np.full(num_rows, -1, dtype=np.int64)
-    perm = rng(SPLIT_STREAM, seed).permutation(num_rows)
+    gen = rng(SPLIT_STREAM, seed)
+    if clump_size is None or int(clump_size) <= 1:
+        perm = gen.permutation(num_rows)
+    else:
+        perm = shuffled(np.arange(num_rows, dtype=np.int64), gen, int(clump_size))
     start = 0
     for i, size in enumerate(sizes):
         out[perm[start : start + size]] = i
         start += size
     return out
+
+
+def assign_calculated(values: pa.Array, num_splits: Optional[int]) -> tuple:
+    """Split id of each row from a computed integer column, and the number of splits.
+
+    ``values`` are what lancedb's ``split_calculated`` SQL expression gave for each
+    row. Rows whose value is null, negative or not below ``num_splits`` (when it is
+    known from the split names) are in no split (-1): no split index could select
+    them. Without ``num_splits`` there are ``max + 1`` splits.
+
+    Example:
+        >>> ids, n = assign_calculated(pa.array([0, 2, None, -1]), None)
+        >>> ids.tolist(), n
+        ([0, 2, -1, -1], 3)
+    """
+    t = values.type
+    if not (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+        raise ValueError(
+            f"split_calculated must compute an integer split index per row, got values of type {t}; "
+            "expected e.g. \"abs(hash) % 3\" or \"CASE WHEN label = 'cat' THEN 0 ELSE 1 END\""
+        )
+    if pa.types.is_boolean(t):
+        values = values.cast(pa.int64())
+    out = values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if num_splits is None:
+        num_splits = int(out.max()) + 1 if len(out) and out.max() >= 0 else 0
+    out[(out < 0) | (out >= num_splits)] = -1
+    return out, int(num_splits)
 
 
 def assign_sequential(num_rows: int, sizes: Sequence[int]) -> np.ndarray:
