@@ -1,4 +1,4 @@
-"""The examples in the transforms' and decode's docstrings run as written."""
+"""The examples in the modules' docstrings run as written."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import importlib
 import pytest
 
 MODULES = [
+    "lancefeed.columns",
     "lancefeed.decode",
+    "lancefeed.ingest",
+    "lancefeed.masks",
+    "lancefeed.permutation.formats",
+    "lancefeed.permutation.interop",
+    "lancefeed.sampler",
+    "lancefeed.splits",
+    "lancefeed.targets",
+    "lancefeed.transforms.detection",
     "lancefeed.transforms.compose",
     "lancefeed.transforms.geometric",
     "lancefeed.transforms.photometric",
