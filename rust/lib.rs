@@ -516,6 +516,20 @@ fn split_boxes<'a>(values: &'a [f64], offsets: &[i64], rows: usize) -> PyResult<
         .collect()
 }
 
+/// `data` (a JPEG) rewritten losslessly with a restart marker every MCU row and an index
+/// of the intervals (see `codec::restart`); a `DecodeError` for what cannot be.
+#[pyfunction]
+fn add_restart_index<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let out = py.detach(|| codec::restart::add_restart_index(data)).map_err(|e| DecodeError::new_err(e.0))?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// (pixel rows per interval, interval offsets) of a restart-indexed JPEG, or None.
+#[pyfunction]
+fn restart_index(data: &[u8]) -> Option<(u32, Vec<u32>)> {
+    codec::restart::read_index(data).map(|i| (i.interval_rows, i.offsets))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
@@ -529,5 +543,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(huffman_decoder, m)?)?;
     m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
     m.add_function(wrap_pyfunction!(jpeg_handles_reset, m)?)?;
+    m.add_function(wrap_pyfunction!(add_restart_index, m)?)?;
+    m.add_function(wrap_pyfunction!(restart_index, m)?)?;
     Ok(())
 }

@@ -398,10 +398,17 @@ def test_every_huffman_decoder_crops_and_scales_identically():
             np.testing.assert_array_equal(a, b, err_msg=name)
 
 
-def test_every_huffman_decoder_reads_corrupt_streams_alike():
+@pytest.mark.parametrize("markers", ["none", "every-row", "restart-index"])
+def test_every_huffman_decoder_reads_corrupt_streams_alike(markers):
     # Bytes overwritten in the entropy-coded data (false markers, impossible codes,
-    # runs past the block's end) and truncations: the same pixels or the same error.
+    # runs past the block's end, broken restart markers) and truncations: the same
+    # pixels or the same error. With restart markers the table decoder hands the MCU
+    # before each marker to libjpeg-turbo's path.
     base = encode(photo(400, 300, seed=9), "JPEG", quality=90)
+    if markers == "every-row":
+        base = jpegtran(base, "-restart", "1")
+    elif markers == "restart-index":
+        base = lancefeed._core.add_restart_index(base)
     start = base.index(b"\xff\xda") + 20
     rng = np.random.default_rng(0)
     streams = []
@@ -422,7 +429,13 @@ def test_every_huffman_decoder_reads_corrupt_streams_alike():
     assert sum(isinstance(o, np.ndarray) for o in first) > 10  # most corruptions still decode
     for name, outs in results.items():
         for a, b in zip(first, outs):
-            if isinstance(a, str):
+            if isinstance(a, str) and markers != "none" and a.startswith("truncated"):
+                # Data that ends early: the same error, but with restart markers which of
+                # libjpeg's warnings came last before the end (the words in brackets) may
+                # differ, as the table decoder leaves a corrupt MCU to libjpeg-turbo's
+                # path at another bit than libjpeg-turbo's own decoder notices it.
+                assert isinstance(b, str) and b.split(" (")[0] == a.split(" (")[0], name
+            elif isinstance(a, str):
                 assert a == b, name
             else:
                 np.testing.assert_array_equal(a, b, err_msg=name)

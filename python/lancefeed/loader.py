@@ -26,7 +26,10 @@ Semantics a user can rely on:
   epoch; a loader given it with ``load_state_dict()`` continues with exactly the
   batches an uninterrupted run would have produced.
 - Memory: at most ``prefetch`` finished batches wait, one is being decoded, and
-  ``prefetch + io_threads`` takes are read ahead. A take covers several batches when
+  ``prefetch + io_threads`` takes are read ahead; by default (``io_threads=None``)
+  that number sizes itself: it starts at ``prefetch + 1`` and grows while the decode
+  waits on reads (an object store's latency), to at most 16 takes and 256 MiB of
+  taken columns (``lancefeed.pipeline``). A take covers several batches when
   the images are small (about 1,024 rows, at most 8 MiB of encoded images), one
   batch otherwise; this changes only how rows are read, never which or in what order.
 - Labels (a numeric or string label column) are read for the whole permutation once,
@@ -71,7 +74,7 @@ from lancefeed.labels import (
 )
 from lancefeed.memory import keep_freed_memory_unless_disabled
 from lancefeed.permutation import Permutation
-from lancefeed.pipeline import Pipeline
+from lancefeed.pipeline import Meter, Pipeline, PipelineStats
 from lancefeed.sampler import Segment, num_batches, plan_epoch, remaining, shard_length
 from lancefeed.staging import CpuStage, Normalize, NormalizeArg
 from lancefeed.targets import ClassSelection, TargetSpec, assemble, select_boxes
@@ -83,6 +86,9 @@ _STATE_KEYS = ("epoch", "batches_consumed", "seed")
 _TAKE_ROWS = 1024
 _FLOATS = ("float32", "float16", "bfloat16")
 _TAKE_BYTES = 8 << 20
+
+# What loader.stats() reports (one name for users; the pipeline fills it in).
+LoaderStats = PipelineStats
 
 
 @dataclass
@@ -414,7 +420,10 @@ class DataLoader:
     ending in ``ToTensor()``/``ToDtype(float32, scale=True)`` and ``Normalize`` gives
     float32 NCHW batches, as ``normalize=`` does.
     ``num_threads``: decode threads (default: the cores). ``io_threads``: concurrent
-    takes. ``prefetch``: ready batches kept ahead. ``on_error="skip"`` drops rows whose
+    takes (default ``None``: as many as hide the store's latency, bounded; see the
+    module). ``prefetch``: ready batches kept ahead. ``log_every``: log
+    :meth:`stats` as one line on the ``lancefeed`` logger (INFO) every that many
+    seconds while iterating (off by default). ``on_error="skip"`` drops rows whose
     image does not decode (listed in ``loader.skipped``) instead of raising
     ``DecodeError`` naming the row; ``truncated="pad"`` decodes truncated images as
     Pillow does with ``LOAD_TRUNCATED_IMAGES`` (see :func:`lancefeed.decode_batch`).
@@ -448,7 +457,7 @@ class DataLoader:
         classes: Union[None, str, Sequence[str]] = None,
         mode: str = "RGB",
         num_threads: Optional[int] = None,
-        io_threads: int = 1,
+        io_threads: Optional[int] = None,
         prefetch: int = 2,
         on_error: str = "raise",
         truncated: str = "error",
@@ -467,6 +476,7 @@ class DataLoader:
         mask_fill: int = 0,
         min_area: Optional[float] = None,
         min_visibility: float = 0.0,
+        log_every: Optional[float] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -480,8 +490,10 @@ class DataLoader:
             raise ValueError(f"output must be 'tuple', 'dict' or 'detection', got {output!r}")
         if int(prefetch) < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch!r}")
-        if int(io_threads) < 1:
-            raise ValueError(f"io_threads must be at least 1, got {io_threads!r}")
+        if io_threads is not None and int(io_threads) < 1:
+            raise ValueError(f"io_threads must be at least 1 (or None: self-sized), got {io_threads!r}")
+        if log_every is not None and not float(log_every) > 0:
+            raise ValueError(f"log_every must be a positive number of seconds (or None: off), got {log_every!r}")
 
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -489,7 +501,8 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.output = output
         self.prefetch = int(prefetch)
-        self.io_threads = int(io_threads)
+        self.io_threads = None if io_threads is None else int(io_threads)
+        self.log_every = None if log_every is None else float(log_every)
         self.on_error = on_error
         self.image_column = image_column
         self.rank, self.world_size = _resolve_rank(rank, world_size)
@@ -606,6 +619,27 @@ class DataLoader:
         self._next_history: Tuple[Segment, ...] = ()
         self._progress: Optional[_Progress] = None
         self._prefetcher: Any = None
+        self._meter = Meter(self.log_every, label=f"{self.permutation.uri}: ")
+
+    def stats(self) -> Dict[str, Any]:
+        """What the loader did so far, summed over its epochs, as a dict.
+
+        ``batches`` handed out; ``takes`` (read requests to Lance) and ``bytes_read``
+        (the Arrow size of the columns they returned); ``take_s`` (their latencies,
+        summed: they overlap); ``io_wait_s`` (time the decode waited for a take) and
+        ``decode_s`` (time decoding and collating); ``wait_p50_s``/``wait_p95_s``
+        (time the training loop waited in ``next()``, over the last 4,096 batches);
+        ``queue_depth_mean``/``_max`` (ready batches at each ``next()``);
+        ``in_flight_mean``/``_max``/``_limit``/``_bound`` (takes read ahead: seen,
+        the window now, the most it may grow to); ``io_bound`` (the decode waited on
+        reads longer than it worked); ``elapsed_s`` since the loader was made.
+
+        Example:
+            >>> for batch in loader: ...  # doctest: +SKIP
+            >>> s = loader.stats(); s["batches"] == len(loader), s["io_bound"]  # doctest: +SKIP
+            (True, False)
+        """
+        return self._meter.snapshot().as_dict()
 
     # -- sizes and epochs ---------------------------------------------------------
 
@@ -766,10 +800,16 @@ class DataLoader:
         group = maker.batches_per_take(self.batch_size)
         keys = [range(k, min(k + group, len(plan))) for k in range(start, len(plan), group)]
 
+        meter, uri = self._meter, self.permutation.uri
+
         def fetch(batches: range) -> Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]:
             parts = [plan.batch(k) for k in batches]
             positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            rows, order = maker.take(positions)
+            try:
+                rows, order = maker.take(positions)
+            except (OSError, ValueError) as exc:  # Lance's I/O errors name the HTTP request, not the dataset
+                raise _read_error(uri, batches, exc) from exc
+            meter.add_bytes(rows.nbytes)
             return rows, order, parts
 
         def process(batches: range, fetched: Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]) -> Iterator[Any]:
@@ -785,7 +825,8 @@ class DataLoader:
             process,
             prefetch=self.prefetch,
             io_threads=self.io_threads,
-            depth=self.prefetch + self.io_threads,
+            depth=None if self.io_threads is None else self.prefetch + self.io_threads,
+            meter=meter,
         )
         return pipeline, progress
 
@@ -845,6 +886,16 @@ class DataLoader:
             f"DataLoader({self.permutation.uri!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
         )
+
+
+def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
+    """``exc`` with the dataset URI and the batches in its message, same type where it
+    can be made (so ``except OSError`` still catches it)."""
+    message = f"reading {uri!r} (batches {batches.start}..{batches.stop - 1} of the epoch): {exc}"
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an exception type that takes other arguments
+        return OSError(message)
 
 
 def _read_before(num_samples: int, history: Sequence[Segment]) -> int:

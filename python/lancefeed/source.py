@@ -84,13 +84,36 @@ def open_source(
                 latest = None
             if latest is not None:
                 raise _version_error(latest, version, exc) from None
+        if "NoSuchBucket" in message:
+            raise FileNotFoundError(
+                f"no Lance dataset at {source!r}: the bucket does not exist on that store "
+                "(check the URI and storage_options' endpoint)"
+            ) from None
+        if any(k in message for k in _REFUSED):
+            raise PermissionError(
+                f"cannot open {source!r}: the object store refused the credentials (HTTP 403); "
+                f"check the keys and region in storage_options ({_store_reply(message)})"
+            ) from None
         if "not found" in message.lower():
             raise FileNotFoundError(
                 f"no Lance dataset at {source!r}: expected a dataset directory written by "
                 "lance.write_dataset (a local path, file:// URI or object store URI)"
             ) from None
+        if _SCHEME.match(source) and source not in message:
+            # Lance names the HTTP request, not the dataset.
+            raise type(exc)(f"cannot open {source!r}: {message}") from exc
         raise
     return _with_io_uring(ds, storage_options)
+
+
+# An object store's replies to bad credentials (S3 and compatible stores).
+_REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden", "AccessDenied")
+
+
+def _store_reply(message: str) -> str:
+    """The store's error code from a Lance error message (no request details)."""
+    m = re.search(r"<Code>([^<]+)</Code>", message)
+    return m.group(1) if m else "403 Forbidden"
 
 
 def lancedb_dataset(table: Any) -> lance.LanceDataset:

@@ -7,7 +7,7 @@
  * extends them, and stores: two dependent steps per coefficient, most of a training
  * decode's time. Where a code and its magnitude fit in LF_BITS bits (nearly all of
  * them in photographs) this takes one step; the rest, and every corner (markers,
- * restarts, suspension, corrupt data), stays on libjpeg-turbo's own paths, so the
+ * the MCU before a restart, suspension, corrupt data), stays on libjpeg-turbo's own paths, so the
  * coefficients are the same bytes for valid and invalid streams alike.
  *
  * build.rs compiles this once, for x86-64-v3, with jdhuff.c's globals renamed; it
@@ -268,11 +268,15 @@ lf_decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
   huff_entropy_ptr entropy = (huff_entropy_ptr)cinfo->entropy;
   int usefast = 1;
 
+  /* libjpeg-turbo takes its slow path for every MCU of a stream with restart markers.
+   * The fast path needs no such care: a marker it reads ahead of the MCU's bits (the
+   * next interval's) sets unread_marker, and it then hands that one MCU to the slow
+   * path, from the state saved before it; the restart itself is processed here, before
+   * either. So restart-indexed JPEGs (restart.rs: a marker every MCU row) keep it. */
   if (cinfo->restart_interval) {
     if (entropy->restarts_to_go == 0)
       if (!process_restart(cinfo))
         return FALSE;
-    usefast = 0;
   }
 
   if (cinfo->src->bytes_in_buffer < BUFSIZE * (size_t)cinfo->blocks_in_MCU ||

@@ -9,6 +9,7 @@ use std::ffi::CStr;
 use turbojpeg::raw;
 
 use super::color;
+use super::restart;
 use super::{Channels, DecodeError, Decoded, Request, Result};
 
 /// TurboJPEG's TJUNCROPPED lives in its header only, so it is not linkable.
@@ -272,7 +273,31 @@ impl Decompressor {
             None => (0, 0, sw, sh),
         };
 
-        self.start(data, h, crop.is_some())?;
+        // A restart-indexed JPEG whose crop starts further down decodes a JPEG of the
+        // rows from there on (restart.rs): the same rows, without entropy-decoding the
+        // ones above. The crop's scaled rows shift by whole MCU rows, so the pixels and
+        // their mapping are those of the whole image's decode.
+        let mut crop = crop;
+        let sliced = match (crop.as_mut(), restart::read_index(data)) {
+            (Some(c), Some(index)) => {
+                let first_row = c.y as u32 * 8 / num as u32;
+                restart::slice_for_rows(data, &index, h.height, first_row).map(|(sub, skipped)| {
+                    c.y -= (skipped * num as u32 / 8) as i32;
+                    sub
+                })
+            }
+            _ => None,
+        };
+        let data = match &sliced {
+            Some(sub) => {
+                self.header(sub)?;
+                &sub[..]
+            }
+            None => {
+                self.start(data, h, crop.is_some())?;
+                data
+            }
+        };
         unsafe {
             if raw::tj3SetScalingFactor(self.handle, reduced(num)) != 0 {
                 return Err(DecodeError(format!("JPEG scaling: {}", self.message())));

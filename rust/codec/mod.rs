@@ -5,6 +5,7 @@ pub mod color;
 pub mod huffman;
 pub mod jpeg;
 pub mod png;
+pub mod restart;
 pub mod webp;
 
 use std::fmt;

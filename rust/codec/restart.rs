@@ -1,0 +1,257 @@
+//! Restart-indexed JPEGs: cheaper random crops by design.
+//!
+//! A crop that starts far down an image still pays for the rows above it: libjpeg
+//! skips their scanlines, but must entropy-decode every block of them to find where
+//! the next row's bits start (the DC coefficients are coded as differences along the
+//! whole scan). Restart markers end that chain: after each one the entropy decoder
+//! starts afresh, DC predictions reset. `add_restart_index` rewrites a JPEG losslessly
+//! (TurboJPEG's transform: the same DCT coefficients, so the same pixels) with a
+//! restart marker after every MCU row, and records where each interval's bytes start in
+//! an APP15 segment right after SOI:
+//!
+//! ```text
+//! FF EF <len> "LFRSTIDX" 0 <version 1> <interval rows: u16> <count: u32> <offset: u32>...
+//! ```
+//!
+//! (offsets from the first byte of entropy-coded data, big endian). Every other decoder
+//! ignores an APP15 segment, so the file stays an ordinary JPEG. A crop of such a file
+//! (`slice_for_rows`) decodes a smaller JPEG instead: the same headers with the frame
+//! height cut, and the entropy data from the interval one before the crop's first row
+//! (the row above gives chroma upsampling the context it has in the whole image) to
+//! the end, its restart markers renumbered from 0.
+
+use turbojpeg::raw;
+
+use super::{DecodeError, Result};
+
+const SIGNATURE: &[u8; 9] = b"LFRSTIDX\0";
+const VERSION: u8 = 1;
+
+/// Where each restart interval's entropy-coded bytes start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartIndex {
+    /// Luma pixel rows per interval (an MCU row's height times the rows per interval).
+    pub interval_rows: u32,
+    /// Offsets from the first entropy-coded byte; the first is 0.
+    pub offsets: Vec<u32>,
+}
+
+/// The markers before the entropy-coded data: where SOF's height field is, where the
+/// data starts.
+struct Layout {
+    height_at: usize,
+    data_start: usize,
+}
+
+fn be16(b: &[u8], at: usize) -> usize {
+    ((b[at] as usize) << 8) | b[at + 1] as usize
+}
+
+/// Walks the marker segments from SOI to the first SOS.
+fn layout(data: &[u8]) -> Result<Layout> {
+    if data.len() < 4 || data[0] != 0xFF || data[1] != 0xD8 {
+        return Err("not a JPEG (no SOI marker)".into());
+    }
+    let mut at = 2;
+    let mut height_at = None;
+    loop {
+        while at < data.len() && data[at] == 0xFF && data.get(at + 1) == Some(&0xFF) {
+            at += 1; // fill bytes
+        }
+        if at + 4 > data.len() || data[at] != 0xFF {
+            return Err("corrupt JPEG header: no SOS marker".into());
+        }
+        let marker = data[at + 1];
+        let len = be16(data, at + 2);
+        let end = at + 2 + len;
+        if len < 2 || end > data.len() {
+            return Err("corrupt JPEG header: a marker segment runs past the data".into());
+        }
+        match marker {
+            // Baseline and extended sequential Huffman frames only: a progressive or
+            // arithmetic-coded scan cannot be cut at restart intervals this way.
+            0xC0 | 0xC1 => height_at = Some(at + 5),
+            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                return Err(format!("JPEG frame type SOF{} has no restart index (baseline Huffman only)", marker - 0xC0).into())
+            }
+            0xDA => {
+                let height_at = height_at.ok_or("corrupt JPEG header: SOS before SOF")?;
+                return Ok(Layout { height_at, data_start: end });
+            }
+            _ => {}
+        }
+        at = end;
+    }
+}
+
+/// The restart markers (RST0..RST7) in the entropy-coded data from `start`: the offset
+/// after each, relative to `start`, up to EOI or the next non-RST marker.
+fn restart_offsets(data: &[u8], start: usize) -> Vec<u32> {
+    let mut offsets = vec![0u32];
+    let mut i = start;
+    while i + 1 < data.len() {
+        if data[i] == 0xFF {
+            let m = data[i + 1];
+            if (0xD0..=0xD7).contains(&m) {
+                offsets.push((i + 2 - start) as u32);
+                i += 2;
+                continue;
+            }
+            if m != 0x00 && m != 0xFF {
+                break; // EOI, or the next scan: the end of this one
+            }
+        }
+        i += 1;
+    }
+    offsets
+}
+
+/// TurboJPEG's tjMCUHeight, by TJSAMP (444, 422, 420, GRAY, 440, 411, 441).
+const MCU_HEIGHT: [u32; 7] = [8, 8, 16, 8, 16, 8, 32];
+
+/// `data` rewritten losslessly with a restart marker every MCU row and the index of
+/// the intervals in an APP15 segment (see the module docs). Progressive and
+/// arithmetic-coded JPEGs come out baseline Huffman (the same coefficients); lossless
+/// JPEG is refused. Huffman tables are optimised for the image, which usually makes up
+/// for the markers' bytes.
+pub fn add_restart_index(data: &[u8]) -> Result<Vec<u8>> {
+    let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_TRANSFORM as i32) };
+    if handle.is_null() {
+        return Err("could not create a TurboJPEG transformer".into());
+    }
+    struct Handle(raw::tjhandle);
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            unsafe { raw::tj3Destroy(self.0) };
+        }
+    }
+    let handle = Handle(handle);
+    let message = |h: raw::tjhandle| unsafe { std::ffi::CStr::from_ptr(raw::tj3GetErrorStr(h)).to_string_lossy().into_owned() };
+    let mut out_ptr: *mut u8 = std::ptr::null_mut();
+    let mut out_len: raw::size_t = 0;
+    let transform = raw::tjtransform {
+        r: raw::tjregion { x: 0, y: 0, w: 0, h: 0 },
+        op: raw::TJXOP_TJXOP_NONE as i32,
+        options: 0,
+        data: std::ptr::null_mut(),
+        customFilter: None,
+    };
+    let (rc, subsamp, lossless) = unsafe {
+        raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_RESTARTROWS as i32, 1);
+        raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_OPTIMIZE as i32, 1);
+        let rc = raw::tj3DecompressHeader(handle.0, data.as_ptr(), data.len() as _);
+        let lossless = raw::tj3Get(handle.0, raw::TJPARAM_TJPARAM_LOSSLESS as i32) == 1;
+        let subsamp = raw::tj3Get(handle.0, raw::TJPARAM_TJPARAM_SUBSAMP as i32);
+        (rc, subsamp, lossless)
+    };
+    if rc != 0 {
+        return Err(format!("corrupt JPEG header: {}", message(handle.0)).into());
+    }
+    if lossless {
+        return Err("lossless JPEG (SOF3) has no restart index (baseline Huffman only)".into());
+    }
+    let rc = unsafe { raw::tj3Transform(handle.0, data.as_ptr(), data.len() as _, 1, &mut out_ptr, &mut out_len, &transform) };
+    if rc != 0 || out_ptr.is_null() {
+        if !out_ptr.is_null() {
+            unsafe { raw::tj3Free(out_ptr.cast()) };
+        }
+        return Err(format!("JPEG transform: {}", message(handle.0)).into());
+    }
+    let coded = unsafe { std::slice::from_raw_parts(out_ptr, out_len as usize) }.to_vec();
+    unsafe { raw::tj3Free(out_ptr.cast()) };
+
+    let mcu_h = *MCU_HEIGHT.get(subsamp as usize).ok_or_else(|| DecodeError(format!("JPEG subsampling {subsamp} is not one TurboJPEG knows")))?;
+    let at = layout(&coded)?;
+    let offsets = restart_offsets(&coded, at.data_start);
+    let mut segment = Vec::with_capacity(4 + SIGNATURE.len() + 7 + 4 * offsets.len());
+    let len = 2 + SIGNATURE.len() + 1 + 2 + 4 + 4 * offsets.len();
+    if len > 0xFFFF {
+        return Err(format!("{} restart intervals do not fit in one APP15 segment", offsets.len()).into());
+    }
+    segment.extend_from_slice(&[0xFF, 0xEF]);
+    segment.extend_from_slice(&(len as u16).to_be_bytes());
+    segment.extend_from_slice(SIGNATURE);
+    segment.push(VERSION);
+    segment.extend_from_slice(&(mcu_h as u16).to_be_bytes());
+    segment.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
+    for o in &offsets {
+        segment.extend_from_slice(&o.to_be_bytes());
+    }
+    let mut out = Vec::with_capacity(coded.len() + segment.len());
+    out.extend_from_slice(&coded[..2]);
+    out.extend_from_slice(&segment);
+    out.extend_from_slice(&coded[2..]);
+    Ok(out)
+}
+
+/// The index of a JPEG that `add_restart_index` wrote, or None (any other JPEG, or a
+/// segment that does not parse).
+pub fn read_index(data: &[u8]) -> Option<RestartIndex> {
+    let head = data.get(..4 + SIGNATURE.len() + 7)?;
+    if head[..4] != [0xFF, 0xD8, 0xFF, 0xEF] || &head[6..6 + SIGNATURE.len()] != SIGNATURE {
+        return None;
+    }
+    let len = be16(data, 4);
+    let body = data.get(6..4 + len)?;
+    let rest = &body[SIGNATURE.len()..];
+    if rest[0] != VERSION {
+        return None;
+    }
+    let interval_rows = be16(rest, 1) as u32;
+    let count = u32::from_be_bytes(rest.get(3..7)?.try_into().ok()?) as usize;
+    let table = rest.get(7..7 + 4 * count)?;
+    let offsets = table.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    (interval_rows > 0).then_some(RestartIndex { interval_rows, offsets })
+}
+
+/// A smaller JPEG holding the rows from `first_row` down (`first_row` rounded down to
+/// an interval, less one interval of context), and the number of source rows it
+/// leaves out at the top; None where the index does not help (the crop starts in the
+/// first two intervals) or does not match the data.
+pub fn slice_for_rows(data: &[u8], index: &RestartIndex, height: u32, first_row: u32) -> Option<(Vec<u8>, u32)> {
+    let k = (first_row / index.interval_rows).checked_sub(1)? as usize;
+    if k == 0 || k >= index.offsets.len() {
+        return None;
+    }
+    let at = layout(data).ok()?;
+    let start = at.data_start + index.offsets[k] as usize;
+    // Every interval after the first must start right after a restart marker.
+    for &o in &index.offsets[1..] {
+        let m = at.data_start + o as usize;
+        if m < 2 || m > data.len() || data[m - 2] != 0xFF || !(0xD0..=0xD7).contains(&data[m - 1]) {
+            return None;
+        }
+    }
+    let skipped = k as u32 * index.interval_rows;
+    let new_height = height.checked_sub(skipped).filter(|&h| h > 0)?;
+    let app_end = 4 + be16(data, 4);
+    let mut out = Vec::with_capacity(data.len() - start + at.data_start);
+    out.extend_from_slice(&data[..2]);
+    out.extend_from_slice(&data[app_end..at.data_start]);
+    let height_at = at.height_at - (app_end - 2);
+    out[height_at..height_at + 2].copy_from_slice(&(new_height as u16).to_be_bytes());
+    let base = out.len();
+    out.extend_from_slice(&data[start..]);
+    for (j, &o) in index.offsets.iter().enumerate().skip(k + 1) {
+        let m = base + (at.data_start + o as usize - start) - 1;
+        out[m] = 0xD0 + ((j - k - 1) % 8) as u8;
+    }
+    Some((out, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_skip_stuffed_bytes_and_stop_at_eoi() {
+        let data = [0xAA, 0xFF, 0x00, 0xBB, 0xFF, 0xD0, 0xCC, 0xFF, 0xD1, 0xDD, 0xFF, 0xD9, 0xFF, 0xD2];
+        assert_eq!(restart_offsets(&data, 0), vec![0, 6, 9]);
+    }
+
+    #[test]
+    fn a_foreign_app15_is_no_index() {
+        assert_eq!(read_index(&[0xFF, 0xD8, 0xFF, 0xEF, 0x00, 0x10, b'A', b'd', b'o', b'b', b'e', 0, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(read_index(&[0xFF, 0xD8]), None);
+    }
+}
