@@ -14,6 +14,7 @@ MODULES = [
     "lancefeed.masks",
     "lancefeed.permutation.formats",
     "lancefeed.permutation.interop",
+    "lancefeed.restart",
     "lancefeed.sampler",
     "lancefeed.splits",
     "lancefeed.targets",

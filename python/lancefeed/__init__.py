@@ -65,12 +65,16 @@ _LAZY = {
     "ingest_coco": "lancefeed.ingest",
     "IngestSummary": "lancefeed.ingest",
     "IngestError": "lancefeed.ingest",
+    "add_restart_index": "lancefeed.restart",
+    "index_dataset": "lancefeed.restart",
+    "LoaderStats": "lancefeed.loader",
 }
 
 if TYPE_CHECKING:
     from lancefeed.cuda import CudaPrefetcher
     from lancefeed.ingest import IngestError, IngestSummary, ingest_coco, ingest_folder
-    from lancefeed.loader import DataLoader
+    from lancefeed.loader import DataLoader, LoaderStats
+    from lancefeed.restart import add_restart_index, index_dataset
     from lancefeed.permutation import Permutation, PermutationBuilder, Permutations, permutation_builder
     from lancefeed.source import open_source
 
@@ -101,6 +105,7 @@ __all__ = [
     "Grayscale",
     "IngestError",
     "IngestSummary",
+    "LoaderStats",
     "Pad",
     "Permutation",
     "PermutationBuilder",
@@ -128,10 +133,12 @@ __all__ = [
     "SlowPathWarning",
     "TransformError",
     "TrivialAugmentWide",
+    "add_restart_index",
     "decode_batch",
     "decode_targets",
     "decode_image",
     "image_info",
+    "index_dataset",
     "ingest_coco",
     "ingest_folder",
     "open_source",

@@ -150,6 +150,12 @@ pub fn add_restart_index(data: &[u8]) -> Result<Vec<u8>> {
     if lossless {
         return Err("lossless JPEG (SOF3) has no restart index (baseline Huffman only)".into());
     }
+    // Reading the header set these from the source (a progressive or arithmetic-coded
+    // JPEG), and the transform would write that mode again: ask for baseline Huffman.
+    unsafe {
+        raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_PROGRESSIVE as i32, 0);
+        raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_ARITHMETIC as i32, 0);
+    }
     let rc = unsafe { raw::tj3Transform(handle.0, data.as_ptr(), data.len() as _, 1, &mut out_ptr, &mut out_len, &transform) };
     if rc != 0 || out_ptr.is_null() {
         if !out_ptr.is_null() {

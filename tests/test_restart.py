@@ -1,0 +1,132 @@
+"""Restart-indexed JPEGs: the rewrite keeps every pixel, crops through the index equal
+crops without it, and a broken index is ignored rather than trusted."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+import lancefeed
+from lancefeed.restart import add_restart_index, index_dataset, restart_index
+
+from images import photo
+
+
+def encode(img: np.ndarray | Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def jpegtran(data: bytes, *args: str) -> bytes:
+    if shutil.which("jpegtran") is None:
+        pytest.skip("jpegtran (libjpeg-turbo-progs) is not installed")
+    return subprocess.run(["jpegtran", *args], input=data, capture_output=True, check=True).stdout
+
+
+def variants() -> dict[str, bytes]:
+    base = photo(333, 251, seed=1)
+    return {
+        "420": encode(base, quality=85),
+        "444": encode(base, quality=95, subsampling=0),
+        "422": encode(base, quality=75, subsampling=1),
+        "gray": encode(Image.fromarray(base).convert("L"), quality=90),
+        "optimized": encode(base, quality=85, optimize=True),
+        "progressive": encode(base, quality=85, progressive=True),
+        "cmyk": encode(Image.fromarray(base).convert("CMYK"), quality=90),
+        "tiny": encode(photo(9, 7, seed=2), quality=90),
+        "arithmetic": jpegtran(encode(base, quality=85), "-arithmetic"),
+        "restarts-already": jpegtran(encode(base, quality=85), "-restart", "3B"),
+    }
+
+
+def pillow(data: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(data))
+    return np.asarray(img.convert("RGB"))
+
+
+@pytest.mark.parametrize("name", sorted(variants()))
+def test_the_rewrite_keeps_every_pixel_in_every_decoder(name):
+    data = variants()[name]
+    indexed = add_restart_index(data)
+    rows, offsets = restart_index(indexed)
+    h = Image.open(io.BytesIO(data)).size[1]
+    assert len(offsets) == -(-h // rows) and offsets[0] == 0  # an interval per MCU row
+    # Each interval after the first starts right after a restart marker.
+    start = indexed.index(b"\xff\xda")
+    start += 2 + int.from_bytes(indexed[start + 2 : start + 4], "big")
+    for k, off in enumerate(offsets[1:]):
+        assert indexed[start + off - 2] == 0xFF and indexed[start + off - 1] == 0xD0 + k % 8
+    np.testing.assert_array_equal(pillow(indexed), pillow(data))  # another decoder
+    np.testing.assert_array_equal(lancefeed.decode_image(indexed), lancefeed.decode_image(data))
+    # Arithmetic coding is ~10-15% tighter than the Huffman coding it becomes.
+    assert len(indexed) < (1.25 if name == "arithmetic" else 1.05) * len(data) + 600
+
+
+def test_lossless_and_non_jpeg_are_refused_with_the_reason():
+    with pytest.raises(lancefeed.DecodeError, match="lossless JPEG"):
+        add_restart_index(_lossless())
+    with pytest.raises(lancefeed.DecodeError):
+        add_restart_index(b"\x89PNG\r\n\x1a\n....")
+
+
+def _lossless() -> bytes:
+    from images import lossless_jpeg
+
+    return lossless_jpeg(photo(40, 30, seed=3))
+
+
+@pytest.mark.parametrize("dct_scaling", [True, False])
+def test_crops_through_the_index_equal_crops_without(dct_scaling):
+    items = [variants()[n] for n in ("420", "444", "422", "gray", "progressive", "cmyk")]
+    items += [encode(photo(640, 480, seed=s), quality=q) for s, q in ((5, 90), (6, 60))]
+    indexed = [add_restart_index(b) for b in items]
+    for seed in range(4):
+        for t in (
+            lancefeed.Compose([lancefeed.RandomResizedCrop(96), lancefeed.RandomHorizontalFlip()]),
+            lancefeed.Compose([lancefeed.RandomResizedCrop(32, scale=(0.01, 0.05))]),
+            lancefeed.Compose([lancefeed.Resize(200), lancefeed.CenterCrop(64)]),
+        ):
+            a = lancefeed.decode_batch(items, transform=t, seed=seed, dct_scaling=dct_scaling)
+            b = lancefeed.decode_batch(indexed, transform=t, seed=seed, dct_scaling=dct_scaling)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_broken_index_is_ignored_not_trusted():
+    data = encode(photo(320, 480, seed=7), quality=90)
+    indexed = bytearray(add_restart_index(data))
+    # Point interval 5 elsewhere: the marker check fails and the whole image decodes.
+    at = indexed.index(b"LFRSTIDX") + 9 + 1 + 2 + 4 + 5 * 4
+    indexed[at : at + 4] = (int.from_bytes(indexed[at : at + 4], "big") + 7).to_bytes(4, "big")
+    t = lancefeed.RandomResizedCrop(64, scale=(0.05, 0.1))
+    a = lancefeed.decode_batch([data] * 8, transform=t, seed=1)
+    b = lancefeed.decode_batch([bytes(indexed)] * 8, transform=t, seed=1)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_index_dataset_rewrites_the_jpegs_and_keeps_the_rest(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray(photo(20, 20, seed=8)).save(png, "PNG")
+    jpegs = [encode(photo(200, 150, seed=s), quality=90) for s in range(5)]
+    images = jpegs + [png.getvalue(), _lossless()]
+    src, out = str(tmp_path / "src.lance"), str(tmp_path / "out.lance")
+    lance.write_dataset(pa.table({"image": pa.array(images, pa.binary()), "label": list("abcdefg")}), src)
+    s = index_dataset(src, out, progress=False)
+    assert (s.rows, s.indexed, s.kept) == (7, 5, 2) and s.reasons == {"lossless JPEG (SOF3) has no restart index (baseline Huffman only)": 1}
+    table = lance.dataset(out).to_table()
+    assert table.column("label").to_pylist() == list("abcdefg")
+    got = table.column("image").to_pylist()
+    assert got[5:] == images[5:]  # kept as they were
+    for a, b in zip(got[:5], jpegs):
+        assert restart_index(a) is not None
+        np.testing.assert_array_equal(pillow(a), pillow(b))
+    loader = lancefeed.DataLoader(out, 7, transform=lancefeed.Resize((16, 16)))
+    images_out, _ = next(iter(loader))
+    assert images_out.shape == (7, 16, 16, 3)
