@@ -110,6 +110,24 @@ def test_existing_output_needs_overwrite(tmp_path: Path, split_tree: dict) -> No
         lancefeed.ingest_folder(tmp_path / "root", out, mode="replace")
 
 
+def test_chunked_commits_write_the_same_rows(tmp_path: Path, split_tree: dict) -> None:
+    one = lancefeed.ingest_folder(tmp_path / "root", tmp_path / "one.lance", progress=False)
+    many = lancefeed.ingest_folder(
+        tmp_path / "root", tmp_path / "many.lance", progress=False, commit_every=2, batch_size=1
+    )
+    assert (one.rows, one.skipped) == (many.rows, many.skipped)
+    a, b = (lance.dataset(str(tmp_path / n)) for n in ("one.lance", "many.lance"))
+    # 6 files (one broken) in commits of 2: 3 versions, each a readable prefix.
+    assert (a.version, b.version) == (1, 3)
+    assert b.to_table().equals(a.to_table(), check_metadata=True)
+    assert b.schema.field("image").metadata == {b"lance-encoding:compression": b"none"}
+    firsts = [b.checkout_version(v).to_table(columns=["filename"]).column(0).to_pylist() for v in (1, 2)]
+    assert firsts == [["test/cat/d.jpg", "test/dog/e.jpg"], ["test/cat/d.jpg", "test/dog/e.jpg",
+                                                           "train/cat/a.jpg", "train/cat/b.png"]]
+    with pytest.raises(ValueError, match="commit_every must be >= 1; got 0"):
+        lancefeed.ingest_folder(tmp_path / "root", tmp_path / "z.lance", progress=False, commit_every=0)
+
+
 def test_bad_layouts_are_explained(tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     _write(flat / "a.jpg", _image_bytes(4, 4))

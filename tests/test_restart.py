@@ -130,3 +130,19 @@ def test_index_dataset_rewrites_the_jpegs_and_keeps_the_rest(tmp_path):
     loader = lancefeed.DataLoader(out, 7, transform=lancefeed.Resize((16, 16)))
     images_out, _ = next(iter(loader))
     assert images_out.shape == (7, 16, 16, 3)
+
+
+def test_ingest_can_store_restart_indexed_jpegs(tmp_path):
+    (tmp_path / "src" / "cat").mkdir(parents=True)
+    files = []
+    for i in range(3):
+        path = tmp_path / "src" / "cat" / f"{i}.jpg"
+        Image.fromarray(photo(90, 70, seed=i)).save(path, quality=90)
+        files.append(path.read_bytes())
+    Image.fromarray(photo(30, 20, seed=9)).save(tmp_path / "src" / "cat" / "z.png")
+    lancefeed.ingest_folder(tmp_path / "src", tmp_path / "out.lance", restart_index=True, progress=False)
+    table = lance.dataset(str(tmp_path / "out.lance")).to_table()
+    stored = table.column("image").to_pylist()
+    assert [restart_index(b) is not None for b in stored] == [True, True, True, False]  # the PNG as it was
+    for a, b in zip(stored, files):
+        np.testing.assert_array_equal(pillow(a), pillow(b))

@@ -11,24 +11,38 @@ Example:
     >>> summary = lancefeed.ingest_folder("cifar10/", "cifar10.lance")  # doctest: +SKIP
     >>> summary.rows, len(summary.skipped)  # doctest: +SKIP
     (60000, 0)
+
+Interrupted ingests. An ingest commits every ``commit_every`` files (a Lance
+``write_dataset`` per chunk, so each chunk is a dataset version of its own): a
+killed ingest loses at most the chunk in progress. Each chunk's commit carries, in
+its Lance transaction properties (key ``lancefeed.ingest``), a JSON record of the
+source, the options that shape the rows, how many files (in ingest order) are
+committed and a digest of their names. ``resume=True`` reads the latest record and
+continues after it; it refuses when the source or the options differ.
+
+    >>> lancefeed.ingest_folder("imagenet/train/", "in.lance", resume=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from itertools import islice
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import pyarrow as pa
 
 from lancefeed._core import DecodeError, decode_image, image_info
+from lancefeed.restart import add_restart_index
 from lancefeed.masks import encode_png, label_mask
 
 __all__ = ["IngestError", "IngestSummary", "ingest_coco", "ingest_folder"]
@@ -40,6 +54,17 @@ _MODES = ("create", "overwrite", "append")
 # batch_size: it keeps one Arrow binary array far below its 2 GiB offset limit
 # and keeps memory bounded when files are large.
 _MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+# Files per commit. Each chunk becomes one Lance version and (at least) one fragment:
+# 10,000 ImageNet-sized files are about 1 GiB, a minute or less of reading to redo after
+# a kill, and ImageNet's 1.28 M files make ~130 fragments, which readers handle well.
+COMMIT_EVERY = 10_000
+# The transaction property holding an ingest's resume record (a JSON object).
+_RECORD_KEY = "lancefeed.ingest"
+_RECORD_FORMAT = 1
+# What Lance puts in a dataset folder. A folder holding only these but no manifest is the
+# leftover of a write killed before its first commit: nothing in it can be read back.
+_LANCE_ENTRIES = frozenset({"data", "_versions", "_transactions", "_indices", "_deletions", "_refs"})
 
 # Encoded images are already compressed: Lance's default page compression gains no
 # space on them and costs CPU on every read (measured: a shuffled take of the ImageNet
@@ -100,7 +125,10 @@ class IngestSummary:
         uri: the Lance dataset written.
         rows: rows written.
         skipped: ``(path, reason)`` of every file left out (unreadable, not an image).
+            After ``resume=True``, only those of the files read by this call.
         seconds: wall time of the whole ingest.
+        resumed_from: files (in ingest order) an earlier, interrupted ingest had
+            committed, which this call (``resume=True``) did not read again.
 
     Example:
         >>> s = IngestSummary(uri="out.lance", rows=10, skipped=[("a/x.txt", "not an image")])
@@ -112,9 +140,13 @@ class IngestSummary:
     rows: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from: int = 0
 
     def __str__(self) -> str:
-        return f"wrote {self.rows} rows to {self.uri}, skipped {len(self.skipped)} file(s)"
+        text = f"wrote {self.rows} rows to {self.uri}, skipped {len(self.skipped)} file(s)"
+        if self.resumed_from:
+            text += f" (resumed after {self.resumed_from} file(s) committed before)"
+        return text
 
 
 class _RowError(Exception):
@@ -152,12 +184,18 @@ def _display(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _load(item: _Item, verify: bool) -> _Loaded:
-    """Read one file and parse its header; never raises (errors are data)."""
+def _load(item: _Item, verify: bool, restart: bool = False) -> _Loaded:
+    """Read one file and parse its header; never raises (errors are data). With
+    ``restart``, a JPEG is rewritten with its restart index (lancefeed.restart)."""
     try:
         data = item.path.read_bytes()
     except OSError as exc:
         return _Loaded(item, error=f"unreadable ({exc.strerror or exc})")
+    if restart and data[:2] == b"\xff\xd8":
+        try:
+            data = add_restart_index(data)
+        except DecodeError:
+            pass  # lossless or not decodable: stored as it is, the checks below decide
     try:
         width, height, _fmt = image_info(data)
         if verify:
@@ -177,16 +215,208 @@ def _load(item: _Item, verify: bool) -> _Loaded:
 def _check_mode(out: PathLike, mode: str) -> str:
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
-    uri = os.fspath(out)
-    if mode == "create" and "://" not in uri and os.path.exists(uri):
+    return os.fspath(out)
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+def _has_version(uri: str) -> bool:
+    """Whether ``uri`` is a Lance dataset with at least one committed version."""
+    if _is_local(uri):
+        versions = Path(uri) / "_versions"
+        return versions.is_dir() and any(p.suffix == ".manifest" for p in versions.iterdir())
+    import lance
+
+    try:
+        lance.dataset(uri)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _record_of(tx: Any) -> dict[str, Any] | None:
+    props = getattr(tx, "transaction_properties", None) or {}
+    text = props.get(_RECORD_KEY)
+    return None if text is None else json.loads(text)
+
+
+def _latest_record(uri: str, *, search: bool) -> tuple[dict[str, Any], int] | None:
+    """The resume record of the newest ingest chunk in ``uri``'s history, and its version.
+
+    Without ``search`` only the latest version is looked at: enough to recognise an
+    ingest that was killed (its last chunk is the latest commit) without reading the
+    whole history of a large dataset. With it, older versions are searched too, so a
+    commit made after the ingest (an index, say) does not hide its record.
+    """
+    import lance
+
+    ds = lance.dataset(uri)
+    oldest = 1 if search else ds.version
+    for version in range(ds.version, oldest - 1, -1):
+        try:
+            tx = ds.read_transaction(version)
+        except (ValueError, OSError):  # the version or its transaction was cleaned up
+            continue
+        record = _record_of(tx)
+        if record is not None:
+            return record, version
+    return None
+
+
+def _describe(record: dict[str, Any]) -> str:
+    src = record.get("source", {})
+    what = src.get("root") if src.get("kind") == "folder" else src.get("annotations")
+    return f"{src.get('kind', '?')} {what}"
+
+
+def _leftover_entries(uri: str) -> list[str]:
+    return sorted(os.listdir(uri))
+
+
+def _check_out(uri: str, mode: str, resume: bool) -> None:
+    """Refuse, before any work, an ``out`` that this ingest must not write into.
+
+    ``create`` needs ``out`` absent; ``append`` refuses to add a second source on top of
+    an ingest that was interrupted (its files would come after a hole). Each refusal
+    says what was found and how to go on.
+    """
+    if resume and mode == "overwrite":
+        raise ValueError(
+            "resume=True continues an interrupted ingest and mode='overwrite' discards it; "
+            "pass one of them (CLI: --resume or --overwrite)"
+        )
+    if resume or mode == "overwrite":
+        return  # resume decides once the files are listed; overwrite takes anything
+    exists = os.path.exists(uri) if _is_local(uri) else _has_version(uri)
+    if not exists:
+        return
+    if not _has_version(uri):
+        if mode == "append":
+            return  # Lance creates the dataset, as it always has
+        entries = _leftover_entries(uri)
+        if set(entries) <= _LANCE_ENTRIES:
+            raise FileExistsError(
+                f"{uri} already exists but holds no committed Lance version (found only "
+                f"{', '.join(entries) or 'nothing'}): an ingest was killed before its first "
+                "commit, and nothing in it can be kept. Pass resume=True (CLI: --resume) to "
+                "write it from the start in place, or mode='overwrite' (CLI: --overwrite)"
+            )
+        raise FileExistsError(
+            f"{uri} already exists and is not a Lance dataset (it holds "
+            f"{', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}); choose another "
+            "output or pass mode='overwrite' (CLI: --overwrite) to replace it"
+        )
+    found = _latest_record(uri, search=False)
+    unfinished = found is not None and not found[0].get("done", False)
+    if unfinished:
+        record, version = found  # type: ignore[misc]
+        what = (
+            f"{uri} holds an unfinished ingest of {_describe(record)}: "
+            f"{record['items_committed']} of {record['items_total']} files committed "
+            f"(version {version}; the rest was interrupted)."
+        )
+        raise FileExistsError(
+            f"{what} Pass resume=True (CLI: --resume) to continue it, or mode='overwrite' "
+            "(CLI: --overwrite) to start again" + ("" if mode == "create" else " before appending")
+        )
+    if mode == "create":
         raise FileExistsError(
             f"{uri} already exists; pass mode='overwrite' (CLI: --overwrite) to replace it "
             "or mode='append' (CLI: --append) to add rows"
         )
-    return uri
 
 
-def _loaded_stream(items: Sequence[_Item], *, num_threads: int | None, verify: bool) -> Iterator[_Loaded]:
+def _item_key(item: _Item) -> bytes:
+    """What names an item in the digest: its filename (and COCO image id)."""
+    return json.dumps([item.extra.get("filename"), item.extra.get("image_id")]).encode() + b"\n"
+
+
+def _digest(items: Sequence[_Item], end: int) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    for item in items[:end]:
+        h.update(_item_key(item))
+    return h
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resume_point(
+    uri: str, mode: str, record: dict[str, Any], items: Sequence[_Item]
+) -> tuple[int, str, bool]:
+    """Where a ``resume=True`` ingest starts: ``(files already committed, write mode, done)``.
+
+    ``done``: the ingest recorded in ``uri`` finished already; nothing is to be written.
+
+    Raises ``ValueError`` / ``FileExistsError`` (saying why) when ``uri`` holds
+    another ingest, or files that are not a Lance dataset.
+    """
+    if not _has_version(uri):
+        if _is_local(uri) and os.path.exists(uri):
+            entries = _leftover_entries(uri)
+            if not set(entries) <= _LANCE_ENTRIES:
+                raise FileExistsError(
+                    f"{uri} exists and is not a Lance dataset (it holds {', '.join(entries[:5])}"
+                    f"{', ...' if len(entries) > 5 else ''}); resume only takes over the leftover "
+                    "of an interrupted ingest. Choose another output"
+                )
+            # Killed before its first commit: these files are not part of any version, so
+            # removing them loses nothing and keeps them from lingering as garbage.
+            for name in entries:
+                shutil.rmtree(Path(uri) / name)
+            print(
+                f"lancefeed: {uri} held no committed version (an ingest killed before its "
+                "first commit); writing it from the start",
+                file=sys.stderr,
+            )
+        return 0, mode, False
+    found = _latest_record(uri, search=True)
+    old = None if found is None else found[0]
+    fresh_append = mode == "append" and (
+        old is None or (old.get("done") and old.get("source") != record["source"])
+    )
+    if fresh_append:
+        return 0, "append", False  # another source appended earlier: this one starts now
+    if old is None:
+        raise ValueError(
+            f"cannot resume {uri}: it was not written by a resumable lancefeed ingest (no "
+            f"'{_RECORD_KEY}' record in its history), so there is nothing to continue. Pass "
+            "mode='overwrite' (CLI: --overwrite) to replace it"
+        )
+    differing = [
+        (part, key)
+        for part in ("source", "options")
+        for key in sorted(set(old.get(part, {})) | set(record[part]))
+        if old.get(part, {}).get(key) != record[part].get(key)
+    ]
+    if differing:
+        why = "from another source" if differing[0][0] == "source" else "with other options"
+        diffs = [f"{key} was {old[part].get(key)!r}, now {record[part].get(key)!r}" for part, key in differing]
+        raise ValueError(
+            f"cannot resume {uri}: it was written {why} ({'; '.join(diffs)}). Resume with "
+            "the same source and options, or pass mode='overwrite' (CLI: --overwrite) to start again"
+        )
+    committed = int(old["items_committed"])
+    if old.get("done"):
+        return committed, "append", True
+    if committed > len(items) or _digest(items, committed).hexdigest() != old["digest"]:
+        raise ValueError(
+            f"cannot resume {uri}: the files of {_describe(old)} changed since it was "
+            f"interrupted (the first {committed} files, in ingest order, are not the ones "
+            "committed), so skipping them would lose or repeat files. Pass mode='overwrite' "
+            "(CLI: --overwrite) to start again"
+        )
+    return committed, "append", False
+
+
+def _loaded_stream(items: Sequence[_Item], *, num_threads: int | None, verify: bool, restart: bool = False) -> Iterator[_Loaded]:
     """Load files in parallel, yielding them in input order.
 
     A few files per thread are in flight: enough to keep the threads busy, few
@@ -198,14 +428,14 @@ def _loaded_stream(items: Sequence[_Item], *, num_threads: int | None, verify: b
         pending: deque[Future[_Loaded]] = deque()
         it = iter(items)
         for item in it:
-            pending.append(pool.submit(_load, item, verify))
+            pending.append(pool.submit(_load, item, verify, restart))
             if len(pending) >= window:
                 break
         while pending:
             loaded = pending.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_load, nxt, verify))
+                pending.append(pool.submit(_load, nxt, verify, restart))
             yield loaded
 
 
@@ -224,7 +454,17 @@ def _write(
     desc: str,
     blob: bool = False,
     enable_stable_row_ids: bool = False,
+    record: dict[str, Any] | None = None,
+    start: int = 0,
+    commit_every: int = COMMIT_EVERY,
+    restart_index: bool = False,
 ) -> IngestSummary:
+    """Write ``items[start:]`` to ``uri``, one commit per ``commit_every`` items.
+
+    ``mode`` is the first commit's; later ones append. Each commit carries ``record``
+    (source and options) with the number of items committed so far, so a killed
+    ingest can be resumed after its last commit.
+    """
     import lance
     from tqdm import tqdm
 
@@ -235,13 +475,16 @@ def _write(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    start = time.perf_counter()
+    began = time.perf_counter()
     skipped: list[tuple[str, str]] = []
     rows = 0
     failure: list[IngestError] = []
     extra_names = [f.name for f in schema if f.name not in ("image", "width", "height")]
+    bar = tqdm(total=len(items), initial=start, desc=desc, unit="img", file=sys.stderr, disable=not progress)
+    stream = _loaded_stream(items[start:], num_threads=num_threads, verify=verify, restart=restart_index)
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def batches(count: int) -> Iterator[pa.RecordBatch]:
+        """The rows of the stream's next ``count`` items (one commit's worth)."""
         nonlocal rows
         cols: dict[str, list[Any]] = {name: [] for name in schema.names}
         nbytes = 0
@@ -255,51 +498,108 @@ def _write(
             nbytes = 0
             return batch
 
-        bar = tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress)
-        try:
-            for loaded in _loaded_stream(items, num_threads=num_threads, verify=verify):
-                bar.update(1)
-                if loaded.error is not None:
-                    shown = _display(loaded.item.path, root)
-                    if strict:
-                        failure.append(IngestError(f"{shown}: {loaded.error}"))
-                        raise failure[0]
-                    skipped.append((shown, loaded.error))
-                    bar.set_postfix(skipped=len(skipped), refresh=False)
-                    continue
-                assert loaded.data is not None
-                cols["image"].append(loaded.data)
-                cols["width"].append(loaded.width)
-                cols["height"].append(loaded.height)
-                values = {**loaded.item.extra, **loaded.derived}
-                for name in extra_names:
-                    cols[name].append(values[name])
-                nbytes += len(loaded.data)
-                nbytes += sum(len(v) for v in loaded.derived.values() if isinstance(v, bytes))
-                rows += 1
-                if len(cols["image"]) >= batch_size or nbytes >= _MAX_BATCH_BYTES:
-                    yield flush()
-            if cols["image"]:
+        for loaded in islice(stream, count):
+            bar.update(1)
+            if loaded.error is not None:
+                shown = _display(loaded.item.path, root)
+                if strict:
+                    failure.append(IngestError(f"{shown}: {loaded.error}"))
+                    raise failure[0]
+                skipped.append((shown, loaded.error))
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+                continue
+            assert loaded.data is not None
+            cols["image"].append(loaded.data)
+            cols["width"].append(loaded.width)
+            cols["height"].append(loaded.height)
+            values = {**loaded.item.extra, **loaded.derived}
+            for name in extra_names:
+                cols[name].append(values[name])
+            nbytes += len(loaded.data)
+            nbytes += sum(len(v) for v in loaded.derived.values() if isinstance(v, bytes))
+            rows += 1
+            if len(cols["image"]) >= batch_size or nbytes >= _MAX_BATCH_BYTES:
                 yield flush()
-        finally:
-            bar.close()
+        if cols["image"]:
+            yield flush()
 
-    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    digest = _digest(items, start)
+    done = start
+    write_mode = mode
     try:
-        # Only asked for: on append the dataset's own setting stands.
-        extra = {"enable_stable_row_ids": True} if enable_stable_row_ids else {}
-        lance.write_dataset(reader, uri, schema=schema, mode=mode, **extra)
-    except Exception:
-        # Lance re-raises an error of the batch stream as its own OSError with the
-        # traceback pasted in; raise ours instead so the user sees the file and reason.
-        if failure:
-            raise failure[0] from None
-        raise
-    if rows == 0 and mode != "append":
+        # At least one commit, even with nothing to write: it creates the (empty)
+        # dataset as before, and records the ingest as done.
+        while True:
+            end = min(done + commit_every, len(items))
+            for item in items[done:end]:
+                digest.update(_item_key(item))
+            # The record is fixed before the chunk is read (Lance takes transaction
+            # properties when the write starts), which is why chunks count items, not
+            # rows or bytes. It is committed atomically with the chunk's rows.
+            state = {
+                "format": _RECORD_FORMAT,
+                **(record or {}),
+                "items_total": len(items),
+                "items_committed": end,
+                "digest": digest.hexdigest(),
+                "done": end == len(items),
+            }
+            reader = pa.RecordBatchReader.from_batches(schema, batches(end - done))
+            # Only asked for, and only when the dataset is made: on append the
+            # dataset's own setting stands.
+            extra = {"enable_stable_row_ids": True} if enable_stable_row_ids and write_mode != "append" else {}
+            try:
+                lance.write_dataset(
+                    reader,
+                    uri,
+                    schema=schema,
+                    mode=write_mode,
+                    transaction_properties={_RECORD_KEY: json.dumps(state)},
+                    **extra,
+                )
+            except Exception:
+                # Lance re-raises an error of the batch stream as its own OSError with the
+                # traceback pasted in; raise ours instead so the user sees the file and reason.
+                if failure:
+                    raise failure[0] from None
+                raise
+            done, write_mode = end, "append"
+            if done >= len(items):
+                break
+    finally:
+        stream.close()
+        bar.close()
+    if rows == 0 and mode != "append" and start == 0:
         # Lance writes an empty dataset happily; an empty ingest is almost always a
         # wrong path, so say so rather than leave an empty table behind silently.
         print(f"lancefeed: warning: no images were written to {uri}", file=sys.stderr)
-    return IngestSummary(uri=uri, rows=rows, skipped=skipped, seconds=time.perf_counter() - start)
+    return IngestSummary(
+        uri=uri, rows=rows, skipped=skipped, seconds=time.perf_counter() - began, resumed_from=start
+    )
+
+
+def _ingest(
+    items: Sequence[_Item],
+    uri: str,
+    schema: pa.Schema,
+    record: dict[str, Any],
+    *,
+    mode: str,
+    resume: bool,
+    **kwargs: Any,
+) -> IngestSummary:
+    """Find where to start (``resume``), then write; a finished ingest is left as is."""
+    if kwargs["commit_every"] < 1:
+        # Checked before resume may clear a leftover folder.
+        raise ValueError(f"commit_every must be >= 1; got {kwargs['commit_every']}")
+    start, write_mode = 0, mode
+    if resume:
+        began = time.perf_counter()
+        start, write_mode, done = _resume_point(uri, mode, record, items)
+        if done:
+            print(f"lancefeed: {uri} is complete already ({start} files); nothing to resume", file=sys.stderr)
+            return IngestSummary(uri=uri, rows=0, seconds=time.perf_counter() - began, resumed_from=start)
+    return _write(items, uri, schema, mode=write_mode, record=record, start=start, **kwargs)
 
 
 def _is_hidden(name: str) -> bool:
@@ -424,6 +724,9 @@ def ingest_folder(
     verify: bool = False,
     blob: bool = False,
     enable_stable_row_ids: bool = False,
+    resume: bool = False,
+    commit_every: int = COMMIT_EVERY,
+    restart_index: bool = False,
 ) -> IngestSummary:
     """Write an ImageFolder tree to a Lance dataset.
 
@@ -449,7 +752,8 @@ def ingest_folder(
         masks: the folder of masks mirroring ``root`` (see above).
         strict: raise :class:`IngestError` on the first unreadable or non-image file
             (or a missing or wrong-sized mask) instead of skipping it (skipped files
-            are listed in the summary with the reason).
+            are listed in the summary with the reason). The chunks committed before
+            it stay: fix the file and rerun with ``resume=True``.
         batch_size: rows per written record batch.
         num_threads: reader threads (default: the number of cores).
         mode: ``"create"`` (fail if ``out`` exists), ``"overwrite"`` or ``"append"``.
@@ -462,6 +766,20 @@ def ingest_folder(
         enable_stable_row_ids: give rows ids that survive compaction and updates
             (Lance's stable row ids), so a permutation or checkpoint keeps pointing at
             the same rows. Only on ``mode="create"``/``"overwrite"``.
+        resume: continue an ingest into ``out`` that was interrupted (killed, or
+            stopped by ``strict``), after its last commit: files already committed
+            are not read again, so every file ends up in ``out`` once. ``out`` must
+            have been written from the same source with the same ``masks``,
+            ``strict``, ``verify``, ``blob`` and ``enable_stable_row_ids``, else
+            ``ValueError`` says what differs. A finished ``out`` is left as is (0 rows
+            written); a missing one is written from the start, as is a folder left by
+            an ingest killed before its first commit (it holds nothing committed).
+            Not with ``mode="overwrite"``.
+        commit_every: files per commit (each a dataset version). A kill loses at
+            most the chunk in progress; a reader of ``out`` sees whole chunks only.
+        restart_index: store each JPEG rewritten losslessly with a restart marker per
+            MCU row and their index (:func:`lancefeed.restart.add_restart_index`): the
+            same pixels, and random crops that skip the rows above them.
 
     Example:
         >>> summary = ingest_folder("cinic10/", "cinic10.lance")  # doctest: +SKIP
@@ -471,17 +789,33 @@ def ingest_folder(
         ...               masks="ade20k/annotations/")  # doctest: +SKIP
         >>> ingest_folder("imagenet/train/", "imagenet.lance", blob=True,
         ...               enable_stable_row_ids=True)  # doctest: +SKIP
+        >>> # killed half-way? this continues after the last commit:
+        >>> ingest_folder("imagenet/train/", "imagenet.lance", blob=True,
+        ...               enable_stable_row_ids=True, resume=True)  # doctest: +SKIP
     """
     root_path = Path(root)
     masks_path = None if masks is None else Path(masks)
     uri = _check_mode(out, mode)
+    _check_out(uri, mode, resume)
     items = _folder_items(root_path, masks_path)
     if masks_path is not None:
         _attach_masks(items, root_path, masks_path)
-    return _write(
+    record = {
+        "source": {
+            "kind": "folder",
+            "root": str(root_path.resolve()),
+            "masks": None if masks_path is None else str(masks_path.resolve()),
+        },
+        "options": {"strict": strict, "verify": verify, "blob": blob, "enable_stable_row_ids": enable_stable_row_ids,
+                    **({"restart_index": True} if restart_index else {})},
+    }
+    return _ingest(
         items,
         uri,
         FOLDER_SCHEMA if masks_path is None else _with_mask(FOLDER_SCHEMA),
+        record,
+        resume=resume,
+        commit_every=commit_every,
         root=root_path,
         strict=strict,
         batch_size=batch_size,
@@ -492,6 +826,7 @@ def ingest_folder(
         desc="ingest",
         blob=blob,
         enable_stable_row_ids=enable_stable_row_ids,
+        restart_index=restart_index,
     )
 
 
@@ -614,6 +949,9 @@ def ingest_coco(
     verify: bool = False,
     blob: bool = False,
     enable_stable_row_ids: bool = False,
+    resume: bool = False,
+    commit_every: int = COMMIT_EVERY,
+    restart_index: bool = False,
 ) -> IngestSummary:
     """Write a COCO detection dataset (annotation JSON + image folder) to Lance.
 
@@ -640,7 +978,8 @@ def ingest_coco(
 
     Args: as :func:`ingest_folder`; ``annotations`` is the JSON file and
     ``images_dir`` the folder its ``file_name`` entries are relative to; ``masks``
-    adds the ``mask`` column.
+    adds the ``mask`` column. ``resume`` also needs the annotation file unchanged
+    (its SHA-256 is recorded) and the same ``masks``.
 
     Example:
         >>> s = ingest_coco("annotations/instances_val2017.json", "val2017/",
@@ -649,16 +988,41 @@ def ingest_coco(
         wrote 5000 rows to coco-val.lance, skipped 0 file(s)
         >>> ingest_coco("annotations/instances_val2017.json", "val2017/",
         ...             "coco-val-masks.lance", masks=True)  # doctest: +SKIP
+        >>> ingest_coco("annotations/instances_val2017.json", "val2017/",
+        ...             "coco-val-masks.lance", masks=True, resume=True)  # doctest: +SKIP
     """
     images_path = Path(images_dir)
     if not images_path.is_dir():
         raise FileNotFoundError(f"{images_path} is not a folder; expected the COCO images folder")
     uri = _check_mode(out, mode)
+    _check_out(uri, mode, resume)
     items = _coco_items(annotations, images_path, masks)
-    return _write(
+    ann_path = Path(annotations)
+    record = {
+        "source": {
+            "kind": "coco",
+            "annotations": str(ann_path.resolve()),
+            # Committed rows hold boxes and masks made from the file: a resume must read
+            # the same one, not only the same image list.
+            "annotations_sha256": _file_sha256(ann_path),
+            "images_dir": str(images_path.resolve()),
+        },
+        "options": {
+            "masks": masks,
+            "strict": strict,
+            "verify": verify,
+            "blob": blob,
+            "enable_stable_row_ids": enable_stable_row_ids,
+            **({"restart_index": True} if restart_index else {}),
+        },
+    }
+    return _ingest(
         items,
         uri,
         _with_mask(COCO_SCHEMA) if masks else COCO_SCHEMA,
+        record,
+        resume=resume,
+        commit_every=commit_every,
         root=images_path,
         strict=strict,
         batch_size=batch_size,
@@ -669,4 +1033,5 @@ def ingest_coco(
         desc="ingest coco",
         blob=blob,
         enable_stable_row_ids=enable_stable_row_ids,
+        restart_index=restart_index,
     )
