@@ -14,8 +14,8 @@ from PIL import Image
 
 import lancefeed
 from lancefeed.bench import run_loader
-from lancefeed.bench_data import synthetic_image, write_imagefolder
-from lancefeed.bench_transforms import lancefeed_transform, make_plan, output_side, pillow_transform
+from lancefeed.bench.data import synthetic_image, write_imagefolder
+from lancefeed.bench.transforms import lancefeed_transform, make_plan, output_side, pillow_transform
 from lancefeed.cli import main
 
 
@@ -182,8 +182,8 @@ def test_bench_on_a_dataset_with_limit_and_timeout(tmp_path: Path) -> None:
 
 
 def test_bench_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--loaders", "lancefeed,torchvision", "--out", str(tmp_path)]) == 1
-    assert "unknown loader 'torchvision'" in capsys.readouterr().err
+    assert main(["bench", "--loaders", "lancefeed,no-such-loader", "--out", str(tmp_path)]) == 1
+    assert "unknown loader 'no-such-loader'" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "missing.lance"), "--out", str(tmp_path)]) == 1
     assert "missing.lance: no Lance dataset there" in capsys.readouterr().err
 

@@ -97,11 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_ingest_options(coco)
 
-    from lancefeed.bench_transforms import TRANSFORMS
-    from lancefeed.bench_worker import LOADERS
+    from lancefeed.bench.peers import PEERS, describe
+    from lancefeed.bench.transforms import TRANSFORMS
 
+    visible = [p.name for p in PEERS.values() if not p.hidden]
     loaders = "\n".join(
-        f"  {k:<21}{v.format(workers='N', threads='N', pillow='Pillow')}" for k, v in LOADERS.items()
+        f"  {k:<21}{'' if PEERS[k].baseline else '(--peers) '}{describe(k, 'N', 'N')}"
+        for k in visible
     )
     bench = sub.add_parser(
         "bench",
@@ -128,7 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt("--workers", type=_non_negative_int, default=None, help="DataLoader workers of the baselines (cores)")
     opt("--threads", type=_positive_int, default=None, help="lancefeed decode threads (cores)")
-    opt("--loaders", default=None, help="comma-separated subset of: " + ",".join(LOADERS) + " (default: all)")
+    opt(
+        "--loaders",
+        default=None,
+        help="comma-separated subset of: " + ",".join(visible) + " (default: the first five)",
+    )
+    opt(
+        "--peers",
+        action="store_true",
+        help='also the other data loaders, each converted to its own format (pip install "lancefeed[peers]")',
+    )
+    opt("--scale", type=_positive_int, default=1, help="repeat each dataset's rows N times (1)")
     opt("--out", default="bench-out", help="folder for table, JSON, CSV and chart (./bench-out)")
     opt("--repeat", type=_positive_int, default=1, help="runs per loader; the median is kept (1)")
     opt("--tiny", action="store_true", help="a very small default dataset (a smoke test)")
@@ -184,6 +196,8 @@ def _bench(args: argparse.Namespace) -> int:
             tiny=args.tiny,
             repeat=args.repeat,
             progress=not args.quiet,
+            peers=args.peers,
+            scale=args.scale,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"lancefeed: error: {exc}", file=sys.stderr)
