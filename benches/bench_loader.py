@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import lancefeed
-from lancefeed.bench_transforms import pil_hflip, pil_random_resized_crop, pil_resize
+from lancefeed.bench.transforms import pil_hflip, pil_random_resized_crop, pil_resize
 from lancefeed.sampler import plan_epoch
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -466,3 +466,23 @@ def test_cli_ingest_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "wrote 2 rows" in capsys.readouterr().out
     first = lance.dataset(str(out)).to_table().to_pylist()[0]
     np.testing.assert_array_equal(_png_array(first["mask"]), expected)
+
+
+def test_cli_restart_index_and_resume(tmp_path: Path) -> None:
+    from lancefeed.cli import main
+    from lancefeed.restart import restart_index
+
+    (tmp_path / "src" / "cat").mkdir(parents=True)
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((40, 48, 3), 30 * i, np.uint8)).save(buf, "JPEG")
+        (tmp_path / "src" / "cat" / f"{i}.jpg").write_bytes(buf.getvalue())
+    out = str(tmp_path / "out.lance")
+    assert main(["ingest", "folder", str(tmp_path / "src"), out, "--restart-index", "--commit-every", "2", "--no-progress"]) == 0
+    ds = lance.dataset(out)
+    assert all(restart_index(b) is not None for b in ds.to_table().column("image").to_pylist())
+    assert len(ds.versions()) == 2  # two commits of at most 2 files
+    # Resuming a finished ingest writes nothing; other options are refused.
+    assert main(["ingest", "folder", str(tmp_path / "src"), out, "--restart-index", "--resume", "--no-progress"]) == 0
+    assert lance.dataset(out).count_rows() == 3
+    assert main(["ingest", "folder", str(tmp_path / "src"), out, "--resume", "--no-progress"]) == 1

@@ -45,6 +45,23 @@ def _add_ingest_options(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     mode.add_argument("--append", action="store_true", help="add rows to an existing OUT")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted ingest into OUT after its last commit (a finished OUT is left as is)",
+    )
+    p.add_argument(
+        "--commit-every",
+        type=_positive_int,
+        default=None,
+        help="files per commit; a kill loses at most this many (10000)",
+    )
+    p.add_argument(
+        "--restart-index",
+        action="store_true",
+        help="store JPEGs losslessly rewritten with a restart marker per MCU row and their index "
+        "(the same pixels; random crops skip the rows above them)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=256, help="rows per written batch (256)")
     p.add_argument("--threads", type=_positive_int, default=None, help="reader threads (default: cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -161,6 +178,9 @@ def _ingest(args: argparse.Namespace) -> int:
         verify=args.verify,
         blob=args.blob,
         enable_stable_row_ids=args.stable_row_ids,
+        resume=args.resume,
+        restart_index=args.restart_index,
+        **({"commit_every": args.commit_every} if args.commit_every else {}),
     )
     try:
         if args.source == "folder":

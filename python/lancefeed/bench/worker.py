@@ -1,0 +1,147 @@
+"""One benchmark loader, run in its own process: ``python -m lancefeed.bench.worker SPEC``.
+
+``SPEC`` is a JSON object: ``loader`` (a name from :mod:`lancefeed.bench.peers`),
+``uri``, ``plan``, ``batch_size``, ``shuffle``, ``limit``, ``workers``, ``threads``,
+and, for peers that read a format of their own, ``converted`` (where that copy is).
+With ``"phase": "convert"`` the process only writes that copy (timed, and outside
+the loader's run so that the run's memory and CPU are the loader's alone);
+otherwise it sets the loader up (imports, building the loader), then times one
+pass over at most ``limit`` images. It reports on stdout with lines that start
+with :data:`~lancefeed.bench.protocol.TAG`:
+
+    {"event": "converted", "seconds": 3.1, "bytes": 104857600}   (convert phase)
+    {"event": "ready"}                                  start-up done, timing starts
+    {"event": "batch", "images": 512, "seconds": 1.9}   after every batch
+    {"event": "done", "images": ..., "seconds": ..., "cpu_s": ..., "first_batch_s": ...,
+     "first_batch_images": ...}
+
+Running each loader in a process of its own lets the harness kill one that hangs
+(the seeds' Lance Dataset under torch's DataLoader with worker processes deadlocks
+after fork) and measure each loader's CPU time and memory on its own.
+
+Example:
+    $ python -m lancefeed.bench.worker '{"loader": "lancefeed", "uri": "cifar.lance",
+    ...   "plan": [["resize", [32, 32]]], "batch_size": 256, "limit": 1000}'
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lancefeed.bench.protocol import TAG, emit as _emit
+
+__all__ = ["TAG", "convert", "main", "run", "with_options"]
+
+def _cpu(kind: int) -> float:
+    r = resource.getrusage(kind)
+    return r.ru_utime + r.ru_stime
+
+
+def with_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with its peer's fixed options on top (``take-pillow``'s 0 workers...).
+
+    Example:
+        >>> with_options({"loader": "take-pillow", "workers": 2})["workers"]
+        0
+    """
+    from lancefeed.bench.peers import PEERS
+
+    return {**spec, **PEERS[spec["loader"]].options} if spec["loader"] in PEERS else spec
+
+
+def _stop_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
+        try:
+            server._stop()  # private, but the only way to reap it before exit (3.8+)
+        except (AttributeError, OSError):
+            pass
+
+
+def convert(spec: dict[str, Any]) -> dict[str, Any]:
+    """Write the peer's copy of the rows to ``spec["converted"]``; returns the
+    ``converted`` record (seconds, bytes on disk).
+
+    Example:
+        >>> convert({"loader": "webdataset", "uri": "cifar.lance", "limit": 1000,
+        ...          "converted": "/tmp/wds", "workers": 2})  # doctest: +SKIP
+        {'seconds': 0.4, 'bytes': 1234567}
+    """
+    from lancefeed.bench.data import disk_bytes
+    from lancefeed.bench.peers import load
+
+    module = load(spec["loader"])
+    dest = Path(spec["converted"])
+    start = time.perf_counter()
+    module.convert(spec, dest)
+    return {"seconds": time.perf_counter() - start, "bytes": disk_bytes(dest)}
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one pass of the loader; returns the ``done`` record.
+
+    Example:
+        >>> run({"loader": "_slow_start", "startup_sleep": 0, "batches": 2, "batch_size": 4})["images"]  # doctest: +SKIP
+        8
+    """
+    from lancefeed.bench.peers import load
+
+    limit = spec.get("limit")
+    loader = load(spec["loader"]).make_loader(spec)
+    _emit("ready")
+    cpu0 = _cpu(resource.RUSAGE_SELF)
+    children0 = _cpu(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    images = 0
+    first_s: float | None = None
+    first_images = 0
+    it = iter(loader)
+    for batch in it:
+        images += int(batch[0].shape[0])
+        now = time.perf_counter() - start
+        if first_s is None:
+            first_s, first_images = now, images
+        _emit("batch", images=images, seconds=now)
+        if limit is not None and images >= limit:
+            break
+    seconds = time.perf_counter() - start
+    # Join DataLoader worker processes so that their CPU time is counted below.
+    del it, loader
+    gc.collect()
+    # Workers started by a forkserver (lancedb's loaders) are its children, not ours:
+    # stopping it reaps it, and with it the CPU time of the workers it reaped.
+    _stop_forkserver()
+    cpu = _cpu(resource.RUSAGE_SELF) - cpu0 + _cpu(resource.RUSAGE_CHILDREN) - children0
+    return {
+        "images": images,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "first_batch_s": first_s,
+        "first_batch_images": first_images,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lancefeed.bench.worker SPEC_JSON``; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m lancefeed.bench.worker SPEC_JSON", file=sys.stderr)
+        return 2
+    spec = with_options(json.loads(args[0]))
+    if spec.get("phase") == "convert":
+        _emit("converted", **convert(spec))
+    else:
+        _emit("done", **run(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

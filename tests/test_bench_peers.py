@@ -1,0 +1,114 @@
+"""`lancefeed bench --peers`: every installed peer runs on the same rows and reports
+its figures; a peer that is not installed is listed as such; `--scale` multiplies rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lancefeed
+from lancefeed.bench import PEER_LOADERS, BenchReport, run_bench
+from lancefeed.bench.data import write_imagefolder
+from lancefeed.bench.peers import availability
+from lancefeed.cli import main
+
+ROWS = 24  # small images: each peer's start-up (torch imports) dominates its run
+SCALE = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("peers")
+    folder = write_imagefolder(root / "files", ROWS, kind="cifar-like")
+    uri = str(root / "tiny.lance")
+    lancefeed.ingest_folder(folder, uri, progress=False)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def peers_report(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> BenchReport:
+    # One run for the tests below: lancefeed, every peer, and a peer that is never
+    # installed. No worker processes (each peer's DataLoader runs in its own process):
+    # starting them (lancedb's by forkserver) would take most of the test's time.
+    return run_bench(
+        tiny_uri,
+        loaders=["lancefeed", "_missing"],
+        peers=True,
+        scale=SCALE,
+        batch_size=8,
+        workers=0,
+        threads=1,
+        timeout=60,
+        startup_timeout=120,
+        out=tmp_path_factory.mktemp("peers-out"),
+        progress=False,
+    )
+
+
+def test_installed_peers_run_the_same_rows_with_figures(peers_report: BenchReport) -> None:
+    by_name = {r.loader: r for r in peers_report.results}
+    installed = [name for name in PEER_LOADERS if availability(name)[0]]
+    assert "torchvision" in installed  # the test dependencies include it
+    for name in ["lancefeed", *installed]:
+        r = by_name[name]
+        assert (r.status, r.message) == ("ok", ""), name
+        assert r.images == ROWS * SCALE, name  # the same rows, repeated --scale times
+        for figure in (
+            r.images_per_s,
+            r.steady_images_per_s,
+            r.epoch_images_per_s,
+            r.first_batch_s,
+            r.cpu_s_per_1k,
+            r.peak_mib,
+            r.disk_mib,
+        ):
+            assert figure is not None and figure > 0, (name, r)
+        # Start-up counts in the whole-epoch rate, never in the steady one.
+        assert r.epoch_images_per_s < r.steady_images_per_s, name
+    # Every peer that reads a format of its own reports its conversion.
+    for name in set(installed) - {"torchvision", "spdl", "dali"}:
+        assert by_name[name].convert_s is not None and by_name[name].convert_s > 0, name
+    assert by_name["lancefeed"].convert_s is None  # it reads the Lance dataset as it is
+
+
+def test_peers_not_installed_are_listed_with_what_to_install(peers_report: BenchReport) -> None:
+    by_name = {r.loader: r for r in peers_report.results}
+    assert set(by_name) == {"lancefeed", "_missing", *PEER_LOADERS}  # none dropped
+    assert by_name["_missing"].status == "missing"
+    assert by_name["_missing"].message.startswith("not installed: pip install")
+    for name in PEER_LOADERS:
+        ok, reason = availability(name)
+        if not ok:
+            assert (by_name[name].status, by_name[name].message) == ("missing", reason)
+            assert by_name[name].images_per_s is None
+    table = peers_report.table()
+    assert "missing: not installed: pip install lancefeed-no-such-peer" in table
+    assert table.splitlines()[0].split()[:4] == ["dataset", "loader", "steady", "img/s"]
+
+
+def test_a_real_peer_that_says_no_is_reported_missing(
+    tiny_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lancefeed.bench.peers import webdataset_tar
+
+    monkeypatch.setattr(webdataset_tar, "available", lambda: (False, "not installed: pip install webdataset"))
+    report = run_bench(tiny_uri, loaders=["webdataset"], out=tmp_path, progress=False)
+    [r] = report.results
+    assert (r.loader, r.status, r.message) == ("webdataset", "missing", "not installed: pip install webdataset")
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"][0]["status"] == "missing"
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scale_multiplies_the_rows_from_the_command_line(
+    tiny_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["bench", tiny_uri, "--loaders", "lancefeed", "--scale", "3", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["scale"] == 3
+    assert [r["images"] for r in saved["results"]] == [ROWS * 3]
