@@ -6,6 +6,9 @@ moto server started here (tests/s3server.py). One shuffled epoch is timed throug
 
 - ``lancefeed``: ``lancefeed.DataLoader`` with default settings, from local disk and
   from the store through the proxy at each ``--delays`` (ms added to every request);
+- ``lf clump16``/``lf clump64``: the same with ``shuffle_clump_size=16``/``64`` (runs
+  of neighbouring rows shuffled as one: fewer, larger reads); ``lf scan``: an
+  unshuffled epoch, which the loader reads by Lance scans (``--variants`` picks them);
 - ``lance.torch``: ``lance.torch.data.LanceDataset`` reading record batches, Pillow
   decoding and transforming each image (on ``--baseline-rows`` rows);
 - ``take+pillow``: a torch ``Dataset`` doing ``ds.take([i])`` + Pillow per row under
@@ -67,9 +70,20 @@ class TakePillow(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
 
 
-def time_lancefeed(uri: str, options: Optional[Dict[str, str]], transform: Any, batch_size: int) -> Dict[str, Any]:
+# --variants: loader name -> DataLoader keywords.
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "lancefeed": {"shuffle": True},
+    "lf clump16": {"shuffle": True, "shuffle_clump_size": 16},
+    "lf clump64": {"shuffle": True, "shuffle_clump_size": 64},
+    "lf scan": {"shuffle": False},
+}
+
+
+def time_lancefeed(uri: str, options: Optional[Dict[str, str]], transform: Any, batch_size: int,
+                   **kw: Any) -> Dict[str, Any]:
+    kw.setdefault("shuffle", True)
     t0 = time.perf_counter()  # opening the dataset and reading the labels count too
-    loader = lancefeed.DataLoader(uri, batch_size, shuffle=True, seed=0, transform=transform, storage_options=options)
+    loader = lancefeed.DataLoader(uri, batch_size, seed=0, transform=transform, storage_options=options, **kw)
     count = sum(len(x) for x, _ in loader)
     dt = time.perf_counter() - t0
     s = loader.stats()
@@ -110,8 +124,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--baseline-rows", type=int, default=128, help="rows the per-row baselines read (0: skip them)")
     p.add_argument("--rows-per-file", type=int, default=8, help="rows per data file of the copy on the store")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"lancefeed runs, comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
     delays = [int(d) for d in args.delays.split(",") if d.strip()]
     args.cache.mkdir(parents=True, exist_ok=True)
 
@@ -142,14 +162,16 @@ def main() -> None:
                 results.append({"dataset": name, "store": store, "delay_ms": delay, "loader": loader, **r})
                 print(f"  {store:5s} {'' if delay is None else f'{delay:3d} ms':6s} {loader:12s} {r['images_per_s']:8.0f} img/s", flush=True)
 
-            record("local", None, "lancefeed", time_lancefeed(local, None, lf_transform, args.batch_size))
+            for v in variants:
+                record("local", None, v, time_lancefeed(local, None, lf_transform, args.batch_size, **VARIANTS[v]))
             if args.baseline_rows:
                 record("local", None, "take+pillow", time_take_pillow(local, None, pil_transform, args.batch_size, rows))
                 record("local", None, "lance.torch", time_lance_torch(local, None, pil_transform, args.batch_size, len(rows)))
             for delay in delays:
                 proxy.delay_ms = delay
                 opts = s3.storage_options(port=proxy.port, retry_timeout_s=60)
-                record("s3", delay, "lancefeed", time_lancefeed(remote, opts, lf_transform, args.batch_size))
+                for v in variants:
+                    record("s3", delay, v, time_lancefeed(remote, opts, lf_transform, args.batch_size, **VARIANTS[v]))
                 if args.baseline_rows:
                     record("s3", delay, "take+pillow", time_take_pillow(remote, opts, pil_transform, args.batch_size, rows))
                     record("s3", delay, "lance.torch", time_lance_torch(remote, opts, pil_transform, args.batch_size, len(rows)))

@@ -238,3 +238,37 @@ def test_io_threads_still_fixes_the_takes_in_flight(s3: S3Server, s3_uri: str) -
     assert error is None and ids == list(range(N))
     stats = loader.stats()
     assert stats["in_flight_limit"] == 3 and stats["in_flight_max"] <= 3
+
+
+def test_ingest_folder_writes_to_s3_resumably_and_the_loader_reads_it_back(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    root = tmp_path / "folder"
+    for i in range(12):
+        (root / LABELS[i % 3]).mkdir(parents=True, exist_ok=True)
+        (root / LABELS[i % 3] / f"{i:03d}.png").write_bytes(encode(i))
+    opts = s3.storage_options()
+    uri = "s3://lancefeed/ingested.lance"
+    summary = lancefeed.ingest_folder(root, uri, storage_options=opts, progress=False, commit_every=5)
+    assert summary.rows == 12
+    # The resume record is read back through the same options: a second create refuses,
+    # a resume of the finished ingest writes nothing.
+    with pytest.raises(FileExistsError, match="already exists"):
+        lancefeed.ingest_folder(root, uri, storage_options=opts, progress=False)
+    again = lancefeed.ingest_folder(root, uri, storage_options=opts, progress=False, resume=True)
+    assert again.rows == 0 and again.resumed_from == 12
+    ds = lance.dataset(uri, storage_options=opts)
+    assert ds.count_rows() == 12 and ds.version == 3  # 3 commits of at most 5 files
+    assert "aws_secret_access_key" not in str(ds.read_transaction(ds.version).transaction_properties)
+    loader = lancefeed.DataLoader(uri, batch_size=5, storage_options=opts)
+    ids, labels = [], []
+    for images, y in loader:
+        ids.extend(sample_ids(images))
+        labels.extend(loader.classes[k] for k in y.tolist())
+    # Rows are ordered by label, then path.
+    want = sorted(range(12), key=lambda i: (LABELS[i % 3], i))
+    assert ids == want and labels == [LABELS[i % 3] for i in want]
+    assert loader._uses_scan()  # unshuffled over the whole dataset: read by scans
+    shuffled = lancefeed.DataLoader(uri, batch_size=5, shuffle=True, shuffle_clump_size=4, storage_options=opts)
+    got = [i for x, _ in shuffled for i in sample_ids(x)]
+    assert got == [want[p] for p in epoch_order(12, shuffle=True, seed=0, epoch=0, clump_size=4)]

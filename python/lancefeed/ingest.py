@@ -222,7 +222,7 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri
 
 
-def _has_version(uri: str) -> bool:
+def _has_version(uri: str, storage_options: dict[str, str] | None = None) -> bool:
     """Whether ``uri`` is a Lance dataset with at least one committed version."""
     if _is_local(uri):
         versions = Path(uri) / "_versions"
@@ -230,7 +230,7 @@ def _has_version(uri: str) -> bool:
     import lance
 
     try:
-        lance.dataset(uri)
+        lance.dataset(uri, storage_options=storage_options)
     except (ValueError, OSError):
         return False
     return True
@@ -242,7 +242,9 @@ def _record_of(tx: Any) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
-def _latest_record(uri: str, *, search: bool) -> tuple[dict[str, Any], int] | None:
+def _latest_record(
+    uri: str, *, search: bool, storage_options: dict[str, str] | None = None
+) -> tuple[dict[str, Any], int] | None:
     """The resume record of the newest ingest chunk in ``uri``'s history, and its version.
 
     Without ``search`` only the latest version is looked at: enough to recognise an
@@ -252,7 +254,7 @@ def _latest_record(uri: str, *, search: bool) -> tuple[dict[str, Any], int] | No
     """
     import lance
 
-    ds = lance.dataset(uri)
+    ds = lance.dataset(uri, storage_options=storage_options)
     oldest = 1 if search else ds.version
     for version in range(ds.version, oldest - 1, -1):
         try:
@@ -275,7 +277,7 @@ def _leftover_entries(uri: str) -> list[str]:
     return sorted(os.listdir(uri))
 
 
-def _check_out(uri: str, mode: str, resume: bool) -> None:
+def _check_out(uri: str, mode: str, resume: bool, storage_options: dict[str, str] | None = None) -> None:
     """Refuse, before any work, an ``out`` that this ingest must not write into.
 
     ``create`` needs ``out`` absent; ``append`` refuses to add a second source on top of
@@ -289,10 +291,10 @@ def _check_out(uri: str, mode: str, resume: bool) -> None:
         )
     if resume or mode == "overwrite":
         return  # resume decides once the files are listed; overwrite takes anything
-    exists = os.path.exists(uri) if _is_local(uri) else _has_version(uri)
+    exists = os.path.exists(uri) if _is_local(uri) else _has_version(uri, storage_options)
     if not exists:
         return
-    if not _has_version(uri):
+    if not _has_version(uri, storage_options):
         if mode == "append":
             return  # Lance creates the dataset, as it always has
         entries = _leftover_entries(uri)
@@ -308,7 +310,7 @@ def _check_out(uri: str, mode: str, resume: bool) -> None:
             f"{', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}); choose another "
             "output or pass mode='overwrite' (CLI: --overwrite) to replace it"
         )
-    found = _latest_record(uri, search=False)
+    found = _latest_record(uri, search=False, storage_options=storage_options)
     unfinished = found is not None and not found[0].get("done", False)
     if unfinished:
         record, version = found  # type: ignore[misc]
@@ -349,7 +351,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _resume_point(
-    uri: str, mode: str, record: dict[str, Any], items: Sequence[_Item]
+    uri: str, mode: str, record: dict[str, Any], items: Sequence[_Item], storage_options: dict[str, str] | None = None
 ) -> tuple[int, str, bool]:
     """Where a ``resume=True`` ingest starts: ``(files already committed, write mode, done)``.
 
@@ -358,7 +360,7 @@ def _resume_point(
     Raises ``ValueError`` / ``FileExistsError`` (saying why) when ``uri`` holds
     another ingest, or files that are not a Lance dataset.
     """
-    if not _has_version(uri):
+    if not _has_version(uri, storage_options):
         if _is_local(uri) and os.path.exists(uri):
             entries = _leftover_entries(uri)
             if not set(entries) <= _LANCE_ENTRIES:
@@ -377,7 +379,7 @@ def _resume_point(
                 file=sys.stderr,
             )
         return 0, mode, False
-    found = _latest_record(uri, search=True)
+    found = _latest_record(uri, search=True, storage_options=storage_options)
     old = None if found is None else found[0]
     fresh_append = mode == "append" and (
         old is None or (old.get("done") and old.get("source") != record["source"])
@@ -458,6 +460,7 @@ def _write(
     start: int = 0,
     commit_every: int = COMMIT_EVERY,
     restart_index: bool = False,
+    storage_options: dict[str, str] | None = None,
 ) -> IngestSummary:
     """Write ``items[start:]`` to ``uri``, one commit per ``commit_every`` items.
 
@@ -555,6 +558,7 @@ def _write(
                     schema=schema,
                     mode=write_mode,
                     transaction_properties={_RECORD_KEY: json.dumps(state)},
+                    storage_options=storage_options,
                     **extra,
                 )
             except Exception:
@@ -595,7 +599,7 @@ def _ingest(
     start, write_mode = 0, mode
     if resume:
         began = time.perf_counter()
-        start, write_mode, done = _resume_point(uri, mode, record, items)
+        start, write_mode, done = _resume_point(uri, mode, record, items, kwargs.get("storage_options"))
         if done:
             print(f"lancefeed: {uri} is complete already ({start} files); nothing to resume", file=sys.stderr)
             return IngestSummary(uri=uri, rows=0, seconds=time.perf_counter() - began, resumed_from=start)
@@ -727,6 +731,7 @@ def ingest_folder(
     resume: bool = False,
     commit_every: int = COMMIT_EVERY,
     restart_index: bool = False,
+    storage_options: dict[str, str] | None = None,
 ) -> IngestSummary:
     """Write an ImageFolder tree to a Lance dataset.
 
@@ -780,6 +785,9 @@ def ingest_folder(
         restart_index: store each JPEG rewritten losslessly with a restart marker per
             MCU row and their index (:func:`lancefeed.restart.add_restart_index`): the
             same pixels, and random crops that skip the rows above them.
+        storage_options: the object store options for ``out`` (an ``s3://``, ``gs://``
+            or ``az://`` URI), as Lance takes them: credentials, endpoint, region. They
+            are passed to every read and write of ``out`` and never recorded in it.
 
     Example:
         >>> summary = ingest_folder("cinic10/", "cinic10.lance")  # doctest: +SKIP
@@ -796,7 +804,7 @@ def ingest_folder(
     root_path = Path(root)
     masks_path = None if masks is None else Path(masks)
     uri = _check_mode(out, mode)
-    _check_out(uri, mode, resume)
+    _check_out(uri, mode, resume, storage_options)
     items = _folder_items(root_path, masks_path)
     if masks_path is not None:
         _attach_masks(items, root_path, masks_path)
@@ -827,6 +835,7 @@ def ingest_folder(
         blob=blob,
         enable_stable_row_ids=enable_stable_row_ids,
         restart_index=restart_index,
+        storage_options=storage_options,
     )
 
 
@@ -952,6 +961,7 @@ def ingest_coco(
     resume: bool = False,
     commit_every: int = COMMIT_EVERY,
     restart_index: bool = False,
+    storage_options: dict[str, str] | None = None,
 ) -> IngestSummary:
     """Write a COCO detection dataset (annotation JSON + image folder) to Lance.
 
@@ -995,7 +1005,7 @@ def ingest_coco(
     if not images_path.is_dir():
         raise FileNotFoundError(f"{images_path} is not a folder; expected the COCO images folder")
     uri = _check_mode(out, mode)
-    _check_out(uri, mode, resume)
+    _check_out(uri, mode, resume, storage_options)
     items = _coco_items(annotations, images_path, masks)
     ann_path = Path(annotations)
     record = {
@@ -1034,4 +1044,5 @@ def ingest_coco(
         blob=blob,
         enable_stable_row_ids=enable_stable_row_ids,
         restart_index=restart_index,
+        storage_options=storage_options,
     )

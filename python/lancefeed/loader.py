@@ -9,7 +9,9 @@ process (``lancefeed.pipeline``); no worker processes.
 
 Semantics a user can rely on:
 
-- Randomness: the epoch order depends only on ``(seed, epoch)``; each sample's
+- Randomness: the epoch order depends only on ``(seed, epoch)`` (and
+  ``shuffle_clump_size``: runs of that many neighbouring positions shuffled as one,
+  see ``lancefeed.sampler.epoch_order``); each sample's
   augmentation (crop box, flip) only on ``(seed, epoch, position)``, where the
   position is the sample's index in the loader's ``Permutation``. So a sample gets the
   same augmentation in an epoch whatever the batch size, rank count or resume point.
@@ -32,6 +34,11 @@ Semantics a user can rely on:
   taken columns (``lancefeed.pipeline``). A take covers several batches when
   the images are small (about 1,024 rows, at most 8 MiB of encoded images), one
   batch otherwise; this changes only how rows are read, never which or in what order.
+- Reads: a take of the batch's rows, sorted by row id; or, when the loader reads every
+  row of the dataset in storage order (``shuffle=False`` over the whole dataset, no
+  blob column), a Lance scan of the batches' contiguous range (``offset``/``limit``,
+  Lance's read-ahead), checked against the row ids the take would have read (a take
+  where they differ). Both give the same batches.
 - Labels (a numeric or string label column) are read for the whole permutation once,
   when the loader is made, and checked against ``classes`` there.
 
@@ -125,6 +132,7 @@ class _BatchMaker:
         targets: Optional["_TargetConfig"] = None,
     ) -> None:
         self.targets = targets
+        self.use_scan = False
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
         self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
@@ -151,8 +159,35 @@ class _BatchMaker:
 
     def take(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
         """The rows at ``positions`` in storage order and where each position's row is:
-        the decoder gathers the images by pointer instead of a copy into sample order."""
+        the decoder gathers the images by pointer instead of a copy into sample order.
+
+        With ``use_scan`` (set per epoch by the loader: positions in storage order),
+        contiguous positions are read by one scan of their range instead, when it
+        returns exactly their rows; the result is the same."""
+        if self.use_scan and len(positions) and _contiguous(positions):
+            rows = self.scan(int(positions[0]), len(positions))
+            if rows is not None:
+                return rows, np.arange(len(positions), dtype=np.int64)
         return self.take_perm.take_positions_sorted(positions)
+
+    def scan(self, start: int, count: int) -> Optional[pa.RecordBatch]:
+        """Positions ``start .. start+count-1`` read by one Lance scan (``offset``/
+        ``limit``, read-ahead within and across fragments), or None when the rows it
+        returns are not those positions' rows (the permutation is not in scan order)."""
+        perm = self.take_perm
+        if perm.blob_columns:
+            return None  # blob columns are read apart, by take
+        columns = list(perm._read)
+        table = perm.dataset.to_table(
+            columns=columns, offset=start, limit=count, with_row_id=True, scan_in_order=True
+        )
+        want = perm.row_ids[start : start + count]
+        got = table.column("_rowid").to_numpy()
+        if len(got) != len(want) or not np.array_equal(got, want):
+            return None
+        arrays = [table.column(c).combine_chunks() for c in columns]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=perm._read_schema)
+        return perm._output(batch, want)
 
     def batches_per_take(self, batch_size: int) -> int:
         """How many batches one take reads: enough for ~_TAKE_ROWS rows, at most
@@ -432,6 +467,13 @@ class DataLoader:
     the GPU with ``device="cuda"``), as ``batch_transform(images, labels) -> (images,
     labels)`` when there is a label column (torchvision's ``v2.MixUp``/``v2.CutMix``,
     kornia's augmentations), else ``batch_transform(images) -> images``.
+    ``shuffle_clump_size=k`` (with ``shuffle=True``): each epoch shuffles runs of ``k``
+    consecutive positions of the permutation instead of single samples (the last run
+    may be shorter; each run keeps its rows in order), so a batch reads neighbouring
+    rows: fewer, larger reads on an object store, for a coarser shuffle. Every sample
+    is still read once an epoch; ranks, resume and augmentations behave as with
+    ``shuffle=True``. Unshuffled, the loader reads whole-dataset epochs by Lance scans
+    (see the module), with the same batches as takes.
 
     Example:
         >>> loader = DataLoader("imagenet.lance", 64, shuffle=True, seed=1,
@@ -450,6 +492,7 @@ class DataLoader:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        shuffle_clump_size: Optional[int] = None,
         image_column: str = "image",
         label_column: Optional[str] = "label",
         columns: Optional[Sequence[str]] = None,
@@ -492,11 +535,17 @@ class DataLoader:
             raise ValueError(f"prefetch must be at least 1, got {prefetch!r}")
         if io_threads is not None and int(io_threads) < 1:
             raise ValueError(f"io_threads must be at least 1 (or None: self-sized), got {io_threads!r}")
+        if shuffle_clump_size is not None:
+            if isinstance(shuffle_clump_size, bool) or not isinstance(shuffle_clump_size, (int, np.integer)) or shuffle_clump_size < 1:
+                raise ValueError(f"shuffle_clump_size must be a positive integer (or None), got {shuffle_clump_size!r}")
+            if not shuffle:
+                raise ValueError("shuffle_clump_size= shuffles clumps of rows: it needs shuffle=True")
         if log_every is not None and not float(log_every) > 0:
             raise ValueError(f"log_every must be a positive number of seconds (or None: off), got {log_every!r}")
 
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
+        self.shuffle_clump_size = None if shuffle_clump_size is None or int(shuffle_clump_size) == 1 else int(shuffle_clump_size)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.output = output
@@ -620,6 +669,10 @@ class DataLoader:
         self._progress: Optional[_Progress] = None
         self._prefetcher: Any = None
         self._meter = Meter(self.log_every, label=f"{self.permutation.uri}: ")
+        # How batches are read: "auto" (scans when unshuffled over the whole dataset in
+        # storage order, else takes), "scan" or "take" (tests and benchmarks force one).
+        self._read_path = "auto"
+        self._scannable: Optional[bool] = None
 
     def stats(self) -> Dict[str, Any]:
         """What the loader did so far, summed over its epochs, as a dict.
@@ -699,6 +752,7 @@ class DataLoader:
             "batches_consumed": consumed,
             "seed": self.seed,
             "shuffle": self.shuffle,
+            "shuffle_clump_size": self.shuffle_clump_size,
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
             "world_size": self.world_size,
@@ -729,7 +783,7 @@ class DataLoader:
         if missing:
             raise ValueError(f"not a lancefeed DataLoader state: missing {missing}; got keys {sorted(state)}")
         mine = self.state_dict()
-        for key in ("shuffle", "num_samples"):
+        for key in ("shuffle", "shuffle_clump_size", "num_samples"):
             if key in state and state[key] != mine[key]:
                 raise ValueError(
                     f"cannot resume: the state was saved with {key}={state[key]!r} but this loader has "
@@ -789,6 +843,7 @@ class DataLoader:
             drop_last=self.drop_last,
             start_batch=start,
             history=history,
+            clump_size=self.shuffle_clump_size,
         )
         self._next, self._next_history = None, ()
         progress = _Progress(epoch, start, len(plan), history)
@@ -801,6 +856,7 @@ class DataLoader:
         keys = [range(k, min(k + group, len(plan))) for k in range(start, len(plan), group)]
 
         meter, uri = self._meter, self.permutation.uri
+        maker.use_scan = self._uses_scan()
 
         def fetch(batches: range) -> Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]:
             parts = [plan.batch(k) for k in batches]
@@ -829,6 +885,18 @@ class DataLoader:
             meter=meter,
         )
         return pipeline, progress
+
+    def _uses_scan(self) -> bool:
+        """Whether this epoch reads by scans (see ``_read_path``)."""
+        if self._read_path == "take":
+            return False
+        if self._read_path == "scan":
+            return True
+        if self.shuffle:
+            return False
+        if self._scannable is None:
+            self._scannable = _in_storage_order(self._maker.take_perm)
+        return self._scannable
 
     def _target_config(self, classes: Any, detection: bool, mask_fill: int, min_area: Optional[float],
                        min_visibility: float) -> _TargetConfig:
@@ -884,8 +952,27 @@ class DataLoader:
     def __repr__(self) -> str:
         return (
             f"DataLoader({self.permutation.uri!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
+            + (f"shuffle_clump_size={self.shuffle_clump_size}, " if self.shuffle_clump_size else "")
+            + f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
         )
+
+
+def _contiguous(positions: np.ndarray) -> bool:
+    """Whether ``positions`` are consecutive ascending integers."""
+    return int(positions[-1]) - int(positions[0]) == len(positions) - 1 and bool(np.all(np.diff(positions) == 1))
+
+
+def _in_storage_order(perm: Permutation) -> bool:
+    """Whether ``perm`` may be read by scans: every row of its dataset (a filtered or
+    split permutation has fewer), with ascending row ids, and no blob column (read
+    apart). Each scan still checks the row ids it returns."""
+    ids = perm.row_ids
+    if perm.blob_columns or not len(ids) or (len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1]))):
+        return False
+    try:
+        return int(perm.dataset.count_rows()) == len(ids)
+    except (OSError, ValueError):
+        return False
 
 
 def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:

@@ -5,7 +5,12 @@ every rule the loader follows can be checked exhaustively without a dataset:
 
 - The epoch order is a permutation of the sample positions ``0..n-1`` (positions in
   the loader's ``Permutation``), drawn from ``numpy.random.default_rng([seed, epoch])``
-  when shuffling, the identity otherwise.
+  when shuffling, the identity otherwise. With ``clump_size=k`` the shuffle moves
+  clumps: the positions are cut into runs of ``k`` consecutive positions (the last
+  one may be shorter), the epoch order is those runs in a random order drawn from
+  ``(seed, epoch)``, each run kept in ascending order. ``clump_size=1`` is the plain
+  shuffle, draw for draw. Sharding, batching and resuming act on that order exactly as
+  on any other, so their guarantees hold unchanged.
 - Ranks get contiguous, disjoint, equal shards of that order. The remainder
   ``n % world_size`` (the *last* samples of the epoch order) is dropped, never padded
   with duplicates as torch's ``DistributedSampler`` does: every sample is read at most
@@ -36,8 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def epoch_order(num_samples: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
+def epoch_order(
+    num_samples: int, *, shuffle: bool, seed: int, epoch: int, clump_size: "int | None" = None
+) -> np.ndarray:
     """Return the order of the sample positions ``0..num_samples-1`` in ``epoch``.
+
+    ``clump_size`` (with ``shuffle``): shuffle runs of that many consecutive positions
+    instead of single positions; each run stays together, in ascending order, so a
+    batch reads neighbouring rows (fewer, larger reads on an object store).
 
     Example:
         >>> epoch_order(5, shuffle=False, seed=0, epoch=3).tolist()
@@ -45,16 +56,28 @@ def epoch_order(num_samples: int, *, shuffle: bool, seed: int, epoch: int) -> np
         >>> a = epoch_order(5, shuffle=True, seed=1, epoch=0)
         >>> bool((a == epoch_order(5, shuffle=True, seed=1, epoch=0)).all())
         True
+        >>> epoch_order(7, shuffle=True, seed=0, epoch=0, clump_size=3).tolist()
+        [6, 0, 1, 2, 3, 4, 5]
     """
     _check_non_negative("num_samples", num_samples)
     _check_non_negative("seed", seed)
     _check_non_negative("epoch", epoch)
+    if clump_size is not None:
+        _check_positive("clump_size", clump_size)
     if not shuffle:
         return np.arange(num_samples, dtype=np.int64)
     # SeedSequence mixes (seed, epoch) into independent streams: epoch e of seed s is
     # unrelated to epoch e+1 or to seed s+1.
     rng = np.random.default_rng([int(seed), int(epoch)])
-    return rng.permutation(num_samples).astype(np.int64, copy=False)
+    k = 1 if clump_size is None else int(clump_size)
+    if k == 1:
+        return rng.permutation(num_samples).astype(np.int64, copy=False)
+    clumps = rng.permutation(-(-num_samples // k)).astype(np.int64, copy=False)
+    # Clump c holds positions c*k .. min((c+1)*k, n) - 1; only the last may be short.
+    sizes = np.minimum(k, num_samples - clumps * k)
+    starts = np.repeat(clumps * k, sizes)
+    within = np.arange(num_samples, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return starts + within
 
 
 def shard_length(num_samples: int, world_size: int) -> int:
@@ -166,9 +189,11 @@ def plan_epoch(
     drop_last: bool = False,
     start_batch: int = 0,
     history: "list[Segment] | tuple[Segment, ...]" = (),
+    clump_size: "int | None" = None,
 ) -> EpochPlan:
     """Everything one rank reads in ``epoch``: shuffled, sharded, batched, resumed
-    (``history``: what earlier runs of this epoch read, see :func:`remaining`).
+    (``history``: what earlier runs of this epoch read, see :func:`remaining`;
+    ``clump_size``: see :func:`epoch_order`).
 
     Example:
         >>> plan = plan_epoch(7, batch_size=2, shuffle=False, seed=0, epoch=0,
@@ -178,7 +203,9 @@ def plan_epoch(
     """
     _check_positive("batch_size", batch_size)
     _check_rank(rank, world_size)
-    order = remaining(epoch_order(num_samples, shuffle=shuffle, seed=seed, epoch=epoch), history)
+    order = remaining(
+        epoch_order(num_samples, shuffle=shuffle, seed=seed, epoch=epoch, clump_size=clump_size), history
+    )
     shard = rank_shard(order, rank, world_size)
     n_batches = num_batches(len(shard), batch_size, drop_last)
     if not 0 <= start_batch <= n_batches:
