@@ -467,6 +467,10 @@ class DataLoader:
     the GPU with ``device="cuda"``), as ``batch_transform(images, labels) -> (images,
     labels)`` when there is a label column (torchvision's ``v2.MixUp``/``v2.CutMix``,
     kornia's augmentations), else ``batch_transform(images) -> images``.
+    ``normalize_dtype``: ``"float16"``/``"bfloat16"`` for half-precision normalised batches.
+    ``targets``/``output="detection"``/``classes``/``drop_empty``/``mask_fill``/``min_area``/
+    ``min_visibility``: boxes and masks that follow the transform (see the README's
+    "Detection and segmentation"). ``log_every``: log :meth:`stats` every that many seconds.
     ``shuffle_clump_size=k`` (with ``shuffle=True``): each epoch shuffles runs of ``k``
     consecutive positions of the permutation instead of single samples (the last run
     may be shorter; each run keeps its rows in order), so a batch reads neighbouring
