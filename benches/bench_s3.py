@@ -48,7 +48,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 import data  # noqa: E402  (benches/data.py: the reference archives)
-from s3server import LatencyProxy, S3Server  # noqa: E402
+from s3server import LatencyProxy, S3Server, S3sFsServer  # noqa: E402
 
 TARGETS = {10: 0.9, 50: 0.7}
 
@@ -126,8 +126,13 @@ def main() -> None:
     p.add_argument("--rows-per-file", type=int, default=8, help="rows per data file of the copy on the store")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"lancefeed runs, comma-separated, of: {', '.join(VARIANTS)}")
+    p.add_argument("--server", choices=["auto", "moto", "s3s-fs"], default="auto",
+                   help="the S3 server: s3s-fs (Rust, fast; `cargo install s3s-fs --features binary`) or moto "
+                   "(Python, ~15 MB/s here); auto: s3s-fs where installed")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    if args.server == "auto":
+        args.server = "s3s-fs" if S3sFsServer.available() else "moto"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -143,7 +148,8 @@ def main() -> None:
         sets.append(("cifar10-train", lancefeed.RandomHorizontalFlip(), T.RandomHorizontalFlip()))
 
     results: List[Dict[str, Any]] = []
-    with S3Server() as s3, LatencyProxy(s3.port) as proxy:
+    print(f"S3 server: {args.server}", flush=True)
+    with (S3sFsServer() if args.server == "s3s-fs" else S3Server()) as s3, LatencyProxy(s3.port) as proxy:
         s3.create_bucket("bench")
         for name, lf_transform, pil_transform in sets:
             local = str(data.lance_dataset(name, args.cache, args.data))
