@@ -26,7 +26,7 @@ pytest.importorskip("moto.server", reason="needs moto[server] (the test extras)"
 
 import lancefeed  # noqa: E402
 from lancefeed.sampler import epoch_order  # noqa: E402
-from s3server import LatencyProxy, S3Server  # noqa: E402
+from s3server import LatencyProxy, S3Server, S3sFsServer  # noqa: E402
 
 N = 60
 BATCH = 4
@@ -118,6 +118,21 @@ def test_epochs_from_s3_equal_the_local_copy(s3: S3Server, s3_uri: str, local_ur
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     ids = [i for x, _ in got for i in sample_ids(x)]
     assert ids == epoch_order(N, shuffle=True, seed=3, epoch=1).tolist()
+
+
+@pytest.mark.skipif(not S3sFsServer.available(), reason="s3s-fs (the benchmark's server) is not installed")
+def test_the_benchmarks_s3s_fs_server_serves_the_same_epochs(local_uri: str) -> None:
+    # benches/bench_s3.py measures against s3s-fs where it is installed: it must read right.
+    with S3sFsServer() as fs:
+        fs.create_bucket("bench")
+        uri = "s3://bench/ds.lance"
+        lance.write_dataset(lance.dataset(local_uri).to_table(), uri, storage_options=fs.storage_options())
+        kw: Dict[str, Any] = dict(batch_size=8, shuffle=True, seed=5, transform=lancefeed.RandomHorizontalFlip())
+        got = list(lancefeed.DataLoader(uri, storage_options=fs.storage_options(), **kw))
+        want = list(lancefeed.DataLoader(local_uri, **kw))
+        assert len(got) == len(want)
+        for (xa, ya), (xb, yb) in zip(got, want):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_permutation_builder_and_splits_on_s3(s3: S3Server, s3_uri: str, local_uri: str) -> None:
