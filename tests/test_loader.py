@@ -286,6 +286,36 @@ def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
     assert isinstance(fixed, torch.Tensor) and fixed.shape == (3, 8, 8, 3)
 
 
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int) -> None:
+    kw: dict = dict(batch_size=7, shuffle=True, seed=9, transform=lancefeed.RandomHorizontalFlip(), output="dict",
+                    columns=["image", "label", "idx", "boxes", "tags"], world_size=world_size)
+    for rank in range(world_size):
+        cached = lancefeed.DataLoader(uri, cache=True, rank=rank, **kw)
+        plain = lancefeed.DataLoader(uri, cache=False, rank=rank, **kw)
+        reads = []
+        real = cached._maker.take_perm.take_positions_sorted
+        cached._maker.take_perm.take_positions_sorted = lambda p: reads.append(len(p)) or real(p)
+        for _ in range(2):  # two epochs: the second reads nothing
+            for a, b in zip(list(cached), list(plain)):
+                assert a.keys() == b.keys()
+                assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+                assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))
+                assert a["tags"] == b["tags"]
+        assert reads == [N]  # every row once, in one sorted take
+
+
+def test_cache_auto_keeps_only_small_datasets(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lancefeed.loader as loader_module
+
+    assert lancefeed.DataLoader(uri, batch_size=4)._maker.cache  # a few KB
+    monkeypatch.setattr(loader_module, "_CACHE_BYTES", 16)
+    assert not lancefeed.DataLoader(uri, batch_size=4)._maker.cache
+    assert lancefeed.DataLoader(uri, batch_size=4, cache=True)._maker.cache
+    with pytest.raises(ValueError, match="cache must be"):
+        lancefeed.DataLoader(uri, batch_size=4, cache="yes")
+
+
 # -- epochs, ranks, determinism -----------------------------------------------------
 
 

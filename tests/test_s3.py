@@ -82,6 +82,7 @@ def one_batch_per_take(loader: lancefeed.DataLoader) -> lancefeed.DataLoader:
     # Tiny test images would fit the whole epoch in one take; real images (or a bigger
     # dataset) give one take per batch or few, which is what these tests need to see.
     loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
+    loader._maker.cache = False  # nor would it be cached whole (cache="auto")
     return loader
 
 

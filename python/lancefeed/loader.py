@@ -53,6 +53,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import re
 import weakref
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ _STATE_KEYS = ("epoch", "batches_consumed", "seed")
 _TAKE_ROWS = 1024
 _FLOATS = ("float32", "float16", "bfloat16")
 _TAKE_BYTES = 8 << 20
+# cache="auto" keeps a dataset's read columns in memory when they take at most this much
+# (and at most an eighth of the machine's memory).
+_CACHE_BYTES = 2 << 30
 
 # What loader.stats() reports (one name for users; the pipeline fills it in).
 LoaderStats = PipelineStats
@@ -133,6 +137,10 @@ class _BatchMaker:
     ) -> None:
         self.targets = targets
         self.use_scan = False
+        # cache=True: the permutation's columns read once, then every take is a gather.
+        self.cache = False
+        self._cached: Optional[Tuple[pa.RecordBatch, np.ndarray]] = None
+        self._cache_lock = threading.Lock()
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
         self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
@@ -164,11 +172,37 @@ class _BatchMaker:
         With ``use_scan`` (set per epoch by the loader: positions in storage order),
         contiguous positions are read by one scan of their range instead, when it
         returns exactly their rows; the result is the same."""
+        if self.cache:
+            rows, where = self._cached_rows()
+            return rows, where[np.asarray(positions, dtype=np.int64)]
         if self.use_scan and len(positions) and _contiguous(positions):
             rows = self.scan(int(positions[0]), len(positions))
             if rows is not None:
                 return rows, np.arange(len(positions), dtype=np.int64)
         return self.take_perm.take_positions_sorted(positions)
+
+    def _cached_rows(self) -> Tuple[pa.RecordBatch, np.ndarray]:
+        """Every row of the permutation, read once (in storage order, one sorted take)
+        and kept, with where each position's row is: later takes are gathers by pointer,
+        without Lance and without copying the bytes."""
+        with self._cache_lock:
+            if self._cached is None:
+                rows, order = self.take_perm.take_positions_sorted(np.arange(len(self.take_perm)))
+                self._cached = (rows, np.asarray(order, dtype=np.int64))
+            return self._cached
+
+    def cache_bytes(self) -> Optional[int]:
+        """The encoded bytes a cache of the permutation's read columns would hold, from
+        Lance's column statistics (scaled from the dataset to the permutation's rows), or
+        None when they are not known (an object store without statistics, say)."""
+        try:
+            ds = self.perm.dataset
+            ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
+            sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
+            total = sum(sizes[ids[c]] for c in self.take_perm.columns if c in ids and ids[c] in sizes)
+            return int(total * len(self.take_perm) / max(1, ds.count_rows()))
+        except Exception:  # statistics are an optimization
+            return None
 
     def scan(self, start: int, count: int) -> Optional[pa.RecordBatch]:
         """Positions ``start .. start+count-1`` read by one Lance scan (``offset``/
@@ -497,6 +531,7 @@ class DataLoader:
         seed: int = 0,
         drop_last: bool = False,
         shuffle_clump_size: Optional[int] = None,
+        cache: Union[bool, str] = "auto",
         image_column: str = "image",
         label_column: Optional[str] = "label",
         columns: Optional[Sequence[str]] = None,
@@ -665,6 +700,7 @@ class DataLoader:
             self.device,
             target_config,
         )
+        self._maker.cache = _resolve_cache(cache, self._maker)
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
         self._next: Optional[Tuple[int, int]] = (0, 0)
@@ -987,6 +1023,22 @@ def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
         return type(exc)(message)
     except Exception:  # noqa: BLE001 - an exception type that takes other arguments
         return OSError(message)
+
+
+def _resolve_cache(cache: Union[bool, str], maker: _BatchMaker) -> bool:
+    """``cache="auto"``: keep the permutation's rows in memory when they are known to be
+    small (at most _CACHE_BYTES and an eighth of the machine's memory): small images are
+    where reading costs as much CPU as decoding."""
+    if isinstance(cache, bool):
+        return cache
+    if cache != "auto":
+        raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
+    size = maker.cache_bytes()
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 * _CACHE_BYTES
+    return size is not None and 0 < size <= min(_CACHE_BYTES, memory // 8)
 
 
 def _read_before(num_samples: int, history: Sequence[Segment]) -> int:
