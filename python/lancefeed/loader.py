@@ -505,6 +505,8 @@ class DataLoader:
     ``targets``/``output="detection"``/``classes``/``drop_empty``/``mask_fill``/``min_area``/
     ``min_visibility``: boxes and masks that follow the transform (see the README's
     "Detection and segmentation"). ``log_every``: log :meth:`stats` every that many seconds.
+    ``cache``: ``"auto"`` keeps the read rows in memory after the first epoch when Lance's
+    statistics say they are small (<= 2 GiB and 1/8 of the memory); ``True``/``False`` force it.
     ``shuffle_clump_size=k`` (with ``shuffle=True``): each epoch shuffles runs of ``k``
     consecutive positions of the permutation instead of single samples (the last run
     may be shorter; each run keeps its rows in order), so a batch reads neighbouring
