@@ -23,7 +23,7 @@ N = 41  # prime: no world size divides it, so every run has a remainder to leave
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     import torch
     import torch.distributed as dist
     import lancefeed
@@ -65,6 +65,11 @@ SCRIPT = textwrap.dedent(
     # still talks to it aborts the process.
     dist.barrier()
     dist.destroy_process_group()
+    # Then out without the interpreter's teardown: torch's C++ threads now and then abort
+    # there ("terminate called without an active exception", SIGABRT) after all the work
+    # is done and written, which would fail the run for nothing lancefeed did.
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
