@@ -293,16 +293,22 @@ def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, worl
     for rank in range(world_size):
         cached = lancefeed.DataLoader(uri, cache=True, rank=rank, **kw)
         plain = lancefeed.DataLoader(uri, cache=False, rank=rank, **kw)
-        reads = []
+        reads: List[int] = []
         real = cached._maker.take_perm.take_positions_sorted
         cached._maker.take_perm.take_positions_sorted = lambda p: reads.append(len(p)) or real(p)
-        for _ in range(2):  # two epochs: the second reads nothing
+        per_epoch = []
+        for _ in range(3):  # later epochs read only rows not read before
+            before = sum(reads)
             for a, b in zip(list(cached), list(plain)):
                 assert a.keys() == b.keys()
                 assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
                 assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))
                 assert a["tags"] == b["tags"]
-        assert reads == [N]  # every row once, in one sorted take
+            per_epoch.append(sum(reads) - before)
+        assert per_epoch[0] == len(cached.permutation) // world_size  # read as it goes, pipelined
+        if world_size == 1:
+            assert per_epoch[1:] == [0, 0]  # every row kept: no read after the first epoch
+        assert int((cached._maker._rows.where >= 0).sum()) <= N  # each row kept once
 
 
 def test_cache_auto_keeps_only_small_datasets(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,10 +137,9 @@ class _BatchMaker:
     ) -> None:
         self.targets = targets
         self.use_scan = False
-        # cache=True: the permutation's columns read once, then every take is a gather.
+        # cache=True: every row read is kept; a take of rows all kept is a gather.
         self.cache = False
-        self._cached: Optional[Tuple[pa.RecordBatch, np.ndarray]] = None
-        self._cache_lock = threading.Lock()
+        self._rows = _RowCache(len(perm))
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
         self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
@@ -173,23 +172,20 @@ class _BatchMaker:
         contiguous positions are read by one scan of their range instead, when it
         returns exactly their rows; the result is the same."""
         if self.cache:
-            rows, where = self._cached_rows()
-            return rows, where[np.asarray(positions, dtype=np.int64)]
+            hit = self._rows.get(positions)
+            if hit is not None:
+                return hit
+        rows, order = self._read(positions)
+        if self.cache:
+            self._rows.add(rows, order, positions)
+        return rows, order
+
+    def _read(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
         if self.use_scan and len(positions) and _contiguous(positions):
             rows = self.scan(int(positions[0]), len(positions))
             if rows is not None:
                 return rows, np.arange(len(positions), dtype=np.int64)
         return self.take_perm.take_positions_sorted(positions)
-
-    def _cached_rows(self) -> Tuple[pa.RecordBatch, np.ndarray]:
-        """Every row of the permutation, read once (in storage order, one sorted take)
-        and kept, with where each position's row is: later takes are gathers by pointer,
-        without Lance and without copying the bytes."""
-        with self._cache_lock:
-            if self._cached is None:
-                rows, order = self.take_perm.take_positions_sorted(np.arange(len(self.take_perm)))
-                self._cached = (rows, np.asarray(order, dtype=np.int64))
-            return self._cached
 
     def cache_bytes(self) -> Optional[int]:
         """The encoded bytes a cache of the permutation's read columns would hold, from
@@ -505,8 +501,9 @@ class DataLoader:
     ``targets``/``output="detection"``/``classes``/``drop_empty``/``mask_fill``/``min_area``/
     ``min_visibility``: boxes and masks that follow the transform (see the README's
     "Detection and segmentation"). ``log_every``: log :meth:`stats` every that many seconds.
-    ``cache``: ``"auto"`` keeps the read rows in memory after the first epoch when Lance's
-    statistics say they are small (<= 2 GiB and 1/8 of the memory); ``True``/``False`` force it.
+    ``cache``: ``"auto"`` keeps the rows the first epoch reads in memory when Lance's
+    statistics say they are small (<= 2 GiB and 1/8 of the memory), so later epochs gather
+    from memory; ``True``/``False`` force it.
     ``shuffle_clump_size=k`` (with ``shuffle=True``): each epoch shuffles runs of ``k``
     consecutive positions of the permutation instead of single samples (the last run
     may be shorter; each run keeps its rows in order), so a batch reads neighbouring
@@ -1027,8 +1024,51 @@ def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
         return OSError(message)
 
 
+class _RowCache:
+    """The rows the loader has read, kept as the takes returned them (no copy), and
+    where each position's row is among them. Filled as the first epoch reads (so reading
+    stays pipelined with decoding); a take whose rows are all here is then a gather by
+    pointer, without Lance. Each row is kept once: a take that holds a row already kept
+    is not added, so the cache never holds more than the permutation's rows."""
+
+    def __init__(self, n: int) -> None:
+        self.where = np.full(n, -1, dtype=np.int64)
+        self.batches: List[pa.RecordBatch] = []
+        self.rows = 0
+        self.table: Optional[pa.Table] = None
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def get(self, positions: np.ndarray) -> Optional[Tuple[Any, np.ndarray]]:
+        with self.lock:
+            idx = self.where[np.asarray(positions, dtype=np.int64)]
+            if self.broken or len(idx) == 0 or (idx < 0).any():
+                return None
+            if self.table is None:
+                try:
+                    # One chunk per column: a decode call then hands the core one array,
+                    # not one per take. Copied once; the takes' buffers are let go.
+                    self.table = pa.Table.from_batches(self.batches).combine_chunks()
+                except (pa.ArrowInvalid, ValueError):  # takes of differing schemas: read as before
+                    self.broken = True
+                    return None
+                self.batches = []
+            return self.table, idx
+
+    def add(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray) -> None:
+        with self.lock:
+            pos = np.asarray(positions, dtype=np.int64)
+            # Frozen once gathered from (a rank whose shards move between epochs reads
+            # the rows it has not kept, as without a cache).
+            if self.broken or self.table is not None or (self.where[pos] >= 0).any() or len(np.unique(pos)) != len(pos):
+                return
+            self.where[pos] = self.rows + np.asarray(order, dtype=np.int64)
+            self.batches.append(rows)
+            self.rows += rows.num_rows
+
+
 def _resolve_cache(cache: Union[bool, str], maker: _BatchMaker) -> bool:
-    """``cache="auto"``: keep the permutation's rows in memory when they are known to be
+    """``cache="auto"``: keep the rows read in memory when the permutation's are known to be
     small (at most _CACHE_BYTES and an eighth of the machine's memory): small images are
     where reading costs as much CPU as decoding."""
     if isinstance(cache, bool):
