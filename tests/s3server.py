@@ -77,11 +77,12 @@ class S3Server:
         env = dict(os.environ)
         # With auth, the first request (create_bucket) goes unchecked.
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "1" if auth else "inf"
+        self._launch([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], env, start_timeout)
+
+    def _launch(self, cmd: list, env: Optional[Dict[str, str]], start_timeout: float) -> None:
+        """Start the server process and wait until it listens on ``self.port``."""
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             _wait_listening(self.port, start_timeout, self._proc)
@@ -169,17 +170,12 @@ class S3sFsServer(S3Server):
         self.auth = True
         self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
         self.root = tempfile.mkdtemp(prefix="s3s-fs-")
-        self._proc = subprocess.Popen(
+        self._launch(
             [binary, "--host", "127.0.0.1", "--port", str(self.port), "--access-key", self.access_key,
              "--secret-key", self.secret_key, self.root],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            None,
+            start_timeout,
         )
-        try:
-            _wait_listening(self.port, start_timeout, self._proc)
-        except BaseException:
-            self.stop()
-            raise
 
     @staticmethod
     def available() -> bool:

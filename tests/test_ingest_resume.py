@@ -38,7 +38,7 @@ from pathlib import Path
 import lancefeed.ingest as ingest
 
 # A child that is never killed (a stuck test) ends itself, printing where it was.
-faulthandler.dump_traceback_later(60, exit=True)
+faulthandler.dump_traceback_later(600, exit=True)
 
 root, out, commit_every, stop_at, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 order = {it.extra["filename"]: i for i, it in enumerate(ingest._folder_items(Path(root)))}
@@ -140,7 +140,7 @@ def test_killed_ingest_resumes_with_every_file_once(tmp_path: Path, tree: tuple[
     else:
         pytest.fail("the child ended without reaching the stop")
     chunks = stop_at // COMMIT_EVERY
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while _versions(out) < chunks and time.monotonic() < deadline:
         time.sleep(0.05)
     # The chunk in progress has handed Lance whole batches (stop_at % COMMIT_EVERY >

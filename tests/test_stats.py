@@ -65,11 +65,14 @@ def test_counts_and_times_add_up_over_an_epoch(uri: str) -> None:
 
 
 def test_a_slow_training_step_waits_for_no_batch(uri: str) -> None:
+    step = 0.05
     loader = per_batch(lancefeed.DataLoader(uri, 4, prefetch=2))
     for _ in loader:
-        time.sleep(0.05)  # the "training step": the loader has time to get ahead
+        time.sleep(step)  # the "training step": the loader has time to get ahead
     s = loader.stats()
-    assert s["wait_p50_s"] < 0.005
+    # Measured: ~0.1 ms. Bounded by the step, not by the machine's speed: a batch of four
+    # tiny images is ready long before a step ends even on a machine ten times slower.
+    assert s["wait_p50_s"] < step / 2
     assert s["queue_depth_mean"] >= 1
     assert not s["io_bound"]
 
@@ -77,21 +80,26 @@ def test_a_slow_training_step_waits_for_no_batch(uri: str) -> None:
 def test_slow_takes_show_as_io_bound_and_grow_the_takes_in_flight(uri: str) -> None:
     loader = per_batch(lancefeed.DataLoader(uri, 4))
     real = loader._maker.take
+    running, most = [0], [0]
+    lock = threading.Lock()
 
     def slow_take(positions: np.ndarray) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
         time.sleep(0.05)  # a remote store's round trip
+        with lock:
+            running[0] -= 1
         return real(positions)
 
     loader._maker.take = slow_take  # type: ignore[method-assign]
-    t = time.monotonic()
     ids = [int(x[0, 0, 0, 0]) for x, _ in loader]
-    elapsed = time.monotonic() - t
     s = loader.stats()
     assert ids == list(range(0, N, 4))
     assert s["io_bound"] and s["io_wait_s"] > s["decode_s"]
     assert s["in_flight_limit"] > loader.prefetch + 1
-    # 12 takes of 50 ms one after the other would take 0.6 s; overlapped, much less.
-    assert elapsed < 0.5
+    # The takes overlapped (counted, not timed: a slow machine overlaps them as well).
+    assert most[0] > loader.prefetch + 1
 
 
 def test_log_every_logs_one_line_summaries_and_is_off_by_default(uri: str, caplog: pytest.LogCaptureFixture) -> None:
