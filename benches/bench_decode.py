@@ -184,8 +184,8 @@ def main() -> int:
         "simplejpeg full decode, 1 thread",
         ("train: RandomResizedCrop(224) + flip", 2.2),
     )
-    # The same images rewritten with a restart marker per MCU row and their index
-    # (lancefeed.add_restart_index): a crop skips the rows above it without decoding.
+    # The same images rewritten with a restart marker after every MCU and an index of
+    # the rows (lancefeed.add_restart_index): a crop entropy-decodes only its own MCUs.
     indexed = [lancefeed.add_restart_index(b) for b in inet]
     arr_rst = pa.array(indexed, pa.binary())
     growth = sum(map(len, indexed)) / sum(map(len, inet)) - 1

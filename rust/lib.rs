@@ -516,7 +516,7 @@ fn split_boxes<'a>(values: &'a [f64], offsets: &[i64], rows: usize) -> PyResult<
         .collect()
 }
 
-/// `data` (a JPEG) rewritten losslessly with a restart marker every MCU row and an index
+/// `data` (a JPEG) rewritten losslessly with a restart marker after every MCU and an index
 /// of the intervals (see `codec::restart`); a `DecodeError` for what cannot be.
 #[pyfunction]
 fn add_restart_index<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
@@ -524,7 +524,7 @@ fn add_restart_index<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, P
     Ok(PyBytes::new(py, &out))
 }
 
-/// (pixel rows per interval, interval offsets) of a restart-indexed JPEG, or None.
+/// (pixel rows per MCU row, byte offset of each MCU row) of a restart-indexed JPEG, or None.
 #[pyfunction]
 fn restart_index(data: &[u8]) -> Option<(u32, Vec<u32>)> {
     codec::restart::read_index(data).map(|i| (i.interval_rows, i.offsets))

@@ -402,8 +402,8 @@ def test_every_huffman_decoder_crops_and_scales_identically():
 def test_every_huffman_decoder_reads_corrupt_streams_alike(markers):
     # Bytes overwritten in the entropy-coded data (false markers, impossible codes,
     # runs past the block's end, broken restart markers) and truncations: the same
-    # pixels or the same error. With restart markers the table decoder hands the MCU
-    # before each marker to libjpeg-turbo's path.
+    # pixels or the same error. With restart markers the table decoder accepts an MCU
+    # that ends at its interval's marker only if none of its bits came after it.
     base = encode(photo(400, 300, seed=9), "JPEG", quality=90)
     if markers == "every-row":
         base = jpegtran(base, "-restart", "1")

@@ -782,9 +782,9 @@ def ingest_folder(
             Not with ``mode="overwrite"``.
         commit_every: files per commit (each a dataset version). A kill loses at
             most the chunk in progress; a reader of ``out`` sees whole chunks only.
-        restart_index: store each JPEG rewritten losslessly with a restart marker per
-            MCU row and their index (:func:`lancefeed.restart.add_restart_index`): the
-            same pixels, and random crops that skip the rows above them.
+        restart_index: store each JPEG rewritten losslessly with a restart marker after
+            every MCU and an index (:func:`lancefeed.restart.add_restart_index`): the
+            same pixels, and random crops that entropy-decode only their own MCUs.
         storage_options: the object store options for ``out`` (an ``s3://``, ``gs://``
             or ``az://`` URI), as Lance takes them: credentials, endpoint, region. They
             are passed to every read and write of ``out`` and never recorded in it.

@@ -51,6 +51,28 @@
     } \
   }
 
+/* jdhuff.c's GET_BYTE, counting in lf_marks the times it met a marker and fed eight
+ * zero bits instead of data: with that count, lf_decode_mcu_fast can tell an MCU that
+ * ended before the marker (every MCU of a stream with a marker after each) from one
+ * that read into the zeros. The macros expanded in this file from here on use it. */
+#undef GET_BYTE
+#define GET_BYTE { \
+  register int c0, c1; \
+  c0 = *buffer++; \
+  c1 = *buffer; \
+  get_buffer = (get_buffer << 8) | c0; \
+  bits_left += 8; \
+  if (c0 == 0xFF) { \
+    buffer++; \
+    if (c1 != 0) { \
+      cinfo->unread_marker = c1; \
+      buffer -= 2; \
+      get_buffer &= ~0xFF; \
+      lf_marks++; \
+    } \
+  } \
+}
+
 /* Whether any of the low six bytes of w is 0xFF. */
 static inline int
 lf_has_ff(unsigned long long w)
@@ -196,7 +218,11 @@ lf_start_pass(j_decompress_ptr cinfo)
 
 /* decode_mcu_fast with the table lookup in front of each code. Same contract: the
  * caller checked that enough bytes remain; a marker met on the way makes it return
- * FALSE with the permanent state untouched, and the MCU is decoded again slowly. */
+ * FALSE with the permanent state untouched, and the MCU is decoded again slowly.
+ * One exception: the RSTn that ends this MCU's restart interval, when the MCU's bits
+ * all came before it (none of the zeros fed after the marker was read). The MCU is
+ * then complete, and the state is left as the slow path leaves it: past the marker,
+ * the marker unread, the padding bits in the buffer (process_restart drops them). */
 LOCAL(boolean)
 lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
 {
@@ -206,6 +232,7 @@ lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
   JOCTET *buffer;
   int blkn;
   savable_state state;
+  int lf_marks = 0;
 
   BITREAD_LOAD_STATE(cinfo, entropy->bitstate);
   buffer = (JOCTET *)br_state.next_input_byte;
@@ -249,8 +276,15 @@ lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
   }
 
   if (cinfo->unread_marker != 0) {
-    cinfo->unread_marker = 0;
-    return FALSE;
+    if (cinfo->restart_interval && entropy->restarts_to_go == 1 &&
+        cinfo->unread_marker >= 0xD0 && cinfo->unread_marker <= 0xD7 &&
+        bits_left >= 8 * lf_marks) {
+      bits_left -= 8 * lf_marks;
+      buffer += 2;
+    } else {
+      cinfo->unread_marker = 0;
+      return FALSE;
+    }
   }
 
   br_state.bytes_in_buffer -= (buffer - br_state.next_input_byte);
@@ -269,10 +303,9 @@ lf_decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
   int usefast = 1;
 
   /* libjpeg-turbo takes its slow path for every MCU of a stream with restart markers.
-   * The fast path needs no such care: a marker it reads ahead of the MCU's bits (the
-   * next interval's) sets unread_marker, and it then hands that one MCU to the slow
-   * path, from the state saved before it; the restart itself is processed here, before
-   * either. So restart-indexed JPEGs (restart.rs: a marker every MCU row) keep it. */
+   * The fast path needs no such care: the restart itself is processed here, before
+   * either path, and the fast path accepts the marker that ends the MCU's interval
+   * (above). So restart-indexed JPEGs (restart.rs: a marker after every MCU) keep it. */
   if (cinfo->restart_interval) {
     if (entropy->restarts_to_go == 0)
       if (!process_restart(cinfo))

@@ -273,17 +273,20 @@ impl Decompressor {
             None => (0, 0, sw, sh),
         };
 
-        // A restart-indexed JPEG whose crop starts further down decodes a JPEG of the
-        // rows from there on (restart.rs): the same rows, without entropy-decoding the
-        // ones above. The crop's scaled rows shift by whole MCU rows, so the pixels and
-        // their mapping are those of the whole image's decode.
+        // A restart-indexed JPEG decodes a JPEG of just the MCUs the crop needs
+        // (restart.rs): the same MCUs, without entropy-decoding the rows above the crop
+        // or the columns beside it. The crop shifts by whole scaled MCUs, so the pixels
+        // and their mapping are those of the whole image's decode.
         let mut crop = crop;
-        let sliced = match (crop.as_mut(), restart::read_index(data)) {
-            (Some(c), Some(index)) => {
-                let first_row = c.y as u32 * 8 / num as u32;
-                restart::slice_for_rows(data, &index, h.height, first_row).map(|(sub, skipped)| {
-                    c.y -= (skipped * num as u32 / 8) as i32;
-                    sub
+        let sliced = match (crop.as_mut(), restart::read_index(data), mcu_w) {
+            (Some(c), Some(index), Some(m)) if index.columns.is_none_or(|(w, _)| w * num as u32 / 8 == m) => {
+                let mh = (index.interval_rows * num as u32 / 8).max(1);
+                let (x, y, w, hh) = (c.x as u32, c.y as u32, c.w as u32, c.h as u32);
+                let range = restart::McuRange { rows: (y / mh, (y + hh).div_ceil(mh)), cols: (x / m, (x + w).div_ceil(m)) };
+                restart::slice(data, &index, h.width, h.height, range).map(|s| {
+                    c.y -= (s.skipped_rows * mh) as i32;
+                    c.x -= (s.skipped_cols * m) as i32;
+                    s.data
                 })
             }
             _ => None,

@@ -6,34 +6,57 @@
 //! whole scan). Restart markers end that chain: after each one the entropy decoder
 //! starts afresh, DC predictions reset. `add_restart_index` rewrites a JPEG losslessly
 //! (TurboJPEG's transform: the same DCT coefficients, so the same pixels) with a
-//! restart marker after every MCU row, and records where each interval's bytes start in
-//! an APP15 segment right after SOI:
+//! restart marker after every MCU, and records where each MCU row's bytes start in an
+//! APP15 segment right after SOI:
 //!
 //! ```text
-//! FF EF <len> "LFRSTIDX" 0 <version 1> <interval rows: u16> <count: u32> <offset: u32>...
+//! FF EF <len> "LFRSTIDX" 0 <version 2> <MCU height: u16> <MCU width: u16>
+//!       <MCUs per row: u16> <rows: u32> <row offset: u32>...
 //! ```
 //!
 //! (offsets from the first byte of entropy-coded data, big endian). Every other decoder
 //! ignores an APP15 segment, so the file stays an ordinary JPEG. A crop of such a file
-//! (`slice_for_rows`) decodes a smaller JPEG instead: the same headers with the frame
-//! height cut, and the entropy data from the interval one before the crop's first row
-//! (the row above gives chroma upsampling the context it has in the whole image) to
-//! the end, its restart markers renumbered from 0.
+//! (`slice`) decodes a smaller JPEG instead: the same headers with the frame cut to the
+//! MCU rows and columns the crop needs, and the entropy data of just those MCUs (one
+//! MCU row of context above and below: chroma upsampling reads it in the whole image;
+//! none at the sides, where a cropped decode treats the region's edge as the image's),
+//! its restart markers renumbered from 0. The MCUs of a row between two row offsets are
+//! found by their markers, so the index stays a few bytes per row.
+//!
+//! Version 1 (written before, still read) had a marker every MCU row only, and its
+//! offsets are those rows: those files are cut by rows alone.
 
 use turbojpeg::raw;
 
-use super::{DecodeError, Result};
+use super::Result;
 
 const SIGNATURE: &[u8; 9] = b"LFRSTIDX\0";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
-/// Where each restart interval's entropy-coded bytes start.
+/// Where each MCU row's entropy-coded bytes start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestartIndex {
-    /// Luma pixel rows per interval (an MCU row's height times the rows per interval).
+    /// Luma pixel rows per MCU row.
     pub interval_rows: u32,
-    /// Offsets from the first entropy-coded byte; the first is 0.
+    /// Offsets of each MCU row from the first entropy-coded byte; the first is 0.
     pub offsets: Vec<u32>,
+    /// Version 2: a marker after every MCU, `(MCU width in pixels, MCUs per row)`;
+    /// None for version 1 (a marker after every row only).
+    pub columns: Option<(u32, u32)>,
+}
+
+/// Where a crop's MCUs are: `rows` and `cols` are MCU indices (end exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct McuRange {
+    pub rows: (u32, u32),
+    pub cols: (u32, u32),
+}
+
+/// A cut-down JPEG and the MCU rows and columns it leaves out at the top and left.
+pub struct Slice {
+    pub data: Vec<u8>,
+    pub skipped_rows: u32,
+    pub skipped_cols: u32,
 }
 
 /// The markers before the entropy-coded data: where SOF's height field is, where the
@@ -106,11 +129,12 @@ fn restart_offsets(data: &[u8], start: usize) -> Vec<u32> {
     offsets
 }
 
-/// TurboJPEG's tjMCUHeight, by TJSAMP (444, 422, 420, GRAY, 440, 411, 441).
+/// TurboJPEG's tjMCUHeight and tjMCUWidth, by TJSAMP (444, 422, 420, GRAY, 440, 411, 441).
 const MCU_HEIGHT: [u32; 7] = [8, 8, 16, 8, 16, 8, 32];
+const MCU_WIDTH: [u32; 7] = [8, 16, 16, 8, 8, 32, 8];
 
-/// `data` rewritten losslessly with a restart marker every MCU row and the index of
-/// the intervals in an APP15 segment (see the module docs). Progressive and
+/// `data` rewritten losslessly with a restart marker after every MCU and the index of
+/// the MCU rows in an APP15 segment (see the module docs). Progressive and
 /// arithmetic-coded JPEGs come out baseline Huffman (the same coefficients); lossless
 /// JPEG is refused. Huffman tables are optimised for the image, which usually makes up
 /// for the markers' bytes.
@@ -136,13 +160,15 @@ pub fn add_restart_index(data: &[u8]) -> Result<Vec<u8>> {
         data: std::ptr::null_mut(),
         customFilter: None,
     };
-    let (rc, subsamp, lossless) = unsafe {
-        raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_RESTARTROWS as i32, 1);
+    let (rc, subsamp, lossless, width, height) = unsafe {
+        raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_RESTARTBLOCKS as i32, 1);
         raw::tj3Set(handle.0, raw::TJPARAM_TJPARAM_OPTIMIZE as i32, 1);
         let rc = raw::tj3DecompressHeader(handle.0, data.as_ptr(), data.len() as _);
         let lossless = raw::tj3Get(handle.0, raw::TJPARAM_TJPARAM_LOSSLESS as i32) == 1;
         let subsamp = raw::tj3Get(handle.0, raw::TJPARAM_TJPARAM_SUBSAMP as i32);
-        (rc, subsamp, lossless)
+        let width = raw::tj3Get(handle.0, raw::TJPARAM_TJPARAM_JPEGWIDTH as i32).max(0) as u32;
+        let height = raw::tj3Get(handle.0, raw::TJPARAM_TJPARAM_JPEGHEIGHT as i32).max(0) as u32;
+        (rc, subsamp, lossless, width, height)
     };
     if rc != 0 {
         return Err(format!("corrupt JPEG header: {}", message(handle.0)).into());
@@ -166,21 +192,32 @@ pub fn add_restart_index(data: &[u8]) -> Result<Vec<u8>> {
     let coded = unsafe { std::slice::from_raw_parts(out_ptr, out_len as usize) }.to_vec();
     unsafe { raw::tj3Free(out_ptr.cast()) };
 
-    let mcu_h = *MCU_HEIGHT.get(subsamp as usize).ok_or_else(|| DecodeError(format!("JPEG subsampling {subsamp} is not one TurboJPEG knows")))?;
+    let sub = subsamp as usize;
+    let (mcu_h, mcu_w) = match (MCU_HEIGHT.get(sub), MCU_WIDTH.get(sub)) {
+        (Some(&h), Some(&w)) => (h, w),
+        _ => return Err(format!("JPEG subsampling {subsamp} is not one TurboJPEG knows").into()),
+    };
+    let (per_row, rows) = (width.div_ceil(mcu_w), height.div_ceil(mcu_h));
     let at = layout(&coded)?;
     let offsets = restart_offsets(&coded, at.data_start);
-    let mut segment = Vec::with_capacity(4 + SIGNATURE.len() + 7 + 4 * offsets.len());
-    let len = 2 + SIGNATURE.len() + 1 + 2 + 4 + 4 * offsets.len();
-    if len > 0xFFFF {
-        return Err(format!("{} restart intervals do not fit in one APP15 segment", offsets.len()).into());
+    if offsets.len() as u64 != per_row as u64 * rows as u64 || per_row > 0xFFFF {
+        return Err(format!("the rewrite has {} restart intervals, not one per MCU ({per_row} x {rows})", offsets.len()).into());
     }
+    let row_offsets: Vec<u32> = offsets.iter().step_by(per_row as usize).copied().collect();
+    let len = 2 + SIGNATURE.len() + 1 + 6 + 4 + 4 * row_offsets.len();
+    if len > 0xFFFF {
+        return Err(format!("{rows} MCU rows do not fit in one APP15 segment").into());
+    }
+    let mut segment = Vec::with_capacity(2 + len);
     segment.extend_from_slice(&[0xFF, 0xEF]);
     segment.extend_from_slice(&(len as u16).to_be_bytes());
     segment.extend_from_slice(SIGNATURE);
     segment.push(VERSION);
     segment.extend_from_slice(&(mcu_h as u16).to_be_bytes());
-    segment.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
-    for o in &offsets {
+    segment.extend_from_slice(&(mcu_w as u16).to_be_bytes());
+    segment.extend_from_slice(&(per_row as u16).to_be_bytes());
+    segment.extend_from_slice(&(row_offsets.len() as u32).to_be_bytes());
+    for o in &row_offsets {
         segment.extend_from_slice(&o.to_be_bytes());
     }
     let mut out = Vec::with_capacity(coded.len() + segment.len());
@@ -199,22 +236,125 @@ pub fn read_index(data: &[u8]) -> Option<RestartIndex> {
     }
     let len = be16(data, 4);
     let body = data.get(6..4 + len)?;
-    let rest = &body[SIGNATURE.len()..];
-    if rest[0] != VERSION {
+    let rest = body.get(SIGNATURE.len()..).filter(|r| r.len() >= 7)?;
+    let (interval_rows, columns, table) = match rest[0] {
+        1 => (be16(rest, 1) as u32, None, rest.get(3..)?),
+        2 => {
+            let (mcu_w, per_row) = (be16(rest, 3) as u32, be16(rest, 5) as u32);
+            if mcu_w == 0 || per_row == 0 {
+                return None;
+            }
+            (be16(rest, 1) as u32, Some((mcu_w, per_row)), rest.get(7..)?)
+        }
+        _ => return None,
+    };
+    let count = u32::from_be_bytes(table.get(..4)?.try_into().ok()?) as usize;
+    let table = table.get(4..4 + 4 * count)?;
+    let offsets = table.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    (interval_rows > 0).then_some(RestartIndex { interval_rows, offsets, columns })
+}
+
+/// Whether a restart marker ends at `m` (the byte after RSTn), within `data`.
+fn marker_before(data: &[u8], m: usize) -> bool {
+    m >= 2 && m <= data.len() && data[m - 2] == 0xFF && (0xD0..=0xD7).contains(&data[m - 1])
+}
+
+/// A smaller JPEG holding the MCUs of `range` (and one MCU row of context above and
+/// below where the image has one), with the MCU rows and columns it leaves out; None
+/// where the index does not help (nothing to leave out) or does not match the data.
+/// `width` and `height` are the frame's, in pixels. A version 1 index cuts rows only,
+/// from the row above the first to the end.
+pub fn slice(data: &[u8], index: &RestartIndex, width: u32, height: u32, range: McuRange) -> Option<Slice> {
+    let Some((mcu_w, per_row)) = index.columns else {
+        let first_row = range.rows.0 * index.interval_rows;
+        return slice_for_rows(data, index, height, first_row).map(|(data, skipped)| Slice {
+            data,
+            skipped_rows: skipped / index.interval_rows,
+            skipped_cols: 0,
+        });
+    };
+    let mcu_h = index.interval_rows;
+    let rows = index.offsets.len() as u32;
+    if rows != height.div_ceil(mcu_h) || per_row != width.div_ceil(mcu_w) {
         return None;
     }
-    let interval_rows = be16(rest, 1) as u32;
-    let count = u32::from_be_bytes(rest.get(3..7)?.try_into().ok()?) as usize;
-    let table = rest.get(7..7 + 4 * count)?;
-    let offsets = table.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
-    (interval_rows > 0).then_some(RestartIndex { interval_rows, offsets })
+    let r0 = range.rows.0.checked_sub(1).unwrap_or(0);
+    let r1 = range.rows.1.saturating_add(1).min(rows);
+    let (c0, c1) = (range.cols.0, range.cols.1.min(per_row));
+    if r0 >= r1 || c0 >= c1 || (r0, r1, c0, c1) == (0, rows, 0, per_row) {
+        return None;
+    }
+    let at = layout(data).ok()?;
+    let ds = at.data_start;
+    // Every row after the first must start right after a restart marker.
+    if index.offsets.first() != Some(&0) || !index.offsets[1..].iter().all(|&o| marker_before(data, ds + o as usize)) {
+        return None;
+    }
+    let new_w = (c1 * mcu_w).min(width) - c0 * mcu_w;
+    let new_h = (r1 * mcu_h).min(height) - r0 * mcu_h;
+    let app_end = 4 + be16(data, 4);
+    let mut out = Vec::with_capacity(data.len() / 2);
+    out.extend_from_slice(&data[..2]);
+    out.extend_from_slice(&data[app_end..ds]);
+    let height_at = at.height_at - (app_end - 2);
+    out[height_at..height_at + 2].copy_from_slice(&(new_h as u16).to_be_bytes());
+    out[height_at + 2..height_at + 4].copy_from_slice(&(new_w as u16).to_be_bytes());
+    let mut rst = 0u8;
+    let mut marks: Vec<usize> = Vec::with_capacity(per_row as usize);
+    for r in r0..r1 {
+        let last_row = r + 1 == rows;
+        let row = ds + index.offsets[r as usize] as usize;
+        // A row ends at the marker before the next row's offset, the last at EOI.
+        let row_end = if last_row { data.len() } else { ds + index.offsets[r as usize + 1] as usize - 2 };
+        if row > row_end {
+            return None;
+        }
+        // The markers that end each MCU of the row but the last: all of them are
+        // found (and counted), so an index that points into the wrong MCU is refused.
+        marks.clear();
+        let mut from = row;
+        let mut scan_end = None;
+        while let Some(q) = memchr::memchr(0xFF, &data[from..row_end]) {
+            let p = from + q;
+            let m = *data.get(p + 1)?;
+            from = p + 1;
+            match m {
+                0x00 | 0xFF => continue, // a stuffed 0xFF data byte, or fill before a marker
+                0xD0..=0xD7 => marks.push(p),
+                _ if last_row => {
+                    scan_end = Some(p); // EOI (or the next scan)
+                    break;
+                }
+                _ => return None,
+            }
+            from = p + 2;
+        }
+        if marks.len() + 1 != per_row as usize {
+            return None;
+        }
+        let start = if c0 == 0 { row } else { marks[c0 as usize - 1] + 2 };
+        let end = if c1 == per_row { if last_row { scan_end? } else { row_end } } else { marks[c1 as usize - 1] };
+        if r > r0 {
+            out.extend_from_slice(&[0xFF, 0xD0 + rst]);
+            rst = (rst + 1) % 8;
+        }
+        let base = out.len();
+        out.extend_from_slice(&data[start..end]);
+        // Renumber the markers between the MCUs copied, in order.
+        for &p in &marks[c0 as usize..c1 as usize - 1] {
+            out[base + p + 1 - start] = 0xD0 + rst;
+            rst = (rst + 1) % 8;
+        }
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    Some(Slice { data: out, skipped_rows: r0, skipped_cols: c0 })
 }
 
 /// A smaller JPEG holding the rows from `first_row` down (`first_row` rounded down to
 /// an interval, less one interval of context), and the number of source rows it
 /// leaves out at the top; None where the index does not help (the crop starts in the
-/// first two intervals) or does not match the data.
-pub fn slice_for_rows(data: &[u8], index: &RestartIndex, height: u32, first_row: u32) -> Option<(Vec<u8>, u32)> {
+/// first two intervals) or does not match the data. For version 1 indexes.
+fn slice_for_rows(data: &[u8], index: &RestartIndex, height: u32, first_row: u32) -> Option<(Vec<u8>, u32)> {
     let k = (first_row / index.interval_rows).checked_sub(1)? as usize;
     if k == 0 || k >= index.offsets.len() {
         return None;
@@ -222,11 +362,8 @@ pub fn slice_for_rows(data: &[u8], index: &RestartIndex, height: u32, first_row:
     let at = layout(data).ok()?;
     let start = at.data_start + index.offsets[k] as usize;
     // Every interval after the first must start right after a restart marker.
-    for &o in &index.offsets[1..] {
-        let m = at.data_start + o as usize;
-        if m < 2 || m > data.len() || data[m - 2] != 0xFF || !(0xD0..=0xD7).contains(&data[m - 1]) {
-            return None;
-        }
+    if !index.offsets[1..].iter().all(|&o| marker_before(data, at.data_start + o as usize)) {
+        return None;
     }
     let skipped = k as u32 * index.interval_rows;
     let new_height = height.checked_sub(skipped).filter(|&h| h > 0)?;
