@@ -14,6 +14,10 @@ moto server started here (tests/s3server.py). One shuffled epoch is timed throug
 - ``take+pillow``: a torch ``Dataset`` doing ``ds.take([i])`` + Pillow per row under
   torch's ``DataLoader(num_workers=0)`` (on ``--baseline-rows`` rows).
 
+The proxy runs in a process of its own (``tests/s3server.py``'s ``ProxyProcess``,
+one per delay), so that its Python threads do not hold the GIL the measured loader
+needs.
+
 Transform: RandomResizedCrop(224) + horizontal flip for ImageNet, a flip for CIFAR-10.
 Targets (lancefeed, default settings): >= 0.9x local at 10 ms, >= 0.7x at 50 ms. moto
 (Python) serves far fewer bytes/s than a disk or a real store, so the table also
@@ -22,6 +26,7 @@ gives each run against the same store at 0 ms ("x s3 0ms"): what the latency cos
 Usage (from the repository root):
     python benches/bench_s3.py                     # ImageNet sample, 0/10/50 ms
     python benches/bench_s3.py --cifar --delays 0,50 --json out.json
+    python benches/bench_s3.py --delays 0,10 --limit 128 --variants lancefeed --baseline-rows 0   # a smoke run
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 import data  # noqa: E402  (benches/data.py: the reference archives)
-from s3server import LatencyProxy, S3Server, S3sFsServer  # noqa: E402
+from s3server import ProxyProcess, S3Server, S3sFsServer  # noqa: E402
 
 TARGETS = {10: 0.9, 50: 0.7}
 
@@ -129,6 +134,7 @@ def main() -> None:
     p.add_argument("--server", choices=["auto", "moto", "s3s-fs"], default="auto",
                    help="the S3 server: s3s-fs (Rust, fast; `cargo install s3s-fs --features binary`) or moto "
                    "(Python, ~15 MB/s here); auto: s3s-fs where installed")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows of each dataset (a smoke run)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     if args.server == "auto":
@@ -149,10 +155,14 @@ def main() -> None:
 
     results: List[Dict[str, Any]] = []
     print(f"S3 server: {args.server}", flush=True)
-    with (S3sFsServer() if args.server == "s3s-fs" else S3Server()) as s3, LatencyProxy(s3.port) as proxy:
+    with (S3sFsServer() if args.server == "s3s-fs" else S3Server()) as s3:
         s3.create_bucket("bench")
         for name, lf_transform, pil_transform in sets:
             local = str(data.lance_dataset(name, args.cache, args.data))
+            if args.limit:
+                head = args.cache / f"{name}-first{args.limit}.lance"
+                lance.write_dataset(lance.dataset(local).head(args.limit), str(head), mode="overwrite")
+                local = str(head)
             remote = f"s3://bench/{name}.lance"
             print(f"copying {name} to {remote}", flush=True)
             # Small files on the store: moto reads a whole object to answer each range
@@ -174,13 +184,15 @@ def main() -> None:
                 record("local", None, "take+pillow", time_take_pillow(local, None, pil_transform, args.batch_size, rows))
                 record("local", None, "lance.torch", time_lance_torch(local, None, pil_transform, args.batch_size, len(rows)))
             for delay in delays:
-                proxy.delay_ms = delay
-                opts = s3.storage_options(port=proxy.port, retry_timeout_s=60)
-                for v in variants:
-                    record("s3", delay, v, time_lancefeed(remote, opts, lf_transform, args.batch_size, **VARIANTS[v]))
-                if args.baseline_rows:
-                    record("s3", delay, "take+pillow", time_take_pillow(remote, opts, pil_transform, args.batch_size, rows))
-                    record("s3", delay, "lance.torch", time_lance_torch(remote, opts, pil_transform, args.batch_size, len(rows)))
+                with ProxyProcess(s3.port, delay_ms=delay) as proxy:
+                    opts = s3.storage_options(port=proxy.port, retry_timeout_s=60)
+                    for v in variants:
+                        record("s3", delay, v, time_lancefeed(remote, opts, lf_transform, args.batch_size, **VARIANTS[v]))
+                    if args.baseline_rows:
+                        record("s3", delay, "take+pillow",
+                               time_take_pillow(remote, opts, pil_transform, args.batch_size, rows))
+                        record("s3", delay, "lance.torch",
+                               time_lance_torch(remote, opts, pil_transform, args.batch_size, len(rows)))
 
     print()
     # "x s3 0ms": against the same store without added latency, which isolates what the

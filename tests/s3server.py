@@ -7,6 +7,10 @@ in front of it that holds each request (each chunk the client sends after a quie
 moment) for ``delay_ms`` before forwarding it: one object store round trip then
 costs at least that much, as on a remote store.
 
+``ProxyProcess`` runs the same proxy in a process of its own (``python
+tests/s3server.py proxy PORT --delay-ms N`` prints the port it listens on), for a
+benchmark: the proxy's threads then do not take the GIL from the loader it measures.
+
 Example:
     >>> with S3Server() as s3, LatencyProxy(s3.port, delay_ms=10) as proxy:  # doctest: +SKIP
     ...     s3.create_bucket("data")
@@ -312,3 +316,83 @@ class LatencyProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ProxyProcess:
+    """A :class:`LatencyProxy` in a subprocess (``python tests/s3server.py proxy``):
+    ``port`` is where it listens, ``stop()`` (or the ``with``) ends it. Its delay is
+    fixed: start one per delay.
+
+    Example:
+        >>> with S3Server() as s3, ProxyProcess(s3.port, delay_ms=50) as proxy:  # doctest: +SKIP
+        ...     opts = s3.storage_options(port=proxy.port)
+    """
+
+    def __init__(self, target_port: int, delay_ms: float = 0.0, start_timeout: float = 30.0) -> None:
+        self.target_port = target_port
+        self.delay_ms = float(delay_ms)
+        # stdin is a pipe the proxy watches: if this process dies, the proxy ends too.
+        self._proc: Optional[subprocess.Popen] = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "proxy", str(target_port), "--delay-ms", str(delay_ms)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            self.port = self._read_port(start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read_port(self, timeout: float) -> int:
+        assert self._proc is not None and self._proc.stdout is not None
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+        line = self._proc.stdout.readline() if ready else ""
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the proxy process did not start (code {self._proc.poll()}, said {line!r})")
+        return int(line)
+
+    def stop(self) -> None:
+        """End the proxy process (its connections close with it); idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                f.close()
+
+    def __enter__(self) -> "ProxyProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python tests/s3server.py proxy TARGET_PORT [--delay-ms N]``: run a
+    :class:`LatencyProxy` to 127.0.0.1:TARGET_PORT, print its port, and serve until
+    stdin closes (or the process is killed).
+
+    Example:
+        $ python tests/s3server.py proxy 9000 --delay-ms 10
+        41235
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A latency-injecting TCP proxy on 127.0.0.1.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    proxy = sub.add_parser("proxy", help="delay each request to 127.0.0.1:TARGET_PORT")
+    proxy.add_argument("target_port", type=int)
+    proxy.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    with LatencyProxy(args.target_port, delay_ms=args.delay_ms) as p:
+        print(p.port, flush=True)
+        sys.stdin.read()  # returns at EOF: the parent closed the pipe or exited
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

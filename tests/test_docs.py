@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MODULES = [
+    "lancefeed.bench.options",
+    "lancefeed.bench.results",
     "lancefeed.columns",
     "lancefeed.decode",
     "lancefeed.ingest",

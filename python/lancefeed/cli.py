@@ -5,6 +5,7 @@ Example:
     $ lancefeed ingest coco annotations/instances_val2017.json val2017/ coco-val.lance
     $ lancefeed bench                      # built-in generated datasets
     $ lancefeed bench cifar10.lance imagenet.lance --transform eval --limit 20000
+    $ lancefeed bench s3://bucket/cifar10.lance --storage-option aws_region=us-east-1
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def _add_ingest_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--restart-index",
+        "--restart-interval",
+        dest="restart_index",
         action="store_true",
-        help="store JPEGs losslessly rewritten with a restart marker per MCU row and their index "
-        "(the same pixels; random crops skip the rows above them)",
+        help="store JPEGs losslessly rewritten with a restart marker after every MCU and an index "
+        "(the same pixels; a random crop entropy-decodes only its own MCUs)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=256, help="rows per written batch (256)")
     p.add_argument("--threads", type=_positive_int, default=None, help="reader threads (default: cores)")
@@ -158,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
         help='also the other data loaders, each converted to its own format (pip install "lancefeed[peers]")',
     )
     opt("--scale", type=_positive_int, default=1, help="repeat each dataset's rows N times (1)")
+    opt(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an object store option for s3:// (gs://, az://) URIs, Lance's names, repeatable "
+        "(aws_endpoint=http://host:9000, allow_http=true...); Lance also reads AWS_* variables. "
+        "Values of keys with secret/key/token/password/session are never printed or written",
+    )
     opt("--out", default="bench-out", help="folder for table, JSON, CSV and chart (./bench-out)")
     opt("--repeat", type=_positive_int, default=1, help="runs per loader; the median is kept (1)")
     opt("--tiny", action="store_true", help="a very small default dataset (a smoke test)")
@@ -198,9 +210,13 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from lancefeed.bench import run_bench
+    from lancefeed.bench.options import parse_storage_options, scrub
+    from lancefeed.bench.results import stats_line
 
     loaders = [s.strip() for s in args.loaders.split(",") if s.strip()] if args.loaders else None
+    options: dict[str, str] = {}
     try:
+        options = parse_storage_options(args.storage_option)
         report = run_bench(
             args.uri or None,
             transform=args.transform,
@@ -218,14 +234,24 @@ def _bench(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             peers=args.peers,
             scale=args.scale,
+            storage_options=options or None,
         )
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"lancefeed: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # OSError: refused credentials, a missing bucket...
+        print(f"lancefeed: error: {scrub(str(exc), options)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if not options:
+            raise
+        # A traceback would repeat whatever the message holds: keep the secrets out.
+        print(f"lancefeed: error: {type(exc).__name__}: {scrub(str(exc), options)}", file=sys.stderr)
         return 1
     print(report.table())
     if not args.quiet:
         for dataset, plan in report.settings["plans"].items():
             print(f"{dataset}: {plan}")
+        for r in report.results:
+            if r.loader == "lancefeed" and r.loader_stats:
+                print(f"{r.dataset}: lancefeed stats: {stats_line(r.loader_stats)}")
         print(f"wrote {args.out}/table.txt, results.json, results.csv, results.md, bench.png")
     return 0
 

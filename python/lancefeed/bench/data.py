@@ -179,9 +179,12 @@ def disk_bytes(path: str | os.PathLike[str]) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
-def repeat_dataset(uri: str, times: int, dest: str | os.PathLike[str]) -> str:
+def repeat_dataset(
+    uri: str, times: int, dest: str | os.PathLike[str], storage_options: dict[str, str] | None = None
+) -> str:
     """A copy of the Lance dataset ``uri`` with its rows repeated ``times`` times
-    (``--scale``), written to ``dest``; returns its URI.
+    (``--scale``), written to ``dest``; returns its URI. ``storage_options`` are
+    for reading ``uri`` from an object store (``dest`` is local).
 
     The copy reads blob columns as bytes, so it stores images inline whatever the
     source's layout: the point is more rows, not the same file layout.
@@ -194,7 +197,7 @@ def repeat_dataset(uri: str, times: int, dest: str | os.PathLike[str]) -> str:
 
     if times < 1:
         raise ValueError(f"scale must be >= 1; got {times}")
-    ds = lance.dataset(uri)
+    ds = lance.dataset(uri, storage_options=storage_options)
     table = ds.to_table(blob_handling="all_binary")
     # A plain binary image column: blob descriptions would point into the source.
     fields = [

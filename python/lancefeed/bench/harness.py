@@ -33,6 +33,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from lancefeed.bench.options import scrub, to_env
 from lancefeed.bench.results import LoaderResult
 from lancefeed.bench.protocol import parse
 
@@ -208,12 +209,17 @@ def _failure_message(returncode: int | None, stderr: str) -> str:
 def _watched(
     spec: dict[str, Any], timeout: float, stall_timeout: float, startup_timeout: float
 ) -> tuple[_Watch, int | None, str]:
-    """Launch the worker on ``spec``, watch it to its end; (watch, exit status, stderr tail)."""
+    """Launch the worker on ``spec``, watch it to its end; (watch, exit status, stderr
+    tail with the secrets of ``spec["storage_options"]`` masked)."""
+    spec = dict(spec)
+    options = spec.pop("storage_options", None)
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(
+            # The options go in the environment: a command line is readable by anyone (ps).
             [sys.executable, "-m", "lancefeed.bench.worker", json.dumps(spec)],
             stdout=subprocess.PIPE,
             stderr=err,
+            env=to_env(options),
             start_new_session=True,  # its own process group: a kill takes its workers too
         )
         watch = _Watch(proc)
@@ -225,7 +231,7 @@ def _watched(
             proc.wait()
             proc.stdout.close()  # type: ignore[union-attr]
         err.seek(0)
-        return watch, proc.returncode, err.read()[-4000:]
+        return watch, proc.returncode, scrub(err.read(), options)[-4000:]
 
 
 def run_loader(
@@ -264,6 +270,7 @@ def run_loader(
         result.images = int(watch.done["images"])
         result.seconds = float(watch.done["seconds"])
         result.cpu_s = float(watch.done["cpu_s"])
+        result.loader_stats = watch.done.get("loader_stats")
         _fill_rates(result, watch.done)
     else:
         result.message = _failure_message(returncode, stderr_tail)

@@ -121,6 +121,7 @@ def write_outputs(report: BenchReport, out_dir: Path) -> dict[str, Path]:
         for r in report.results:
             row = asdict(r)
             row["runs"] = ";".join("" if v is None else f"{v:.1f}" for v in r.runs)
+            row["loader_stats"] = "" if r.loader_stats is None else json.dumps(r.loader_stats, sort_keys=True)
             writer.writerow([row[n] for n in names])
     plot(report, paths["chart"])
     return paths

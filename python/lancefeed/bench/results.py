@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BenchReport", "LoaderResult", "format_table"]
+__all__ = ["BenchReport", "LoaderResult", "format_table", "stats_line"]
 
 
 @dataclass
@@ -37,7 +37,10 @@ class LoaderResult:
     one epoch from a cold start gets); ``cpu_s_per_1k``, CPU seconds per 1,000
     images; ``convert_s`` and ``disk_mib``, the one-time conversion into the
     loader's format and the size of what it reads (``None`` when it reads the
-    dataset as it is, or the source files).
+    dataset as it is, or the source files). ``loader_stats`` is the loader's own
+    ``stats()`` after its timed pass (lancefeed's: takes, bytes read, time waiting
+    on reads and decoding, the loop's wait p50/p95, whether it was I/O-bound;
+    ``None`` for loaders without one), summed up by :func:`stats_line`.
 
     Example:
         >>> LoaderResult("cifar", "webdataset", "tar shards", "missing",
@@ -65,6 +68,7 @@ class LoaderResult:
     cpu_s_per_1k: float | None = None
     convert_s: float | None = None
     disk_mib: float | None = None
+    loader_stats: dict[str, Any] | None = None
 
 
 @dataclass
@@ -170,3 +174,34 @@ def format_table(report: BenchReport) -> str:
     out = [line(rows[0]), "  ".join("-" * w for w in widths)]
     out += [line(x) for x in rows[1:]]
     return "\n".join(out)
+
+
+def _ms(seconds: Any) -> str:
+    return "-" if seconds is None else f"{float(seconds) * 1e3:,.1f} ms"
+
+
+def _s(seconds: Any) -> str:
+    return "-" if seconds is None else f"{float(seconds):,.1f} s"
+
+
+def stats_line(stats: dict[str, Any] | None) -> str:
+    """One line of a loader's ``stats()`` (:attr:`LoaderResult.loader_stats`): where
+    its pass spent its time. "" without stats.
+
+    Example:
+        >>> stats_line({"io_bound": False, "wait_p50_s": 0.0001, "wait_p95_s": 0.0032,
+        ...             "decode_s": 1.2, "io_wait_s": 0.1, "takes": 16, "bytes_read": 120e6})
+        'I/O-bound: no; loop waited p50 0.1 ms p95 3.2 ms; decode 1.2 s, waiting on reads 0.1 s; 16 takes, 120.0 MB'
+    """
+    if not stats:
+        return ""
+    bound = stats.get("io_bound")
+    takes = stats.get("takes")
+    read = stats.get("bytes_read")
+    return (
+        f"I/O-bound: {'-' if bound is None else 'yes' if bound else 'no'}; "
+        f"loop waited p50 {_ms(stats.get('wait_p50_s'))} p95 {_ms(stats.get('wait_p95_s'))}; "
+        f"decode {_s(stats.get('decode_s'))}, waiting on reads {_s(stats.get('io_wait_s'))}; "
+        f"{'-' if takes is None else f'{int(takes):,}'} takes, "
+        f"{'-' if read is None else f'{float(read) / 1e6:,.1f}'} MB"
+    )

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from lancefeed.bench.data import disk_bytes
 from lancefeed.bench.harness import run_convert, run_loader
+from lancefeed.bench.options import redacted
 from lancefeed.bench.peers import PEERS, availability, describe, load
 from lancefeed.bench.peers._common import pillow_name
 from lancefeed.bench.report import write_outputs
@@ -36,13 +37,15 @@ PEER_LOADERS = tuple(p.name for p in PEERS.values() if not p.baseline and not p.
 VISIBLE_LOADERS = DEFAULT_LOADERS + PEER_LOADERS
 
 
-def _median_short_side(uri: str, sample: int = 256) -> int:
+def _median_short_side(uri: str, sample: int = 256, storage_options: dict[str, str] | None = None) -> int:
     """Median short side of the dataset's images (``width``/``height`` columns, or
     the headers of the first ``sample`` images)."""
-    import lance
     import numpy as np
 
-    ds = lance.dataset(uri)
+    from lancefeed.source import open_source
+
+    # lancefeed's opening: refused credentials or a missing bucket say so, naming the URI.
+    ds = open_source(uri, storage_options=storage_options)
     names = ds.schema.names
     n = min(sample, ds.count_rows())
     if n == 0:
@@ -63,6 +66,11 @@ def _median_short_side(uri: str, sample: int = 256) -> int:
         blobs = image_array(column, column="image").to_pylist()
         sides = np.array([min(image_info(b)[:2]) for b in blobs])
     return int(np.median(sides))
+
+
+def _remote(uri: str, storage_options: dict[str, str] | None) -> dict[str, str] | None:
+    """``storage_options`` when ``uri`` is on an object store, else None."""
+    return storage_options if "://" in uri and not uri.startswith("file:") else None
 
 
 def _dataset_name(uri: str) -> str:
@@ -93,6 +101,7 @@ def run_bench(
     progress: bool = True,
     peers: bool = False,
     scale: int = 1,
+    storage_options: dict[str, str] | None = None,
 ) -> BenchReport:
     """Benchmark every loader on ``uri`` (one dataset or a list of them), or, when
     it is None, on the built-in default datasets.
@@ -111,6 +120,17 @@ def run_bench(
     that are not installed are listed as ``missing`` with what to install.
     ``scale`` repeats each dataset's rows that many times first.
 
+    ``storage_options`` (Lance's names: ``aws_endpoint``, ``aws_region``...) are
+    for datasets on an object store (``s3://``, ``gs://``, ``az://``): every loader
+    reading the Lance dataset gets them, and the conversions of the peers that read
+    files read the rows through them. Lance also reads the usual environment
+    variables itself (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_REGION``, ``AWS_ENDPOINT``...), and each loader's process inherits them.
+    The options reach the loaders' processes through their environment, not their
+    command lines; the settings record them with the values of keys that look
+    secret (``secret``, ``key``, ``token``, ``password``, ``session``) masked, and
+    the loaders' error messages have those values masked too.
+
     Limits per loader run: ``startup_timeout`` seconds for its process to import
     what it needs and build the loader (and, after the pass, to exit), then
     ``timeout`` seconds for the timed pass, killed sooner when no batch arrives
@@ -119,6 +139,8 @@ def run_bench(
     Example:
         >>> report = run_bench("cifar10.lance", transform="eval", limit=10_000)  # doctest: +SKIP
         >>> [(r.loader, round(r.images_per_s)) for r in report.results]  # doctest: +SKIP
+        >>> opts = {"aws_region": "us-east-1"}  # keys from AWS_* variables
+        >>> run_bench("s3://bucket/cifar10.lance", storage_options=opts, loaders=["lancefeed"])  # doctest: +SKIP
     """
     uris = [uri] if isinstance(uri, (str, os.PathLike)) else list(uri or [])
     uris = [os.fspath(u) for u in uris]
@@ -166,8 +188,11 @@ def run_bench(
             if scale > 1:
                 if progress:
                     print(f"[{dataset}] repeating its rows {scale} times ...", file=sys.stderr)
-                ds_uri = repeat_dataset(ds_uri, scale, Path(tmp) / f"{dataset}-x{scale}.lance")
-            side = output_side(_median_short_side(ds_uri))
+                dest = Path(tmp) / f"{dataset}-x{scale}.lance"
+                ds_uri = repeat_dataset(ds_uri, scale, dest, storage_options=_remote(ds_uri, storage_options))
+            # --scale's copy is local: the store's options are not for it.
+            remote = _remote(ds_uri, storage_options)
+            side = output_side(_median_short_side(ds_uri, storage_options=remote))
             plan = make_plan(transform, side)
             plans[dataset] = describe_plan(plan)
             bs = batch_size or (64 if side > 64 else 256)
@@ -193,6 +218,8 @@ def run_bench(
                     "threads": threads,
                     "folder": str(folder) if folder else None,
                 }
+                if remote:
+                    spec["storage_options"] = remote
                 module = load(name)
                 converted = _convert(module, spec, Path(tmp), dataset, conversions, startup_timeout, progress)
                 if converted[2]:
@@ -238,6 +265,7 @@ def run_bench(
             "pillow": pillow_name(),
             "peers": peers,
             "scale": scale,
+            "storage_options": redacted(storage_options),
         },
     )
     write_outputs(report, out_dir)

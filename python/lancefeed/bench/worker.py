@@ -13,7 +13,13 @@ with :data:`~lancefeed.bench.protocol.TAG`:
     {"event": "ready"}                                  start-up done, timing starts
     {"event": "batch", "images": 512, "seconds": 1.9}   after every batch
     {"event": "done", "images": ..., "seconds": ..., "cpu_s": ..., "first_batch_s": ...,
-     "first_batch_images": ...}
+     "first_batch_images": ..., "loader_stats": {...} or null}
+
+``loader_stats`` is the loader's own ``stats()`` after the pass, for loaders that
+have one (:meth:`lancefeed.DataLoader.stats`). Object store options do not go in
+``SPEC``: the harness puts them in the environment (:data:`~lancefeed.bench.options.ENV`),
+and they become ``spec["storage_options"]`` here and the default of every
+``lance.dataset`` this process opens on an object store URI.
 
 Running each loader in a process of its own lets the harness kill one that hangs
 (the seeds' Lance Dataset under torch's DataLoader with worker processes deadlocks
@@ -26,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import resource
@@ -34,9 +41,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lancefeed.bench.options import from_env
 from lancefeed.bench.protocol import TAG, emit as _emit
 
 __all__ = ["TAG", "convert", "main", "run", "with_options"]
+
 
 def _cpu(kind: int) -> float:
     r = resource.getrusage(kind)
@@ -113,6 +122,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         if limit is not None and images >= limit:
             break
     seconds = time.perf_counter() - start
+    stats = _loader_stats(loader)
     # Join DataLoader worker processes so that their CPU time is counted below.
     del it, loader
     gc.collect()
@@ -126,7 +136,49 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": cpu,
         "first_batch_s": first_s,
         "first_batch_images": first_images,
+        "loader_stats": stats,
     }
+
+
+def _loader_stats(loader: Any) -> dict[str, Any] | None:
+    """The loader's own ``stats()`` (lancefeed's DataLoader has one), as plain JSON
+    values; None for loaders without it, or when it fails (stats are extra)."""
+    stats = getattr(loader, "stats", None)
+    if not callable(stats):
+        return None
+    try:
+        raw = stats()
+        raw = raw.as_dict() if hasattr(raw, "as_dict") else dict(raw)
+    except Exception:  # noqa: BLE001 - a broken stats() must not fail a finished pass
+        return None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or value is None:
+            out[key] = value
+        elif isinstance(value, (int, float)) or hasattr(value, "item"):
+            out[key] = value.item() if hasattr(value, "item") else value
+    return out
+
+
+def _default_storage_options(options: dict[str, str]) -> None:
+    """Make ``options`` the default of ``lance.dataset`` on object store URIs in this
+    process: the peers that open the dataset by URI themselves (``take-pillow``,
+    ``lance-torch-pillow``, the conversions to files) then read through the store
+    the way lancefeed does, without each one knowing about storage options. Forked
+    DataLoader workers inherit the patched function."""
+    import lance
+
+    opened = lance.dataset
+
+    @functools.wraps(opened)
+    def dataset(uri: Any = None, *args: Any, **kwargs: Any) -> Any:
+        remote = isinstance(uri, str) and "://" in uri and not uri.startswith("file:")
+        # storage_options is lance.dataset's 7th parameter: given positionally, it stays.
+        if remote and kwargs.get("storage_options") is None and len(args) < 6:
+            kwargs["storage_options"] = options
+        return opened(uri, *args, **kwargs)
+
+    lance.dataset = dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lancefeed.bench.worker SPEC_JSON", file=sys.stderr)
         return 2
     spec = with_options(json.loads(args[0]))
+    options = from_env()
+    if options:
+        spec["storage_options"] = options
+        _default_storage_options(options)
     if spec.get("phase") == "convert":
         _emit("converted", **convert(spec))
     else:

@@ -17,7 +17,8 @@ def available() -> tuple[bool, str]:
 
 
 def make_loader(spec: dict[str, Any]) -> Iterable[Any]:
-    """``lancefeed.DataLoader`` with ``spec["threads"]`` decode threads."""
+    """``lancefeed.DataLoader`` with ``spec["threads"]`` decode threads (and
+    ``spec["storage_options"]`` for a dataset on an object store)."""
     import lancefeed
     from lancefeed.bench.transforms import lancefeed_transform
 
@@ -28,4 +29,5 @@ def make_loader(spec: dict[str, Any]) -> Iterable[Any]:
         seed=0,
         transform=lancefeed_transform(spec["plan"]),
         num_threads=spec.get("threads"),
+        storage_options=spec.get("storage_options"),
     )
