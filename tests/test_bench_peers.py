@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import lancefeed
@@ -112,3 +113,95 @@ def test_scale_multiplies_the_rows_from_the_command_line(
     saved = json.loads((out / "results.json").read_text())
     assert saved["settings"]["scale"] == 3
     assert [r["images"] for r in saved["results"]] == [ROWS * 3]
+
+
+# FFCV and SPDL, when installed (FFCV builds against libopencv-dev and libturbojpeg0-dev;
+# SPDL needs FFmpeg's libraries): their loaders run on a few images and yield the
+# benchmark's batches, the right pixels with the right labels.
+NATIVE_PEERS = ["ffcv", "spdl"]
+
+
+def _skip_unless_available(name: str) -> None:
+    ok, reason = availability(name)
+    if not ok:
+        pytest.skip(f"{name}: {reason}")
+
+
+@pytest.mark.parametrize("name", NATIVE_PEERS)
+def test_native_peer_runs_in_the_harness(name: str, peers_report: BenchReport) -> None:
+    _skip_unless_available(name)
+    r = {r.loader: r for r in peers_report.results}[name]
+    assert (r.status, r.message) == ("ok", "")
+    assert r.images == ROWS * SCALE
+    assert r.images_per_s is not None and r.images_per_s > 0
+    assert r.steady_images_per_s is not None and r.steady_images_per_s > 0
+
+
+@pytest.fixture(scope="module")
+def photo_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # A few ImageNet-sized images: a 224 px crop of them tests the loaders' geometry.
+    root = tmp_path_factory.mktemp("photos")
+    folder = write_imagefolder(root / "files", 6, kind="imagenet-like")
+    uri = str(root / "photos.lance")
+    lancefeed.ingest_folder(folder, uri, progress=False)
+    return uri
+
+
+def _batches(name: str, uri: str, plan: list, dest: Path, shuffle: bool) -> list[tuple[np.ndarray, list[int]]]:
+    # The peer's loader as the worker builds it (converted once into ``dest``), its
+    # batches as HWC uint8 arrays.
+    import torch
+
+    from lancefeed.bench.peers import load
+
+    module = load(name)
+    spec = {"loader": name, "uri": uri, "plan": plan, "batch_size": 4, "shuffle": shuffle, "limit": None,
+            "workers": 1, "threads": 2, "folder": None, "converted": str(dest)}
+    if not dest.exists():
+        module.convert(spec, dest)
+    out = []
+    for images, labels in module.make_loader(spec):
+        assert images.dtype == torch.uint8, name
+        assert labels.ndim == 1 and labels.shape[0] == images.shape[0], name
+        if images.shape[1] == 3:  # FFCV's ToTorchImage: B x C x H x W (channels-last memory)
+            images = images.permute(0, 2, 3, 1)
+        out.append((images.numpy(), labels.tolist()))
+    return out
+
+
+# numba's finalizer can raise a KeyError when FFCV's compiled pipeline is collected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("name", NATIVE_PEERS)
+def test_native_peer_yields_the_planned_images_and_labels(
+    name: str, tiny_uri: str, photo_uri: str, tmp_path: Path
+) -> None:
+    _skip_unless_available(name)
+    from lancefeed.bench.peers._common import iter_rows, pil_decode
+    from lancefeed.bench.transforms import make_plan, pillow_transform
+
+    # train on the 32 px images: every row once, 32 x 32 RGB, each row's label.
+    batches = _batches(name, tiny_uri, make_plan("train", 32), tmp_path / "tiny", shuffle=True)
+    assert all(images.shape[1:] == (32, 32, 3) for images, _ in batches)
+    labels = sorted(label for _, batch_labels in batches for label in batch_labels)
+    assert labels == sorted(label for _, label in iter_rows(tiny_uri, None))
+    assert len(set(labels)) > 1
+
+    # eval on ImageNet-sized images: each output is Resize(256) + CenterCrop(224) of
+    # its row (Pillow's as the reference; FFCV re-encodes to JPEG and FFmpeg converts
+    # colours its own way, hence a tolerance), under that row's label.
+    plan = make_plan("eval", 224)
+    reference = pillow_transform(plan)
+    rows = [
+        (np.asarray(reference(pil_decode(data)), dtype=np.float32), label) for data, label in iter_rows(photo_uri, None)
+    ]
+    refs = np.stack([ref for ref, _ in rows])
+    seen = 0
+    for images, batch_labels in _batches(name, photo_uri, plan, tmp_path / "photos", shuffle=False):
+        assert images.shape[1:] == (224, 224, 3), name
+        for image, label in zip(images.astype(np.float32), batch_labels):
+            errors = np.abs(refs - image).mean(axis=(1, 2, 3))
+            nearest = int(errors.argmin())
+            assert errors[nearest] < 12, (name, float(errors[nearest]))
+            assert rows[nearest][1] == label, name
+            seen += 1
+    assert seen == len(rows)

@@ -1,9 +1,12 @@
-"""``spdl``: Meta's SPDL over the image files: ``spdl.io.load_image`` (FFmpeg's
-decoder, with the crop, resize and flip as an FFmpeg filter so the decode and the
-transform happen in one native call that releases the GIL) on a thread pool of one
-thread per core, as SPDL's documentation does for images.
+"""``spdl``: Meta's SPDL over the image files, as its documentation loads images:
+``spdl.dataloader.DataLoader`` (spdl-core's pipeline) with a preprocessor that runs
+``spdl.io.demux_image`` + ``spdl.io.decode_packets`` (FFmpeg's decoder, with the crop,
+resize and flip as an FFmpeg filter, so decode and transform are one native call
+that releases the GIL) on ``num_threads`` threads (the cores), and an aggregator that
+merges a batch's frames into one buffer with ``spdl.io.convert_frames``: uint8 HWC
+batches, as ``spdl.io.to_torch`` casts them.
 
-SPDL needs FFmpeg's shared libraries (libavutil 56-61: ``apt-get install ffmpeg``
+SPDL needs FFmpeg's shared libraries (FFmpeg 4 to 9: ``apt-get install ffmpeg``
 on Debian/Ubuntu); without them it is reported as not available.
 
 Example:
@@ -15,16 +18,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from lancefeed.bench.peers._common import export_files, files_root, image_files, need
 
 FORMAT = "files"
+_INSTALL = "pip install spdl-io spdl-core"
 
 
 def available() -> tuple[bool, str]:
-    """Needs spdl-io and FFmpeg's libraries (checked by loading them)."""
-    ok, reason = need(("spdl.io", "pip install spdl-io"), ("torch", "pip install torch"))
+    """Needs spdl-io, spdl-core (its DataLoader) and FFmpeg's libraries (checked by
+    loading them)."""
+    ok, reason = need(("spdl.io", _INSTALL), ("spdl.dataloader", _INSTALL), ("torch", "pip install torch"))
     if not ok:
         return ok, reason
     try:
@@ -39,6 +44,10 @@ def available() -> tuple[bool, str]:
 def convert(spec: dict[str, Any], dest: Path) -> None:
     """Export the rows as ``dest/<label>/<row>.img``."""
     export_files(spec["uri"], dest, spec.get("limit"))
+
+
+# Bilinear, as torchvision and the other loaders resize (FFmpeg defaults to bicubic).
+_BILINEAR = ":flags=bilinear"
 
 
 def _filter(plan: list[Any], width: int, height: int, rng: random.Random) -> str:
@@ -58,18 +67,18 @@ def _filter(plan: list[Any], width: int, height: int, rng: random.Random) -> str
                     box = (cw, ch, rng.randint(0, w - cw), rng.randint(0, h - ch))
                     break
             cw, ch, x, y = box or (min(w, h), min(w, h), (w - min(w, h)) // 2, (h - min(w, h)) // 2)
-            parts += [f"crop={cw}:{ch}:{x}:{y}", f"scale={arg}:{arg}"]
+            parts += [f"crop={cw}:{ch}:{x}:{y}", f"scale={arg}:{arg}{_BILINEAR}"]
             w = h = int(arg)
         elif name == "hflip":
             if rng.random() < float(arg):
                 parts.append("hflip")
         elif name == "resize":
             if isinstance(arg, (list, tuple)):
-                parts.append(f"scale={arg[1]}:{arg[0]}")
+                parts.append(f"scale={arg[1]}:{arg[0]}{_BILINEAR}")
                 h, w = int(arg[0]), int(arg[1])
             else:
                 nw, nh = (arg, int(arg * h / w)) if w <= h else (int(arg * w / h), arg)
-                parts.append(f"scale={nw}:{nh}")
+                parts.append(f"scale={nw}:{nh}{_BILINEAR}")
                 w, h = nw, nh
         elif name == "center_crop":
             parts.append(f"crop={arg}:{arg}:{(w - arg) // 2}:{(h - arg) // 2}")
@@ -78,44 +87,35 @@ def _filter(plan: list[Any], width: int, height: int, rng: random.Random) -> str
 
 
 def make_loader(spec: dict[str, Any]) -> Iterable[Any]:
-    """Batches of decoded, transformed images from a ``spec["threads"]``-thread pool."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
+    """``spdl.dataloader.DataLoader`` over the files: decode + filter on
+    ``spec["threads"]`` threads, batches merged by ``convert_frames``."""
     import spdl.io
     import torch
-
-    from lancefeed import image_info
+    from spdl.dataloader import DataLoader
 
     files = image_files(files_root(spec), spec.get("limit"))
     classes = {lab: i for i, lab in enumerate(sorted({p.parent.name for p in files}))}
-    rng = random.Random(0)
+    items = [(str(path), classes[path.parent.name], seed) for seed, path in enumerate(files)]
     if spec["shuffle"]:
-        rng.shuffle(files)
-    pool = ThreadPoolExecutor(max_workers=spec["threads"])
+        random.Random(0).shuffle(items)
+    plan = spec["plan"]
 
-    def one(path: Path, seed: int) -> Any:
-        data = path.read_bytes()
-        width, height = image_info(data)[:2]
-        desc = _filter(spec["plan"], width, height, random.Random(seed))
-        return np.asarray(spdl.io.to_numpy(spdl.io.load_image(data, filter_desc=desc)))
+    def decode(item: tuple[str, int, int]) -> tuple[Any, int]:
+        path, label, seed = item
+        packets = spdl.io.demux_image(path)
+        desc = _filter(plan, packets.width, packets.height, random.Random(seed))
+        return spdl.io.decode_packets(packets, filter_desc=desc), label
 
-    def submit(start: int) -> list[Any]:
-        chunk = files[start : start + spec["batch_size"]]
-        return [pool.submit(one, path, start + i) for i, path in enumerate(chunk)]
+    def batch(decoded: list[tuple[Any, int]]) -> tuple[Any, Any]:
+        images = spdl.io.to_torch(spdl.io.convert_frames([frames for frames, _ in decoded]))
+        return images, torch.tensor([label for _, label in decoded])
 
-    def batches() -> Iterator[Any]:
-        bs = spec["batch_size"]
-        try:
-            ahead = submit(0)
-            for start in range(0, len(files), bs):
-                # The next batch decodes while this one is consumed, as SPDL's
-                # pipelines keep their stages busy.
-                current, ahead = ahead, submit(start + bs)
-                arrays = [f.result() for f in current]
-                labels = torch.tensor([classes[p.parent.name] for p in files[start : start + bs]])
-                yield torch.from_numpy(np.stack(arrays)), labels
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    return batches()
+    return DataLoader(
+        items,
+        preprocessor=decode,
+        batch_size=spec["batch_size"],
+        drop_last=False,
+        aggregator=batch,
+        num_threads=max(1, spec["threads"]),
+        buffer_size=3,
+    )
