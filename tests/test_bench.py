@@ -100,6 +100,12 @@ def test_a_start_up_past_its_limit_is_killed() -> None:
     assert (r.status, r.message, r.startup_s, r.images) == ("timeout", "start-up over 2 s, killed", None, 0)
 
 
+def test_a_loader_that_yields_nothing_is_a_failure_not_a_rate() -> None:
+    spec = {"loader": "_slow_start", "startup_sleep": 0, "batches": 0}
+    r = run_loader(spec, dataset="d", description="empty", timeout=60, stall_timeout=60)
+    assert (r.status, r.message, r.images) == ("failed", "the loader yielded no images", 0)
+
+
 def test_a_failing_loader_is_reported() -> None:
     r = run_loader({"loader": "_fail"}, dataset="d", description="fails", timeout=60, stall_timeout=60)
     assert r.status == "failed"

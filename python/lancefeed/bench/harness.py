@@ -265,6 +265,10 @@ def run_loader(
     result.images, result.seconds = watch.images, watch.seconds
     if watch.killed:
         result.status, result.message = "timeout", watch.killed
+    elif watch.done is not None and returncode == 0 and int(watch.done["images"]) == 0:
+        # Not a rate of 0: a loader that hands out nothing is broken (FFCV's Loader
+        # dropped a last incomplete batch that was the whole dataset, and said "ok").
+        result.message = "the loader yielded no images"
     elif watch.done is not None and returncode == 0:
         result.status = "ok"
         result.images = int(watch.done["images"])
