@@ -30,7 +30,9 @@ pub struct ArrowArray {
     private_data: *mut c_void,
 }
 
-/// Appends one `Option<&[u8]>` per element (None for a null) to `out`.
+/// Appends one `Option<&[u8]>` per element (None for a null) to `out`; with `pick`,
+/// only the elements it names, in its order (a gather from a large array then costs
+/// what it picks, not the array's length).
 ///
 /// # Safety
 /// `schema` and `array` must be valid, unreleased C Data Interface structs whose
@@ -39,6 +41,7 @@ pub unsafe fn binary_values<'a>(
     schema: *const ArrowSchema,
     array: *const ArrowArray,
     out: &mut Vec<Option<&'a [u8]>>,
+    pick: Option<&[u64]>,
 ) -> Result<(), String> {
     let (schema, array) = match (schema.as_ref(), array.as_ref()) {
         (Some(s), Some(a)) if a.release.is_some() => (s, a),
@@ -56,7 +59,18 @@ pub unsafe fn binary_values<'a>(
         let bit = offset + i;
         (*validity.add(bit / 8) >> (bit % 8)) & 1 == 1
     };
-    out.reserve(len);
+    if let Some(&bad) = pick.and_then(|p| p.iter().find(|&&j| j as usize >= len)) {
+        return Err(format!("order holds {bad}, out of range for {len} images"));
+    }
+    let all: Vec<u64>;
+    let rows: &[u64] = match pick {
+        Some(p) => p,
+        None => {
+            all = (0..len as u64).collect();
+            &all
+        }
+    };
+    out.reserve(rows.len());
     match format.as_str() {
         "z" | "u" | "Z" | "U" => {
             if buffers.len() < 3 {
@@ -71,7 +85,8 @@ pub unsafe fn binary_values<'a>(
                     *(buffers[1] as *const i32).add(offset + i) as usize
                 }
             };
-            for i in 0..len {
+            for &i in rows {
+                let i = i as usize;
                 if !is_valid(i) {
                     out.push(None);
                     continue;
@@ -83,7 +98,8 @@ pub unsafe fn binary_values<'a>(
         "vz" | "vu" => {
             // Binary view: 16-byte views, inline up to 12 bytes, else (buffer, offset).
             let views = buffers[1] as *const u8;
-            for i in 0..len {
+            for &i in rows {
+                let i = i as usize;
                 if !is_valid(i) {
                     out.push(None);
                     continue;

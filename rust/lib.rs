@@ -263,7 +263,13 @@ fn decode_batch<'py>(
 
     // Borrow every blob where it lives; the capsules and bytes stay alive below.
     let capsules = arrow_capsules(&images, arrow)?;
-    let mut blobs = blobs_of(&images, &capsules, arrow, "images")?;
+    // One Arrow array and an order (a gather from a cache of rows, say): only the rows
+    // picked are looked at.
+    let picked = arrow && capsules.len() == 1 && masks.is_none() && boxes.is_none();
+    let mut blobs = match (&order, picked) {
+        (Some(order), true) => blobs_picked(&capsules[0], order.as_slice()?)?,
+        _ => blobs_of(&images, &capsules, arrow, "images")?,
+    };
     let mask_capsules = match &masks {
         Some(m) => arrow_capsules(m, arrow)?,
         None => Vec::new(),
@@ -290,7 +296,9 @@ fn decode_batch<'py>(
     // pointer, instead of having its bytes reordered first.
     if let Some(order) = &order {
         let order = order.as_slice()?;
-        blobs = gather(&blobs, order)?;
+        if !picked {
+            blobs = gather(&blobs, order)?;
+        }
         if let Some(m) = &mask_blobs {
             mask_blobs = Some(gather(m, order)?);
         }
@@ -474,7 +482,7 @@ fn blobs_of<'a>(items: &'a [Bound<'_, PyAny>], capsules: &'a [(Bound<'_, PyAny>,
     if arrow {
         for (schema, array) in capsules {
             let (s, a) = (capsule_ptr(schema, c"arrow_schema")?, capsule_ptr(array, c"arrow_array")?);
-            unsafe { arrow::binary_values(s, a, &mut blobs) }.map_err(PyTypeError::new_err)?;
+            unsafe { arrow::binary_values(s, a, &mut blobs, None) }.map_err(PyTypeError::new_err)?;
         }
     } else {
         for item in items {
@@ -488,6 +496,20 @@ fn blobs_of<'a>(items: &'a [Bound<'_, PyAny>], capsules: &'a [(Bound<'_, PyAny>,
             }
         }
     }
+    Ok(blobs)
+}
+
+/// The blobs of one Arrow array's rows `order[i]`, in that order.
+fn blobs_picked<'a>(capsule: &'a (Bound<'_, PyAny>, Bound<'_, PyAny>), order: &[u64]) -> PyResult<Vec<Option<&'a [u8]>>> {
+    let (s, a) = (capsule_ptr(&capsule.0, c"arrow_schema")?, capsule_ptr(&capsule.1, c"arrow_array")?);
+    let mut blobs = Vec::new();
+    unsafe { arrow::binary_values(s, a, &mut blobs, Some(order)) }.map_err(|e| {
+        if e.starts_with("order holds") {
+            PyIndexError::new_err(e)
+        } else {
+            PyTypeError::new_err(e)
+        }
+    })?;
     Ok(blobs)
 }
 

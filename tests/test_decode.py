@@ -169,6 +169,60 @@ def test_without_size_all_images_must_match():
         lancefeed.decode_batch([jpeg(40, 30), jpeg(40, 31)])
 
 
+def _outcome(items, **kw):
+    try:
+        out, info = lancefeed.decode_batch(items, return_info=True, **kw)
+        return out, info.kept.tolist(), info.errors
+    except (ValueError, lancefeed.DecodeError) as e:
+        return type(e).__name__, str(e)
+
+
+def test_sizes_read_in_parallel_end_as_read_first():
+    # With several threads and a transform whose size depends on the image, the rows
+    # are planned where they are decoded, on the first plannable row's size; every
+    # outcome (pixels, kept rows, errors, which error wins) equals one thread's, which
+    # reads every header first.
+    a, b, tall = jpeg(40, 30, seed=1), jpeg(40, 30, seed=2), jpeg(40, 31, seed=3)
+    bad = BAD["empty"][0]
+    cases = [
+        [a, b, a, b],                # one size
+        [bad, a, b, bad, a],         # the first row does not plan
+        [a, b, tall, b],             # a row of another size
+        [a, bad, tall],              # a bad row before another size
+        [a, tall, bad],              # another size before a bad row
+        [bad, bad],                  # nothing plans
+    ]
+    for items in cases:
+        for kw in ({}, {"on_error": "skip"}, {"transform": lancefeed.Resize(20)}, {"transform": lancefeed.Resize(20), "on_error": "skip"}):
+            one = _outcome(items, num_threads=1, **kw)
+            two = _outcome(items, num_threads=2, **kw)
+            assert type(one) is type(two) and len(one) == len(two), (items, kw)
+            if isinstance(one[0], str):
+                assert one == two
+            else:
+                np.testing.assert_array_equal(one[0], two[0])
+                assert one[1:] == two[1:]
+    # The caller's buffer may have fewer rows than the batch when some are skipped.
+    out = np.zeros((2, 30, 40, 3), np.uint8)
+    got = lancefeed.decode_batch([bad, a, b], out=out, on_error="skip", num_threads=2)
+    np.testing.assert_array_equal(got, np.stack([pillow_rgb(a), pillow_rgb(b)]))
+
+
+def test_order_on_an_arrow_array_picks_rows_where_they_are():
+    items = blobs(6)
+    # An offset (a slice) and a null: the picked rows are read where they are.
+    arr = pa.array([None] + items, pa.binary()).slice(1, 6)
+    arr_null = pa.array(items[:2] + [None] + items[3:], pa.binary())
+    order = [5, 0, 3, 3]
+    want = lancefeed.decode_batch([items[i] for i in order], size=(16, 16))
+    np.testing.assert_array_equal(lancefeed.decode_batch(arr, size=(16, 16), order=order), want)
+    out, info = lancefeed.decode_batch(arr_null, size=(16, 16), order=[2, 4], on_error="skip", return_info=True)
+    assert info.kept.tolist() == [1] and info.errors[0][0] == 0
+    np.testing.assert_array_equal(out[0], lancefeed.decode_batch([items[4]], size=(16, 16))[0])
+    with pytest.raises(IndexError, match="order holds 6, out of range for 6 images"):
+        lancefeed.decode_batch(arr, size=(16, 16), order=[0, 6])
+
+
 def test_owned_buffer_is_shared_not_copied():
     torch = pytest.importorskip("torch")
     out = lancefeed.decode_batch(blobs(4), size=(16, 16))
