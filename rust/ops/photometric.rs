@@ -318,11 +318,32 @@ pub fn saturation(img: &mut Image, factor: f64) {
         return;
     }
     let (ratio, alpha) = blend_coefs(factor);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        done = unsafe { saturation_avx2(&mut img.data, ratio, alpha) };
+    }
+    let rest = &mut img.data[done..];
+    if rest.len() >= 3 * 4096 {
+        saturation_table(rest, ratio, alpha);
+    } else {
+        for px in rest.chunks_exact_mut(3) {
+            // SAFETY: the gray value is in [0, 255), not NaN; truncation is its floor.
+            let gray = unsafe { gray_f32(px[0], px[1], px[2]).to_int_unchecked::<u32>() } as f32;
+            for x in px.iter_mut() {
+                *x = to_u8(gray.mul_add(alpha, *x as f32 * ratio));
+            }
+        }
+    }
+}
+
+/// `saturation` through a table of the 256 x 256 (gray, sample) results, for CPUs
+/// without AVX2: one evaluation of the expression per entry, the same bytes.
+fn saturation_table(data: &mut [u8], ratio: f32, alpha: f32) {
     fused(
         #[inline(always)]
         || {
-            // The result depends only on the floored gray value (an integer in [0, 255))
-            // and the sample: one table of 256 x 256, computed with the same expression.
             let mut table = vec![0u8; 256 * 256];
             for (g, trow) in table.chunks_exact_mut(256).enumerate() {
                 let gray = g as f32;
@@ -330,8 +351,7 @@ pub fn saturation(img: &mut Image, factor: f64) {
                     *t = to_u8(gray.mul_add(alpha, x as u8 as f32 * ratio));
                 }
             }
-            for px in img.data.chunks_exact_mut(3) {
-                // gray >= 0: truncation is its floor.
+            for px in data.chunks_exact_mut(3) {
                 // SAFETY: the gray value is in [0, 255), not NaN.
                 let g = unsafe { gray_f32(px[0], px[1], px[2]).to_int_unchecked::<u32>() } as usize & 255;
                 let trow: &[u8; 256] = table[g * 256..g * 256 + 256].try_into().unwrap();
@@ -341,6 +361,78 @@ pub fn saturation(img: &mut Image, factor: f64) {
             }
         },
     );
+}
+
+/// `saturation` eight pixels at a time: the channels pulled apart with byte shuffles,
+/// gray and the blend in float32 with the scalar code's operations (one multiply, then
+/// fused multiply-adds, truncation), packed and interleaved back. Returns the bytes
+/// done (whole blocks of 8 pixels); the rest is left to the caller. 2-3x the table's
+/// speed, whose 65,536 entries alone cost about what a 224 x 224 image does here.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unused_unsafe)]
+unsafe fn saturation_avx2(data: &mut [u8], ratio: f32, alpha: f32) -> usize {
+    use std::arch::x86_64::*;
+    const Z: i8 = -1; // a shuffle index that writes 0
+    // Channel c of pixels 0-5 (0-4 for G and B) from bytes 0-15, the rest from bytes 8-23.
+    let lo = [
+        _mm_setr_epi8(0, 3, 6, 9, 12, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+        _mm_setr_epi8(1, 4, 7, 10, 13, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+        _mm_setr_epi8(2, 5, 8, 11, 14, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
+    ];
+    let hi = [
+        _mm_setr_epi8(Z, Z, Z, Z, Z, Z, 10, 13, Z, Z, Z, Z, Z, Z, Z, Z),
+        _mm_setr_epi8(Z, Z, Z, Z, Z, 8, 11, 14, Z, Z, Z, Z, Z, Z, Z, Z),
+        _mm_setr_epi8(Z, Z, Z, Z, Z, 9, 12, 15, Z, Z, Z, Z, Z, Z, Z, Z),
+    ];
+    // Back: from [r0..r7 g0..g7] and [b0..b7]: output bytes 0-15, then 16-23.
+    let out_rg = _mm_setr_epi8(0, 8, Z, 1, 9, Z, 2, 10, Z, 3, 11, Z, 4, 12, Z, 5);
+    let out_b = _mm_setr_epi8(Z, Z, 0, Z, Z, 1, Z, Z, 2, Z, Z, 3, Z, Z, 4, Z);
+    let out_rg2 = _mm_setr_epi8(13, Z, 6, 14, Z, 7, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z);
+    let out_b2 = _mm_setr_epi8(Z, 5, Z, Z, 6, Z, Z, 7, Z, Z, Z, Z, Z, Z, Z, Z);
+    let (wr, wg, wb) = (_mm256_set1_ps(0.2989), _mm256_set1_ps(0.587), _mm256_set1_ps(0.114));
+    let (vr, va) = (_mm256_set1_ps(ratio), _mm256_set1_ps(alpha));
+    let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    let bytes8 = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
+    // i32 lanes (each in 0..=255) to their low bytes, in order, in the low 8 bytes.
+    #[target_feature(enable = "avx2")]
+    unsafe fn narrow(v: __m256i, bytes8: __m256i) -> __m128i {
+        let w = _mm256_packus_epi32(v, v); // per 128-bit lane: 4 u16, twice
+        let b = _mm256_packus_epi16(w, w); // per lane: 4 u8, four times
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, bytes8))
+    }
+    let blocks = data.len() / 24;
+    let p = data.as_mut_ptr();
+    for k in 0..blocks {
+        let at = p.add(24 * k);
+        // SAFETY: bytes 24k .. 24k + 24 are in the slice.
+        let a = unsafe { _mm_loadu_si128(at.cast()) };
+        let b = unsafe { _mm_loadu_si128(at.add(8).cast()) };
+        // Macros, not closures: they expand inside this AVX2 function.
+        macro_rules! chan {
+            ($c:expr) => {
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_or_si128(_mm_shuffle_epi8(a, lo[$c]), _mm_shuffle_epi8(b, hi[$c]))))
+            };
+        }
+        let (r, g, bl) = (chan!(0), chan!(1), chan!(2));
+        let gray = _mm256_fmadd_ps(bl, wb, _mm256_fmadd_ps(g, wg, _mm256_mul_ps(r, wr)));
+        let gray = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(gray));
+        macro_rules! blend {
+            ($x:expr) => {
+                narrow(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_fmadd_ps(gray, va, _mm256_mul_ps($x, vr)), zero), top)), bytes8)
+            };
+        }
+        let (r8, g8, b8) = (blend!(r), blend!(g), blend!(bl));
+        let rg = _mm_unpacklo_epi64(r8, g8);
+        let first = _mm_or_si128(_mm_shuffle_epi8(rg, out_rg), _mm_shuffle_epi8(b8, out_b));
+        let second = _mm_or_si128(_mm_shuffle_epi8(rg, out_rg2), _mm_shuffle_epi8(b8, out_b2));
+        // SAFETY: as the loads.
+        unsafe {
+            _mm_storeu_si128(at.cast(), first);
+            _mm_storel_epi64(at.add(16).cast(), second);
+        }
+    }
+    blocks * 24
 }
 
 /// `adjust_hue`: to float32 in [0, 1], `_rgb_to_hsv`, the hue shifted and wrapped with
@@ -707,6 +799,34 @@ pub fn erase(img: &mut Image, i: i64, j: i64, h: i64, w: i64, values: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_saturation_path_gives_the_written_out_expression() {
+        // Pseudo-random samples: 5,003 pixels (whole blocks of 8 and a remainder).
+        let mut x = 12345u32;
+        let data: Vec<u8> = (0..3 * 5003)
+            .map(|_| {
+                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+                (x >> 24) as u8
+            })
+            .collect();
+        for factor in [0.0f64, 0.37, 1.0, 1.9, 7.5] {
+            let (ratio, alpha) = ((factor as f32), (1.0 - factor) as f32);
+            let want: Vec<u8> = data
+                .chunks_exact(3)
+                .flat_map(|p| {
+                    let gray = ((p[2] as f32).mul_add(0.114, (p[1] as f32).mul_add(0.587, p[0] as f32 * 0.2989)) as u32) as f32;
+                    p.iter().map(move |&v| gray.mul_add(alpha, v as f32 * ratio) as u8).collect::<Vec<_>>()
+                })
+                .collect();
+            let mut table = data.clone();
+            saturation_table(&mut table, ratio, alpha);
+            assert_eq!(table, want, "table, factor {factor}");
+            let mut image = Image::from_vec(data.clone(), 5003, 1, 3).unwrap();
+            saturation(&mut image, factor);
+            assert_eq!(image.data, want, "saturation, factor {factor}");
+        }
+    }
 
     fn img(w: usize, h: usize, c: usize, data: &[u8]) -> Image {
         Image::from_vec(data.to_vec(), w, h, c).unwrap()
