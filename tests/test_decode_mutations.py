@@ -33,6 +33,10 @@ def bases() -> list[bytes]:
         encode(Image.fromarray(arr).convert("L"), "JPEG", quality=85),
         encode(Image.fromarray(arr).convert("CMYK"), "JPEG", quality=85),
         jpegtran(jpg, "-restart", "1"),
+        # Restart-indexed (a marker after every MCU, the index in APP15): mutants of the
+        # index and of the MCUs reach the crop path's cut-down JPEGs.
+        lancefeed.add_restart_index(jpg),
+        lancefeed.add_restart_index(encode(photo(96, 64, seed=22), "JPEG", quality=85)),
         jpegtran(jpg, "-arithmetic"),
         lossless_jpeg(arr[..., 0]),
         encode(arr, "PNG"),

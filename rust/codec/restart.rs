@@ -314,7 +314,7 @@ pub fn slice(data: &[u8], index: &RestartIndex, width: u32, height: u32, range: 
         marks.clear();
         let mut from = row;
         let mut scan_end = None;
-        while let Some(q) = memchr::memchr(0xFF, &data[from..row_end]) {
+        while let Some(q) = data.get(from..row_end).and_then(|rest| memchr::memchr(0xFF, rest)) {
             let p = from + q;
             let m = *data.get(p + 1)?;
             from = p + 1;
