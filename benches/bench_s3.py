@@ -145,7 +145,9 @@ def main() -> None:
     p.add_argument("--delays", default="0,10,50", help="ms per request added by the proxy, comma-separated")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--baseline-rows", type=int, default=128, help="rows the per-row baselines read (0: skip them)")
-    p.add_argument("--rows-per-file", type=int, default=8, help="rows per data file of the copy on the store")
+    p.add_argument("--rows-per-file", type=int, default=None,
+                   help="rows per data file of the copy on the store (default: 8 for moto, which reads a whole "
+                   "object to answer a range request; 4096 for s3s-fs)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"lancefeed runs, comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--server", choices=["auto", "moto", "s3s-fs"], default="auto",
@@ -156,6 +158,8 @@ def main() -> None:
     args = p.parse_args()
     if args.server == "auto":
         args.server = "s3s-fs" if S3sFsServer.available() else "moto"
+    if args.rows_per_file is None:
+        args.rows_per_file = 8 if args.server == "moto" else 4096
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

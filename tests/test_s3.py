@@ -121,6 +121,32 @@ def test_epochs_from_s3_equal_the_local_copy(s3: S3Server, s3_uri: str, local_ur
     assert ids == epoch_order(N, shuffle=True, seed=3, epoch=1).tolist()
 
 
+def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri: str, local_uri: str) -> None:
+    # One request per row (a take of random rows) is what an object store serves worst:
+    # small rows are read by one scan into the loader's cache before the first batch.
+    kw: Dict[str, Any] = dict(batch_size=8, shuffle=True, seed=4, transform=lancefeed.RandomHorizontalFlip())
+    remote = lancefeed.DataLoader(s3_uri, storage_options=s3.storage_options(), **kw)
+    local = lancefeed.DataLoader(local_uri, **kw)
+    assert remote._maker.prefill and not local._maker.prefill  # a local disk keeps its takes
+    takes: List[int] = []
+    real = remote._maker.take_perm.take_positions_sorted
+    remote._maker.take_perm.take_positions_sorted = lambda p: takes.append(len(p)) or real(p)  # type: ignore[method-assign]
+    for _ in range(2):
+        for (xa, ya), (xb, yb) in zip(list(remote), list(local)):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert takes == []
+    # The store gone before the scan: an error naming the dataset, not a hang.
+    proxy = LatencyProxy(s3.port)
+    try:
+        gone = lancefeed.DataLoader(s3_uri, storage_options=s3.storage_options(port=proxy.port, retry_timeout_s=5), **kw)
+        assert gone._maker.prefill
+        proxy.stop()
+        _, error, _ = within(BOUND_S, lambda: list(gone))
+    finally:
+        proxy.stop()
+    assert isinstance(error, OSError) and s3_uri in str(error), error
+
+
 @pytest.mark.skipif(not S3sFsServer.available(), reason="s3s-fs (the benchmark's server) is not installed")
 def test_the_benchmarks_s3s_fs_server_serves_the_same_epochs(local_uri: str) -> None:
     # benches/bench_s3.py measures against s3s-fs where it is installed: it must read right.
