@@ -145,6 +145,11 @@ def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri
     finally:
         proxy.stop()
     assert isinstance(error, OSError) and s3_uri in str(error), error
+    # A split is not one scan's rows: it keeps its takes.
+    opts = s3.storage_options()
+    tbl = lancefeed.permutation_builder(s3_uri, storage_options=opts).split_random(ratios=[0.75, 0.25], seed=1).execute()
+    split = lancefeed.Permutation.from_tables(s3_uri, tbl, split=0, storage_options=opts)
+    assert not lancefeed.DataLoader(split, storage_options=opts, **kw)._maker.prefill
 
 
 @pytest.mark.skipif(not S3sFsServer.available(), reason="s3s-fs (the benchmark's server) is not installed")

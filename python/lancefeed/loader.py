@@ -223,9 +223,11 @@ class _BatchMaker:
             ds = self.perm.dataset
             ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
             sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
-            return sizes[ids[self.image_column]] / max(1, ds.count_rows()) <= _SCAN_ROW_BYTES
+            small = sizes[ids[self.image_column]] / max(1, ds.count_rows()) <= _SCAN_ROW_BYTES
         except Exception:  # statistics are an optimization
             return False
+        # A split or filtered permutation is not one scan's rows: its takes stay.
+        return small and _in_storage_order(self.take_perm)
 
     def _read(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
         if self.use_scan and len(positions) and _contiguous(positions):
