@@ -41,8 +41,11 @@ def peers_report(tiny_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Ben
         batch_size=8,
         workers=0,
         threads=1,
-        timeout=60,
-        startup_timeout=120,
+        # Bounds against a hang, not speed: FFCV compiles its pipeline (numba) in its
+        # first batch, ~10 s here and many times that on a slow, busy machine.
+        timeout=600,
+        stall_timeout=300,
+        startup_timeout=600,
         out=tmp_path_factory.mktemp("peers-out"),
         progress=False,
     )

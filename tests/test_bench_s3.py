@@ -29,7 +29,9 @@ from s3server import ProxyProcess, S3Server  # noqa: E402
 # moto (without auth) takes any key pair: these are made up so that a leak is unmistakable.
 ACCESS = "AKIABENCHLEAKCHECK01"
 SECRET = "bench-s3cr3t-Zq9xWv7Lp"
-BOUND_S = 90.0
+# Bounds against a hang, not speed: a start-up imports torch and pylance twice (the CLI
+# and the loader's process), minutes on a slow, busy machine.
+BOUND_S = 300.0
 LABELS = ["dog", "cat"]
 
 
@@ -85,7 +87,7 @@ def test_bench_reads_an_s3_dataset_with_storage_options_and_reports_stats(
     out = tmp_path / "out"
     opts = s3.storage_options(aws_access_key_id=ACCESS, aws_secret_access_key=SECRET)
     p = bench([s3_uri, *option_args(opts), "--loaders", "lancefeed", "--limit", "32", "--transform", "none",
-               "--out", str(out), "--threads", "2", "--timeout", "60", "--startup-timeout", "120"])
+               "--out", str(out), "--threads", "2", "--timeout", "300", "--stall-timeout", "120", "--startup-timeout", "300"])
     assert p.returncode == 0, p.stderr[-2000:]
     assert_no_secret(p.stdout, p.stderr, folder=out)
     saved = json.loads((out / "results.json").read_text())
@@ -128,7 +130,7 @@ def test_peers_that_open_the_dataset_by_uri_read_through_the_options(s3: S3Serve
     opts = s3.storage_options(aws_access_key_id=ACCESS, aws_secret_access_key=SECRET)
     report = run_bench(s3_uri, transform="none", limit=16, loaders=["take-pillow", "imagefolder-pillow"],
                        out=tmp_path / "out", progress=False, storage_options=opts, workers=0, threads=1,
-                       timeout=60, startup_timeout=120)
+                       timeout=300, stall_timeout=120, startup_timeout=300)
     assert [(r.loader, r.status) for r in report.results] == [("take-pillow", "ok"), ("imagefolder-pillow", "ok")], [
         r.message for r in report.results
     ]
@@ -151,7 +153,7 @@ def test_refused_credentials_fail_fast_with_a_clear_error(tmp_path: Path) -> Non
 
 
 def test_a_malformed_storage_option_is_an_error_that_does_not_repeat_it(tmp_path: Path) -> None:
-    p = bench(["s3://b/x.lance", "--storage-option", SECRET, "--out", str(tmp_path / "o")], timeout=60)
+    p = bench(["s3://b/x.lance", "--storage-option", SECRET, "--out", str(tmp_path / "o")])
     assert p.returncode == 1 and "--storage-option number 1 is not KEY=VALUE" in p.stderr
     assert_no_secret(p.stdout, p.stderr)
 

@@ -219,15 +219,9 @@ class _BatchMaker:
         # Lance names local files "file://" or "file+uring://".
         if scheme.startswith(("file", "memory")) or self.image_column in self.perm.blob_columns:
             return False
-        try:
-            ds = self.perm.dataset
-            ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
-            sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
-            small = sizes[ids[self.image_column]] / max(1, ds.count_rows()) <= _SCAN_ROW_BYTES
-        except Exception:  # statistics are an optimization
-            return False
+        per_row = self._image_bytes_per_row()
         # A split or filtered permutation is not one scan's rows: its takes stay.
-        return small and _in_storage_order(self.take_perm)
+        return per_row is not None and per_row <= _SCAN_ROW_BYTES and _in_storage_order(self.take_perm)
 
     def _read(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
         if self.use_scan and len(positions) and _contiguous(positions):
@@ -236,18 +230,35 @@ class _BatchMaker:
                 return rows, np.arange(len(positions), dtype=np.int64)
         return self.take_perm.take_positions_sorted(positions)
 
-    def cache_bytes(self) -> Optional[int]:
-        """The encoded bytes a cache of the permutation's read columns would hold, from
-        Lance's column statistics (scaled from the dataset to the permutation's rows), or
-        None when they are not known (an object store without statistics, say)."""
+    def _disk_bytes(self) -> Optional[Tuple[Dict[str, int], int]]:
+        """Each column's bytes on disk in the dataset and its row count (Lance's column
+        statistics), or None when they are not known (an object store without
+        statistics, say): they size reads and caches, an optimization."""
         try:
             ds = self.perm.dataset
             ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
             sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
-            total = sum(sizes[ids[c]] for c in self.take_perm.columns if c in ids and ids[c] in sizes)
-            return int(total * len(self.take_perm) / max(1, ds.count_rows()))
+            return {name: sizes[i] for name, i in ids.items() if i in sizes}, int(ds.count_rows())
         except Exception:  # statistics are an optimization
             return None
+
+    def _image_bytes_per_row(self) -> Optional[float]:
+        """The image column's mean encoded bytes a row, or None when not known."""
+        stats = self._disk_bytes()
+        if stats is None or self.image_column not in stats[0]:
+            return None
+        return stats[0][self.image_column] / max(1, stats[1])
+
+    def cache_bytes(self) -> Optional[int]:
+        """The encoded bytes a cache of the permutation's read columns would hold, from
+        Lance's column statistics (scaled from the dataset to the permutation's rows), or
+        None when they are not known."""
+        stats = self._disk_bytes()
+        if stats is None:
+            return None
+        sizes, rows = stats
+        total = sum(sizes.get(c, 0) for c in self.take_perm.columns)
+        return int(total * len(self.take_perm) / max(1, rows))
 
     def scan(self, start: int, count: int, batch_size: Optional[int] = None) -> Optional[pa.RecordBatch]:
         """Positions ``start .. start+count-1`` read by one Lance scan (``offset``/
@@ -281,12 +292,8 @@ class _BatchMaker:
         _TAKE_BYTES of encoded images (from Lance's column statistics), at least one."""
         if batch_size >= _TAKE_ROWS or self.image_column in self.perm.blob_columns:
             return 1
-        try:
-            ds = self.perm.dataset
-            ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
-            sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
-            per_row = sizes[ids[self.image_column]] / max(1, ds.count_rows())
-        except Exception:  # statistics are an optimization; without them read batch by batch
+        per_row = self._image_bytes_per_row()
+        if per_row is None:  # without statistics, read batch by batch
             return 1
         by_rows = -(-_TAKE_ROWS // batch_size)
         by_bytes = int(_TAKE_BYTES // max(1.0, per_row * batch_size))

@@ -254,6 +254,22 @@ pub fn read_index(data: &[u8]) -> Option<RestartIndex> {
     (interval_rows > 0).then_some(RestartIndex { interval_rows, offsets, columns })
 }
 
+/// A cut-down JPEG's start: SOI and the marker segments up to the entropy-coded data,
+/// without the index (it would not describe the cut), the frame's height (and width)
+/// set to the cut's; room for `capacity` bytes.
+fn headers(data: &[u8], at: &Layout, height: u32, width: Option<u32>, capacity: usize) -> Vec<u8> {
+    let app_end = 4 + be16(data, 4);
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&data[..2]);
+    out.extend_from_slice(&data[app_end..at.data_start]);
+    let height_at = at.height_at - (app_end - 2);
+    out[height_at..height_at + 2].copy_from_slice(&(height as u16).to_be_bytes());
+    if let Some(w) = width {
+        out[height_at + 2..height_at + 4].copy_from_slice(&(w as u16).to_be_bytes());
+    }
+    out
+}
+
 /// Whether a restart marker ends at `m` (the byte after RSTn), within `data`.
 fn marker_before(data: &[u8], m: usize) -> bool {
     m >= 2 && m <= data.len() && data[m - 2] == 0xFF && (0xD0..=0xD7).contains(&data[m - 1])
@@ -292,13 +308,7 @@ pub fn slice(data: &[u8], index: &RestartIndex, width: u32, height: u32, range: 
     }
     let new_w = (c1 * mcu_w).min(width) - c0 * mcu_w;
     let new_h = (r1 * mcu_h).min(height) - r0 * mcu_h;
-    let app_end = 4 + be16(data, 4);
-    let mut out = Vec::with_capacity(data.len() / 2);
-    out.extend_from_slice(&data[..2]);
-    out.extend_from_slice(&data[app_end..ds]);
-    let height_at = at.height_at - (app_end - 2);
-    out[height_at..height_at + 2].copy_from_slice(&(new_h as u16).to_be_bytes());
-    out[height_at + 2..height_at + 4].copy_from_slice(&(new_w as u16).to_be_bytes());
+    let mut out = headers(data, &at, new_h, Some(new_w), data.len() / 2);
     let mut rst = 0u8;
     let mut marks: Vec<usize> = Vec::with_capacity(per_row as usize);
     for r in r0..r1 {
@@ -367,12 +377,7 @@ fn slice_for_rows(data: &[u8], index: &RestartIndex, height: u32, first_row: u32
     }
     let skipped = k as u32 * index.interval_rows;
     let new_height = height.checked_sub(skipped).filter(|&h| h > 0)?;
-    let app_end = 4 + be16(data, 4);
-    let mut out = Vec::with_capacity(data.len() - start + at.data_start);
-    out.extend_from_slice(&data[..2]);
-    out.extend_from_slice(&data[app_end..at.data_start]);
-    let height_at = at.height_at - (app_end - 2);
-    out[height_at..height_at + 2].copy_from_slice(&(new_height as u16).to_be_bytes());
+    let mut out = headers(data, &at, new_height, None, data.len() - start + at.data_start);
     let base = out.len();
     out.extend_from_slice(&data[start..]);
     for (j, &o) in index.offsets.iter().enumerate().skip(k + 1) {
