@@ -86,11 +86,14 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 
 # The processes serving the store (the S3 server, the latency proxy): their CPU time is
 # taken from the same two cores as the loader's, which a remote store's would not be.
-SERVING: List[int] = []
+# [the server's pid (None: in this process), the proxy's].
+SERVING: List[Optional[int]] = []
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
+def cpu_seconds(pid: Optional[int]) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 if it is gone or None)."""
+    if pid is None:
+        return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -101,16 +104,16 @@ def cpu_seconds(pid: int) -> float:
 def time_lancefeed(uri: str, options: Optional[Dict[str, str]], transform: Any, batch_size: int,
                    **kw: Any) -> Dict[str, Any]:
     kw.setdefault("shuffle", True)
-    cpu0, served0 = time.process_time(), sum(cpu_seconds(p) for p in SERVING)
+    cpu0, served0 = time.process_time(), [cpu_seconds(p) for p in SERVING]
     t0 = time.perf_counter()  # opening the dataset and reading the labels count too
     loader = lancefeed.DataLoader(uri, batch_size, seed=0, transform=transform, storage_options=options, **kw)
     count = sum(len(x) for x, _ in loader)
     dt = time.perf_counter() - t0
     s = loader.stats()
-    served = sum(cpu_seconds(p) for p in SERVING) - served0 if options else 0.0
+    served = [cpu_seconds(p) - c for p, c in zip(SERVING, served0)] if options else [0.0, 0.0]
     return {"images": count, "seconds": dt, "images_per_s": count / dt, "in_flight": s["in_flight_limit"],
             "io_bound": s["io_bound"], "takes": s["takes"], "loader_cpu_s": time.process_time() - cpu0,
-            "server_cpu_s": served}
+            "server_cpu_s": sum(served), "s3_cpu_s": served[0], "proxy_cpu_s": served[-1]}
 
 
 def time_take_pillow(uri: str, options: Optional[Dict[str, str]], transform: Any, batch_size: int, rows: List[int]) -> Dict[str, Any]:
@@ -206,7 +209,7 @@ def main() -> None:
                 record("local", None, "lance.torch", time_lance_torch(local, None, pil_transform, args.batch_size, len(rows)))
             for delay in delays:
                 with ProxyProcess(s3.port, delay_ms=delay) as proxy:
-                    SERVING[:] = [p.pid for p in (s3._proc, proxy._proc) if p is not None]
+                    SERVING[:] = [getattr(p, "pid", None) for p in (s3._proc, proxy._proc)]
                     opts = s3.storage_options(port=proxy.port, retry_timeout_s=60)
                     for v in variants:
                         record("s3", delay, v, time_lancefeed(remote, opts, lf_transform, args.batch_size, **VARIANTS[v]))
@@ -220,7 +223,7 @@ def main() -> None:
     # "x s3 0ms": against the same store without added latency, which isolates what the
     # latency costs from what the server itself can serve (moto is slow; see README).
     print(f"{'dataset':16s} {'store':6s} {'delay':>6s} {'loader':12s} {'img/s':>8s} {'x local':>8s} {'x s3 0ms':>8s} "
-          f"{'target':>10s} {'in-flight':>9s} {'loader CPU s':>12s} {'server CPU s':>12s}")
+          f"{'target':>10s} {'in-flight':>9s} {'loader CPU s':>12s} {'server CPU s':>12s} {'(S3 + proxy)':>13s}")
     for r in results:
         base = next(x for x in results if x["dataset"] == r["dataset"] and x["store"] == "local" and x["loader"] == r["loader"])
         zero = next((x for x in results if x["dataset"] == r["dataset"] and x["store"] == "s3" and x["delay_ms"] == 0
@@ -230,7 +233,7 @@ def main() -> None:
         target = TARGETS.get(r["delay_ms"]) if r["loader"] == "lancefeed" else None
         mark = "" if target is None else (f">={target} {'ok' if ratio >= target else 'MISS'}")
         delay = "-" if r["delay_ms"] is None else f"{r['delay_ms']}ms"
-        cpu = (f"{r['loader_cpu_s']:12.2f} {r['server_cpu_s']:12.2f}") if "loader_cpu_s" in r else ""
+        cpu = (f"{r['loader_cpu_s']:12.2f} {r['server_cpu_s']:12.2f} {r['s3_cpu_s']:6.2f} + {r['proxy_cpu_s']:4.2f}") if "loader_cpu_s" in r else ""
         print(f"{r['dataset']:16s} {r['store']:6s} {delay:>6s} {r['loader']:12s} {r['images_per_s']:8.0f} {ratio:8.2f} {vs0} "
               f"{mark:>10s} {r.get('in_flight', ''):>9} {cpu}")
     if args.json:

@@ -287,15 +287,21 @@ def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
-def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int) -> None:
+@pytest.mark.parametrize("prefill", [False, True])
+def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int, prefill: bool) -> None:
     kw: dict = dict(batch_size=7, shuffle=True, seed=9, transform=lancefeed.RandomHorizontalFlip(), output="dict",
                     columns=["image", "label", "idx", "boxes", "tags"], world_size=world_size)
     for rank in range(world_size):
         cached = lancefeed.DataLoader(uri, cache=True, rank=rank, **kw)
         plain = lancefeed.DataLoader(uri, cache=False, rank=rank, **kw)
+        assert cached._maker.prefill and not plain._maker.prefill  # small rows: scanned first
+        cached._maker.prefill = prefill
         reads: List[int] = []
         real = cached._maker.take_perm.take_positions_sorted
         cached._maker.take_perm.take_positions_sorted = lambda p: reads.append(len(p)) or real(p)
+        scans: List[int] = []
+        real_scan = cached._maker.scan
+        cached._maker.scan = lambda start, count, **k: scans.append(count) or real_scan(start, count, **k)
         per_epoch = []
         for _ in range(3):  # later epochs read only rows not read before
             before = sum(reads)
@@ -305,10 +311,42 @@ def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, worl
                 assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))
                 assert a["tags"] == b["tags"]
             per_epoch.append(sum(reads) - before)
-        assert per_epoch[0] == len(cached.permutation) // world_size  # read as it goes, pipelined
-        if world_size == 1:
-            assert per_epoch[1:] == [0, 0]  # every row kept: no read after the first epoch
+        if prefill:  # every row by one scan before the first batch, then no read at all
+            assert per_epoch == [0, 0, 0] and scans == [N]
+        else:
+            assert per_epoch[0] == len(cached.permutation) // world_size  # read as it goes, pipelined
+            if world_size == 1:
+                assert per_epoch[1:] == [0, 0]  # every row kept: no read after the first epoch
         assert int((cached._maker._rows.where >= 0).sum()) <= N  # each row kept once
+
+
+def test_small_rows_are_scanned_first_in_parts_side_by_side(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lancefeed.loader as loader_module
+
+    # Three decode threads, three scans of neighbouring ranges; the batches are a take's.
+    monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", 5)
+    kw: dict = dict(batch_size=6, shuffle=True, seed=2, transform=lancefeed.RandomHorizontalFlip(), num_threads=3)
+    cached = lancefeed.DataLoader(uri, **kw)
+    plain = lancefeed.DataLoader(uri, cache=False, **kw)
+    assert cached._maker.prefill
+    scans: List[tuple] = []
+    real_scan = cached._maker.scan
+    cached._maker.scan = lambda start, count, **k: scans.append((start, count)) or real_scan(start, count, **k)
+    cached._maker.take_perm.take_positions_sorted = None  # a take would fail
+    for _ in range(2):
+        got, want = list(cached), list(plain)
+        assert len(got) == len(want)
+        for (xa, ya), (xb, yb) in zip(got, want):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert sorted(scans) == [(0, N // 3), (N // 3, 2 * N // 3 - N // 3), (2 * N // 3, N - 2 * N // 3)]
+    # Too few rows for two parts: one scan.
+    monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", N)
+    one = lancefeed.DataLoader(uri, **kw)
+    count: List[int] = []
+    real_one = one._maker.scan
+    one._maker.scan = lambda start, n, **k: count.append(n) or real_one(start, n, **k)
+    list(one)
+    assert count == [N]
 
 
 def test_cache_auto_keeps_only_small_datasets(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,7 +127,7 @@ def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri
     kw: Dict[str, Any] = dict(batch_size=8, shuffle=True, seed=4, transform=lancefeed.RandomHorizontalFlip())
     remote = lancefeed.DataLoader(s3_uri, storage_options=s3.storage_options(), **kw)
     local = lancefeed.DataLoader(local_uri, **kw)
-    assert remote._maker.prefill and not local._maker.prefill  # a local disk keeps its takes
+    assert remote._maker.prefill and local._maker.prefill  # a local disk is scanned first too
     takes: List[int] = []
     real = remote._maker.take_perm.take_positions_sorted
     remote._maker.take_perm.take_positions_sorted = lambda p: takes.append(len(p)) or real(p)  # type: ignore[method-assign]
