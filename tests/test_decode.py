@@ -495,6 +495,53 @@ def test_every_huffman_decoder_reads_corrupt_streams_alike(markers):
                 np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def test_every_huffman_decoder_reads_small_images_and_their_tables_alike():
+    # Images of a few MCUs (CIFAR-10's 32x32): the table decoder takes libjpeg-turbo's
+    # fast path where the stream ends with a marker, and copies the derived tables of a
+    # Huffman table it built before (by content). One thread decodes them all in turn, so
+    # a table built for one image is offered to the next: mutants of the tables (DHT
+    # bytes overwritten) and of the data, truncations, images with their own optimized
+    # tables, trailing bytes after EOI and restart markers, against Pillow and one another.
+    bases = [
+        encode(photo(32, 32, seed=1), "JPEG", quality=75),
+        encode(photo(32, 32, seed=2), "JPEG", quality=95, optimize=True),
+        encode(photo(17, 9, seed=3), "JPEG", quality=60, subsampling=1),
+        encode(photo(8, 8, seed=4), "JPEG", quality=90, subsampling=0),
+        encode(Image.fromarray(photo(24, 40, seed=5)).convert("L"), "JPEG", quality=80, optimize=True),
+        jpegtran(encode(photo(48, 32, seed=6), "JPEG", quality=85), "-restart", "1B"),
+        encode(photo(40, 24, seed=7), "JPEG", quality=70) + b"trailing bytes",
+    ]
+    for data in bases:  # intact: Pillow's pixels under every decoder
+        for name, img in _per_decoder(lambda: lancefeed.decode_image(data)).items():
+            np.testing.assert_array_equal(img, pillow_rgb(data), err_msg=name)
+    rng = np.random.default_rng(1)
+    streams = []
+    for t in range(240):
+        b = bytearray(bases[t % len(bases)])
+        dht = b.index(b"\xff\xc4")
+        lo = dht + 4 if t % 2 else b.index(b"\xff\xda") + 10  # the tables, or the data
+        for i in rng.integers(lo, len(b) - 2, size=int(rng.integers(1, 3))):
+            b[int(i)] = int(rng.integers(0, 256))
+        streams.append(bytes(b[: int(rng.integers(lo, len(b)))] if t % 5 == 0 else b))
+        streams.append(bases[(t + 3) % len(bases)])  # an intact image between mutants
+
+    def outcome(data: bytes) -> object:
+        try:
+            return lancefeed.decode_image(data)
+        except lancefeed.DecodeError as e:
+            return str(e)
+
+    results = _per_decoder(lambda: [outcome(b) for b in streams])
+    first = results.pop("portable")
+    assert sum(isinstance(o, str) for o in first) > 10 and sum(isinstance(o, np.ndarray) for o in first) > 250
+    for name, outs in results.items():
+        for a, b in zip(first, outs):
+            if isinstance(a, str):
+                assert a == b, name
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:

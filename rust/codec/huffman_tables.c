@@ -10,6 +10,11 @@
  * the MCU before a restart, suspension, corrupt data), stays on libjpeg-turbo's own paths, so the
  * coefficients are the same bytes for valid and invalid streams alike.
  *
+ * Small images (CIFAR-10's 32x32) get two things instead: the derived tables of a
+ * Huffman table this thread built before are copied rather than rebuilt (most JPEGs
+ * carry the same tables), and libjpeg-turbo's byte-wise fast path is taken where the
+ * stream ends with a marker, which it cannot read past.
+ *
  * build.rs compiles this once, for x86-64-v3, with jdhuff.c's globals renamed; it
  * exports libjpeg-turbo's decoder as lancefeed_v3_jinit_huff_decoder and this one as
  * lancefeed_v3_jinit_table_huff_decoder. rust/codec/huffman.rs chooses per CPU.
@@ -81,6 +86,108 @@ lf_has_ff(unsigned long long w)
   return ((x - 0x010101010101ULL) & ~x & 0x808080808080ULL) != 0;
 }
 
+/* The derived tables (jdhuff.c's code lookup) of the last Huffman tables this thread
+ * decoded with, by content. Every JPEG carries its tables and most encoders write the
+ * same ones (the standard tables, or one encoder's), so a decode rebuilt the same four
+ * tables for each image: ~2 us, 15% of a CIFAR-10 image's decode. A table with the same
+ * bits and symbols has the same derived table, so it is copied instead. */
+#define LF_CACHED_TABLES  8
+
+typedef struct {
+  int used;
+  boolean isDC, lossless;
+  UINT8 bits[17];
+  UINT8 huffval[256];
+  d_derived_tbl derived;
+} lf_cached_table;
+
+static __thread lf_cached_table lf_cached[LF_CACHED_TABLES];
+static __thread unsigned int lf_cached_next;
+
+/* jpeg_make_d_derived_tbl, from the cache when this thread built the same table
+ * before; validation is content's, so a table found here passed it. */
+LOCAL(void)
+lf_make_d_derived_tbl(j_decompress_ptr cinfo, boolean isDC, int tblno,
+                      d_derived_tbl **pdtbl)
+{
+  JHUFF_TBL *htbl = NULL;
+  boolean lossless = cinfo->master->lossless;
+  int i, n = 0;
+
+  if (tblno >= 0 && tblno < NUM_HUFF_TBLS)
+    htbl = isDC ? cinfo->dc_huff_tbl_ptrs[tblno] : cinfo->ac_huff_tbl_ptrs[tblno];
+  if (htbl != NULL) {
+    for (i = 1; i <= 16; i++)
+      n += htbl->bits[i];
+    for (i = 0; n <= 256 && i < LF_CACHED_TABLES; i++) {
+      lf_cached_table *c = &lf_cached[i];
+      if (c->used && c->isDC == isDC && c->lossless == lossless &&
+          memcmp(c->bits, htbl->bits, sizeof(c->bits)) == 0 &&
+          memcmp(c->huffval, htbl->huffval, n) == 0) {
+        if (*pdtbl == NULL)
+          *pdtbl = (d_derived_tbl *)
+            (*cinfo->mem->alloc_small) ((j_common_ptr)cinfo, JPOOL_IMAGE,
+                                        sizeof(d_derived_tbl));
+        memcpy(*pdtbl, &c->derived, sizeof(d_derived_tbl));
+        (*pdtbl)->pub = htbl;
+        return;
+      }
+    }
+  }
+  /* Validates the table, or exits through libjpeg's error handler. */
+  jpeg_make_d_derived_tbl(cinfo, isDC, tblno, pdtbl);
+  if (htbl != NULL && n <= 256) {
+    lf_cached_table *c = &lf_cached[lf_cached_next++ % LF_CACHED_TABLES];
+    c->used = 1;
+    c->isDC = isDC;
+    c->lossless = lossless;
+    memcpy(c->bits, htbl->bits, sizeof(c->bits));
+    memcpy(c->huffval, htbl->huffval, n);
+    memcpy(&c->derived, *pdtbl, sizeof(d_derived_tbl));
+  }
+}
+
+/* jdhuff.c's start_pass_huff_decoder, with the derived tables from the cache. */
+LOCAL(void)
+lf_start_pass_huff_decoder(j_decompress_ptr cinfo)
+{
+  huff_entropy_ptr entropy = (huff_entropy_ptr)cinfo->entropy;
+  int ci, blkn, dctbl, actbl;
+  jpeg_component_info *compptr;
+
+  if (cinfo->Ss != 0 || cinfo->Se != DCTSIZE2 - 1 ||
+      cinfo->Ah != 0 || cinfo->Al != 0)
+    WARNMS(cinfo, JWRN_NOT_SEQUENTIAL);
+
+  for (ci = 0; ci < cinfo->comps_in_scan; ci++) {
+    compptr = cinfo->cur_comp_info[ci];
+    dctbl = compptr->dc_tbl_no;
+    actbl = compptr->ac_tbl_no;
+    lf_make_d_derived_tbl(cinfo, TRUE, dctbl, entropy->dc_derived_tbls + dctbl);
+    lf_make_d_derived_tbl(cinfo, FALSE, actbl, entropy->ac_derived_tbls + actbl);
+    entropy->saved.last_dc_val[ci] = 0;
+  }
+
+  for (blkn = 0; blkn < cinfo->blocks_in_MCU; blkn++) {
+    ci = cinfo->MCU_membership[blkn];
+    compptr = cinfo->cur_comp_info[ci];
+    entropy->dc_cur_tbls[blkn] = entropy->dc_derived_tbls[compptr->dc_tbl_no];
+    entropy->ac_cur_tbls[blkn] = entropy->ac_derived_tbls[compptr->ac_tbl_no];
+    if (compptr->component_needed) {
+      entropy->dc_needed[blkn] = TRUE;
+      entropy->ac_needed[blkn] = (compptr->_DCT_scaled_size > 1);
+    } else {
+      entropy->dc_needed[blkn] = entropy->ac_needed[blkn] = FALSE;
+    }
+  }
+
+  entropy->bitstate.bits_left = 0;
+  entropy->bitstate.get_buffer = 0;
+  entropy->pub.insufficient_data = FALSE;
+  entropy->restarts_to_go = cinfo->restart_interval;
+}
+
+
 typedef struct {
   huff_entropy_decoder base;    /* first, so that libjpeg's casts hold */
   int *tables[2][NUM_HUFF_TBLS];  /* [DC, AC][table number], image lifespan */
@@ -147,6 +254,7 @@ lf_table(j_decompress_ptr cinfo, boolean isDC, int tblno)
 
 
 METHODDEF(boolean) lf_decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data);
+METHODDEF(boolean) lf_decode_mcu_small(j_decompress_ptr cinfo, JBLOCKROW *MCU_data);
 
 METHODDEF(void)
 lf_start_pass(j_decompress_ptr cinfo)
@@ -156,8 +264,8 @@ lf_start_pass(j_decompress_ptr cinfo)
   int ci, blkn;
 
   /* Validates the tables and sets libjpeg-turbo's state; ours comes on top. */
-  start_pass_huff_decoder(cinfo);
-  lf->base.pub.decode_mcu = decode_mcu;
+  lf_start_pass_huff_decoder(cinfo);
+  lf->base.pub.decode_mcu = lf_decode_mcu_small;
   if ((long)cinfo->MCUs_per_row * (long)cinfo->MCU_rows_in_scan < LF_MIN_MCUS)
     return;
 
@@ -291,6 +399,56 @@ lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
   br_state.next_input_byte = buffer;
   BITREAD_SAVE_STATE(cinfo, entropy->bitstate);
   entropy->saved = state;
+  return TRUE;
+}
+
+
+/* Whether the source's bytes end with a marker (a whole JPEG in memory ends with its
+ * EOI). jdhuff.c's fast path reads byte by byte and stops at the first marker without
+ * passing it, so on such a buffer it cannot read past the end however few bytes remain;
+ * libjpeg-turbo asks for BUFSIZE bytes per block instead, which no image of a few
+ * hundred bytes (CIFAR-10's) has, so all of its MCUs took the slow path. */
+LOCAL(boolean)
+lf_ends_with_marker(j_decompress_ptr cinfo)
+{
+  size_t n = cinfo->src->bytes_in_buffer;
+  const JOCTET *end = cinfo->src->next_input_byte + n;
+
+  return n >= 2 && end[-2] == 0xFF && end[-1] != 0;
+}
+
+
+/* jdhuff.c's decode_mcu for images too small for the tables (LF_MIN_MCUS), with its
+ * fast path also taken where the stream ends with a marker (above). */
+METHODDEF(boolean)
+lf_decode_mcu_small(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
+{
+  huff_entropy_ptr entropy = (huff_entropy_ptr)cinfo->entropy;
+  int usefast = 1;
+
+  if (cinfo->restart_interval) {
+    if (entropy->restarts_to_go == 0)
+      if (!process_restart(cinfo))
+        return FALSE;
+    usefast = 0;
+  }
+
+  if ((cinfo->src->bytes_in_buffer < BUFSIZE * (size_t)cinfo->blocks_in_MCU &&
+       !lf_ends_with_marker(cinfo)) || cinfo->unread_marker != 0)
+    usefast = 0;
+
+  if (!entropy->pub.insufficient_data) {
+    if (usefast) {
+      if (!decode_mcu_fast(cinfo, MCU_data)) goto use_slow;
+    } else {
+use_slow:
+      if (!decode_mcu_slow(cinfo, MCU_data)) return FALSE;
+    }
+  }
+
+  if (cinfo->restart_interval)
+    entropy->restarts_to_go--;
+
   return TRUE;
 }
 
