@@ -62,6 +62,7 @@ def test_counts_and_times_add_up_over_an_epoch(uri: str) -> None:
     list(loader)  # a second epoch adds to the same counters
     assert loader.stats()["batches"] == 2 * len(loader)
     assert loader.stats()["takes"] == 2 * len(loader)
+    assert loader.stats()["bytes_read"] == s["bytes_read"]  # all from the cache: nothing read
 
 
 def test_a_slow_training_step_waits_for_no_batch(uri: str) -> None:

@@ -180,31 +180,34 @@ class _BatchMaker:
             (int(size[0]), int(size[1]), channels) if size is not None and channels is not None else None
         )
 
-    def take(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
-        """The rows at ``positions`` in storage order and where each position's row is:
-        the decoder gathers the images by pointer instead of a copy into sample order.
+    def take(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray, int]:
+        """The rows at ``positions`` in storage order, where each position's row is (the
+        decoder gathers the images by pointer instead of a copy into sample order), and
+        the bytes this call read from the dataset (0 for rows from the cache).
 
         With ``use_scan`` (set per epoch by the loader: positions in storage order),
         contiguous positions are read by one scan of their range instead, when it
         returns exactly their rows; the result is the same."""
+        read = 0
         if self.cache:
             if self.prefill and not self._prefilled:
-                self._prefill()
+                read = self._prefill()
             hit = self._rows.get(positions)
             if hit is not None:
-                return hit
+                return hit[0], hit[1], read
         rows, order = self._read(positions)
         if self.cache:
             self._rows.add(rows, order, positions)
-        return rows, order
+        return rows, order, read + rows.nbytes
 
-    def _prefill(self) -> None:
+    def _prefill(self) -> int:
         """Every row of the permutation read by scans into the cache, once (when the
-        permutation is in storage order; otherwise the takes fill it as they read)."""
+        permutation is in storage order; otherwise the takes fill it as they read).
+        Returns the bytes this call read (0 where another call did the reading)."""
         # Takes in flight on other threads wait here for the scan (and then gather).
         with self._prefill_lock:
             if self._prefilled:
-                return
+                return 0
             n = len(self.take_perm)
             size = self.cache_bytes()
             # One scan per core over its share of the rows, each one batch (Lance hands it
@@ -229,6 +232,7 @@ class _BatchMaker:
                     where = np.arange(start, stop, dtype=np.int64)
                     self._rows.add(rows, where - start, where)
             self._prefilled = True
+            return sum(rows.nbytes for rows in got if rows is not None)
 
     def wants_prefill(self) -> bool:
         """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
@@ -797,8 +801,9 @@ class DataLoader:
     def stats(self) -> Dict[str, Any]:
         """What the loader did so far, summed over its epochs, as a dict.
 
-        ``batches`` handed out; ``takes`` (read requests to Lance) and ``bytes_read``
-        (the Arrow size of the columns they returned); ``take_s`` (their latencies,
+        ``batches`` handed out; ``takes`` (the batches' reads, from Lance or from the
+        cache) and ``bytes_read`` (the Arrow size of what they read from the dataset:
+        rows from the cache count nothing); ``take_s`` (their latencies,
         summed: they overlap); ``io_wait_s`` (time the decode waited for a take) and
         ``decode_s`` (time decoding and collating); ``wait_p50_s``/``wait_p95_s``
         (time the training loop waited in ``next()``, over the last 4,096 batches);
@@ -982,10 +987,10 @@ class DataLoader:
             parts = [plan.batch(k) for k in batches]
             positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
             try:
-                rows, order = maker.take(positions)
+                rows, order, nbytes = maker.take(positions)
             except (OSError, ValueError) as exc:  # Lance's I/O errors name the HTTP request, not the dataset
                 raise _read_error(uri, batches, exc) from exc
-            meter.add_bytes(rows.nbytes)
+            meter.add_bytes(nbytes)
             return rows, order, parts
 
         def process(batches: range, fetched: Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]) -> Iterator[Any]:
