@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gc
 import io
+import re
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import lance
 import numpy as np
@@ -286,22 +287,40 @@ def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
     assert isinstance(fixed, torch.Tensor) and fixed.shape == (3, 8, 8, 3)
 
 
+def _count_scans(monkeypatch: pytest.MonkeyPatch) -> List[Tuple[int, int]]:
+    """(start, count) of every scan any loader's reader makes from now on (the prefill
+    starts on a thread of its own while the loader is built)."""
+    import lancefeed.loader as loader_module
+
+    scans: List[Tuple[int, int]] = []
+    real = loader_module._BatchMaker.scan
+
+    def scan(self: Any, start: int, count: int, **kw: Any) -> Any:
+        scans.append((start, count))
+        return real(self, start, count, **kw)
+
+    monkeypatch.setattr(loader_module._BatchMaker, "scan", scan)
+    return scans
+
+
 @pytest.mark.parametrize("world_size", [1, 2])
 @pytest.mark.parametrize("prefill", [False, True])
-def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int, prefill: bool) -> None:
+def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int, prefill: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     kw: dict = dict(batch_size=7, shuffle=True, seed=9, transform=lancefeed.RandomHorizontalFlip(), output="dict",
                     columns=["image", "label", "idx", "boxes", "tags"], world_size=world_size)
     for rank in range(world_size):
+        if not prefill:
+            import lancefeed.loader as loader_module
+
+            monkeypatch.setattr(loader_module._BatchMaker, "wants_prefill", lambda self: False)
+        scans = _count_scans(monkeypatch)
         cached = lancefeed.DataLoader(uri, cache=True, rank=rank, **kw)
         plain = lancefeed.DataLoader(uri, cache=False, rank=rank, **kw)
-        assert cached._maker.prefill and not plain._maker.prefill  # small rows: scanned first
-        cached._maker.prefill = prefill
+        assert cached._maker.prefill == prefill and not plain._maker.prefill  # small rows: scanned first
         reads: List[int] = []
         real = cached._maker.take_perm.take_positions_sorted
         cached._maker.take_perm.take_positions_sorted = lambda p: reads.append(len(p)) or real(p)
-        scans: List[int] = []
-        real_scan = cached._maker.scan
-        cached._maker.scan = lambda start, count, **k: scans.append(count) or real_scan(start, count, **k)
         per_epoch = []
         for _ in range(3):  # later epochs read only rows not read before
             before = sum(reads)
@@ -312,7 +331,7 @@ def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, worl
                 assert a["tags"] == b["tags"]
             per_epoch.append(sum(reads) - before)
         if prefill:  # every row by one scan before the first batch, then no read at all
-            assert per_epoch == [0, 0, 0] and scans == [N]
+            assert per_epoch == [0, 0, 0] and scans == [(0, N)]
         else:
             assert per_epoch[0] == len(cached.permutation) // world_size  # read as it goes, pipelined
             if world_size == 1:
@@ -326,12 +345,10 @@ def test_small_rows_are_scanned_first_in_parts_side_by_side(uri: str, monkeypatc
     # Three decode threads, three scans of neighbouring ranges; the batches are a take's.
     monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", 5)
     kw: dict = dict(batch_size=6, shuffle=True, seed=2, transform=lancefeed.RandomHorizontalFlip(), num_threads=3)
+    scans = _count_scans(monkeypatch)
     cached = lancefeed.DataLoader(uri, **kw)
     plain = lancefeed.DataLoader(uri, cache=False, **kw)
     assert cached._maker.prefill
-    scans: List[tuple] = []
-    real_scan = cached._maker.scan
-    cached._maker.scan = lambda start, count, **k: scans.append((start, count)) or real_scan(start, count, **k)
     cached._maker.take_perm.take_positions_sorted = None  # a take would fail
     for _ in range(2):
         got, want = list(cached), list(plain)
@@ -341,12 +358,42 @@ def test_small_rows_are_scanned_first_in_parts_side_by_side(uri: str, monkeypatc
     assert sorted(scans) == [(0, N // 3), (N // 3, 2 * N // 3 - N // 3), (2 * N // 3, N - 2 * N // 3)]
     # Too few rows for two parts: one scan.
     monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", N)
-    one = lancefeed.DataLoader(uri, **kw)
-    count: List[int] = []
-    real_one = one._maker.scan
-    one._maker.scan = lambda start, n, **k: count.append(n) or real_one(start, n, **k)
-    list(one)
-    assert count == [N]
+    scans.clear()
+    list(lancefeed.DataLoader(uri, **kw))
+    assert scans == [(0, N)]
+
+
+def test_the_scans_start_while_the_loader_is_built_and_a_failure_surfaces_in_the_loop(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lancefeed.loader as loader_module
+
+    kw: dict = dict(batch_size=6, shuffle=True, seed=5, transform=lancefeed.RandomHorizontalFlip())
+    want = [(x, y) for x, y in lancefeed.DataLoader(uri, cache=False, **kw)]
+    real = loader_module._BatchMaker.scan
+    calls: List[str] = []
+
+    def failing(self: Any, start: int, count: int, **k: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) <= fails:
+            raise OSError(f"store went away reading {uri}")
+        return real(self, start, count, **k)
+
+    monkeypatch.setattr(loader_module._BatchMaker, "scan", failing)
+    # The background scan fails: the first batch scans again, and the epoch is whole.
+    fails = 1
+    loader = lancefeed.DataLoader(uri, **kw)
+    got = list(loader)
+    assert calls[0] == "lancefeed-prefill" and len(calls) == 2
+    assert len(got) == len(want) and all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
+    # Every scan fails: the error comes out of the loop, naming the dataset.
+    calls.clear()
+    fails = 10
+    with pytest.raises(OSError, match=re.escape(uri)):
+        list(lancefeed.DataLoader(uri, **kw))
+    # Nothing to read before the first batch (no cache): no thread, no scan.
+    calls.clear()
+    assert list(lancefeed.DataLoader(uri, cache=False, **kw)) and calls == []
 
 
 def test_cache_auto_keeps_only_small_datasets(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

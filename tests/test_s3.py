@@ -121,7 +121,8 @@ def test_epochs_from_s3_equal_the_local_copy(s3: S3Server, s3_uri: str, local_ur
     assert ids == epoch_order(N, shuffle=True, seed=3, epoch=1).tolist()
 
 
-def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri: str, local_uri: str) -> None:
+def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri: str, local_uri: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # One request per row (a take of random rows) is what an object store serves worst:
     # small rows are read by one scan into the loader's cache before the first batch.
     kw: Dict[str, Any] = dict(batch_size=8, shuffle=True, seed=4, transform=lancefeed.RandomHorizontalFlip())
@@ -135,7 +136,11 @@ def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri
         for (xa, ya), (xb, yb) in zip(list(remote), list(local)):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert takes == []
-    # The store gone before the scan: an error naming the dataset, not a hang.
+    # The store gone before the scan (none started while the loader was built): an error
+    # naming the dataset, not a hang.
+    import lancefeed.loader as loader_module
+
+    monkeypatch.setattr(loader_module._BatchMaker, "start_prefill", lambda self: None)
     proxy = LatencyProxy(s3.port)
     try:
         gone = lancefeed.DataLoader(s3_uri, storage_options=s3.storage_options(port=proxy.port, retry_timeout_s=5), **kw)

@@ -156,6 +156,11 @@ class _BatchMaker:
         self.prefill = False
         self._prefill_lock = threading.Lock()
         self._prefilled = False
+        self._prefill_bytes = 0
+        # A maker whose prefill started in the background while the loader was being
+        # built (start_prefill), and that this one takes the rows from (adopt).
+        self._early: Optional["_BatchMaker"] = None
+        self._thread: Optional[threading.Thread] = None
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
         self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
@@ -208,6 +213,12 @@ class _BatchMaker:
         with self._prefill_lock:
             if self._prefilled:
                 return 0
+            early, self._early = self._early, None
+            if early is not None and early._thread is not None:
+                early._thread.join()
+                if early._prefilled:  # else it failed: scan again, and raise here
+                    self._rows, self._prefilled = early._rows, True
+                    return early._prefill_bytes
             n = len(self.take_perm)
             size = self.cache_bytes()
             # One scan per core over its share of the rows, each one batch (Lance hands it
@@ -231,8 +242,29 @@ class _BatchMaker:
                 for (start, stop), rows in zip(bounds, got):
                     where = np.arange(start, stop, dtype=np.int64)
                     self._rows.add(rows, where - start, where)
+            self._prefill_bytes = sum(rows.nbytes for rows in got if rows is not None)
             self._prefilled = True
-            return sum(rows.nbytes for rows in got if rows is not None)
+            return self._prefill_bytes
+
+    def start_prefill(self) -> None:
+        """Runs the prefill's scans on a thread of their own, now. A failure is left to
+        the loader's first take, which scans again and raises it where the batches are
+        asked for."""
+
+        def run() -> None:
+            try:
+                self._prefill()
+            except BaseException:  # noqa: BLE001 - raised again by the first take
+                pass
+
+        self._thread = threading.Thread(target=run, name="lancefeed-prefill", daemon=True)
+        self._thread.start()
+
+    def adopt(self, early: Optional["_BatchMaker"]) -> None:
+        """Takes the rows ``early``'s background prefill reads, when it reads what this
+        maker's would (the same rows and columns)."""
+        if early is not None and early.perm is self.perm and early.take_perm.columns == self.take_perm.columns:
+            self._early = early
 
     def wants_prefill(self) -> bool:
         """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
@@ -690,6 +722,11 @@ class DataLoader:
         self.dataset = self.permutation  # what torch and Lightning look for on a loader
         self.label_column = label_column if label_column in self.columns and label_column != image_column else None
         _check_image_column(self.permutation.schema, image_column)
+        # Small rows are read by scans before the first batch (_BatchMaker._prefill):
+        # they start now, beside what building the loader reads (classes, labels), which
+        # on an object store costs round trips of its own.
+        early = None if self.target_spec is not None else _start_prefill(self.permutation, image_column, self.columns,
+                                                                         self.label_column, cache, mode, num_threads)
 
         class_maps: Dict[str, ClassMap] = {}
         self.classes: Optional[List[str]] = None
@@ -785,6 +822,8 @@ class DataLoader:
         )
         self._maker.cache = _resolve_cache(cache, self._maker)
         self._maker.prefill = self._maker.cache and self._maker.wants_prefill()
+        if self._maker.prefill:
+            self._maker.adopt(early)
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
         self._next: Optional[Tuple[int, int]] = (0, 0)
@@ -1159,6 +1198,29 @@ class _RowCache:
             self.where[pos] = self.rows + np.asarray(order, dtype=np.int64)
             self.batches.append(rows)
             self.rows += rows.num_rows
+
+
+def _start_prefill(perm: Permutation, image_column: str, columns: List[str], label_column: Optional[str],
+                   cache: Union[bool, str], mode: str, num_threads: Optional[int]) -> Optional[_BatchMaker]:
+    """A maker reading what the loader's will, its prefill started in the background,
+    when the loader will prefill; else None. The label column is taken to be preloaded
+    where its type allows (numbers, strings); the loader's maker checks that it reads the
+    same columns before it takes the rows (adopt)."""
+    labels = {}
+    if label_column is not None:
+        ltype = perm.schema.field(label_column).type
+        if is_numeric_type(ltype) or is_string_type(ltype):
+            labels[label_column] = torch.empty(0)
+    others = [c for c in columns if c != image_column]
+    early = _BatchMaker(perm, image_column, others, {}, None, mode, num_threads, "raise", 0, [], labels)
+    try:
+        if not (_resolve_cache(cache, early) and early.wants_prefill()):
+            return None
+    except ValueError:  # a bad cache= value: the loader's own check raises it
+        return None
+    early.cache = early.prefill = True
+    early.start_prefill()
+    return early
 
 
 def _resolve_cache(cache: Union[bool, str], maker: _BatchMaker) -> bool:
