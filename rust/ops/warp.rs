@@ -7,8 +7,10 @@
 //!
 //! * `_get_inverse_affine_matrix` in f64, as Python evaluates it;
 //! * `_affine_grid` in f32: the matrix rounded to f32 and divided by half the input
-//!   size, then `(x * a + y * b) + c` per output pixel with every product and sum
-//!   rounded (what torch's bmm, through MKL, gave bit for bit on an AVX-512 CPU);
+//!   size, then `fma(y, b, x * a) + c` per output pixel: `x * a` rounded, `y * b` added
+//!   to it in one fused multiply-add, then `c` (what torch 2.15's bmm, through MKL,
+//!   gives bit for bit on an AVX-512 CPU; torch 2.13's rounded `y * b` on its own too,
+//!   which moves a coordinate by an ulp now and then);
 //! * `grid_sample(align_corners=False, padding_mode="zeros")` in f32 as ATen's
 //!   vectorized CPU kernel runs once GCC has contracted it: the un-normalization
 //!   `(g + 1) * size / 2 - 0.5` and the bilinear sum of the four corners are fused
@@ -299,12 +301,11 @@ fn sample_rows<const C: usize, const BILINEAR: bool>(grid: &Grid, src: &Image, f
         // The grid is not accumulated along the row: torch computes every pixel's
         // coordinate from scratch, and a running sum would drift from it by a few ulps,
         // enough to flip nearest ties and bilinear roundings. The row's terms are
-        // hoisted instead, leaving two adds and a fused multiply-add per coordinate.
+        // hoisted instead, leaving an add and two fused multiply-adds per coordinate.
         let y = grid.row_y(i);
-        let (by, cy) = (y * grid.b_x, y * grid.b_y);
         for ((dst, &ax), &ay) in row.chunks_exact_mut(C).zip(&grid.col_x).zip(&grid.col_y) {
-            let gx = (ax + by) + grid.c_x;
-            let gy = (ay + cy) + grid.c_y;
+            let gx = y.mul_add(grid.b_x, ax) + grid.c_x;
+            let gy = y.mul_add(grid.b_y, ay) + grid.c_y;
             let ix = (gx + 1.0).mul_add(grid.half_w, -0.5);
             let iy = (gy + 1.0).mul_add(grid.half_h, -0.5);
             if !BILINEAR {
