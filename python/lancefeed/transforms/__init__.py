@@ -23,10 +23,9 @@ Example:
 from __future__ import annotations
 
 from lancefeed.transforms.base import Op, Size, Transform, _pair
-from lancefeed.transforms.compose import Compose, SlowPathWarning, TransformError, as_ops, split
+from lancefeed.transforms.compose import Compose, RandomApply, SlowPathWarning, TransformError, as_ops, split
 from lancefeed.transforms.detection import (
     ClampBoundingBoxes,
-    RandomApply,
     RandomIoUCrop,
     RandomSizedBBoxSafeCrop,
     ResizeWithPad,

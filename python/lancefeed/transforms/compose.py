@@ -13,10 +13,11 @@ import numpy as np
 
 from lancefeed import _core
 from lancefeed.transforms.base import Op, Size, Transform, _pair
+from lancefeed.transforms.detection import SanitizeBoundingBoxes
 from lancefeed.transforms.geometric import Resize
-from lancefeed.transforms.torchvision import OutputStep, from_torchvision, is_torchvision
+from lancefeed.transforms.torchvision import OutputStep, from_torchvision, is_torchvision, register_container
 
-__all__ = ["Compose", "SlowPathWarning", "TransformError", "as_ops", "split"]
+__all__ = ["Compose", "RandomApply", "SlowPathWarning", "TransformError", "as_ops", "split"]
 
 
 class SlowPathWarning(UserWarning):
@@ -100,6 +101,44 @@ def split(items: Iterable[Any]) -> tuple[list[Transform], list[Any], list[Output
     return fused, rest, output
 
 
+class RandomApply(Transform):
+    """torchvision's ``RandomApply``: the transforms run, in order, with probability
+    ``p`` (one draw per sample); otherwise none of them does. Each must be one of
+    lancefeed's transforms or a torchvision op with a counterpart.
+
+    Example:
+        >>> from lancefeed.transforms import RandomRotation
+        >>> RandomApply([RandomRotation(20)], p=0.5).ops()[0]
+        ('random_apply', (0.5, 1.0))
+    """
+
+    def __init__(self, transforms: Iterable[Any], p: float = 0.5) -> None:
+        self.transforms = list(transforms)
+        fused, rest, output = split(self.transforms)
+        if rest or output:
+            bad = (rest or output)[0]
+            raise TypeError(f"RandomApply holds {bad!r}, which lancefeed cannot run in the core; RandomApply needs ops it can")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomApply p must be in [0, 1], got {p}")
+        self.fused = fused
+        self.p = float(p)
+
+    def ops(self) -> list[Op]:
+        inner = [op for t in self.fused for op in t.ops()]
+        return [("random_apply", (self.p, float(len(inner))))] + inner
+
+    def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        after = size
+        for t in self.fused:
+            after = t.output_size_for(after)
+        return size if after == size else None
+
+
+# torchvision's RandomApply converts to this one (torchvision.py cannot import it: it
+# sits below this module).
+register_container("RandomApply", lambda t: RandomApply(list(t.transforms), p=t.p))
+
+
 class Compose(Transform):
     """A chain of transforms: lancefeed's, torchvision's (``transforms`` or ``v2``, a
     torchvision ``Compose`` included), or any callable, in order.
@@ -132,8 +171,6 @@ class Compose(Transform):
     @property
     def box_filter(self) -> tuple[float, float]:
         """(min_size, min_area) of the chain's last ``SanitizeBoundingBoxes``, else (1, 1)."""
-        from lancefeed.transforms.detection import SanitizeBoundingBoxes
-
         found = [t for t in self.fused if isinstance(t, SanitizeBoundingBoxes)]
         return (found[-1].min_size, found[-1].min_area) if found else (1.0, 1.0)
 

@@ -1,5 +1,6 @@
 """Transforms for detection: crops that keep the boxes in view, a letterbox resize,
-``RandomApply``, and ``SanitizeBoundingBoxes`` (the box filter's settings).
+and ``SanitizeBoundingBoxes`` (the box filter's settings). ``RandomApply``, which
+detection recipes also lean on, is a container and lives beside ``Compose``.
 
 Boxes and masks follow every op of a chain (see :func:`lancefeed.decode_batch`'s
 ``boxes=``/``masks=`` and the loader's ``targets=``); these ops are the ones that also
@@ -8,11 +9,11 @@ look at the boxes, or that detection recipes lean on.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from lancefeed.transforms.base import Op, Size, Transform, _pair
 
-__all__ = ["ClampBoundingBoxes", "RandomApply", "RandomIoUCrop", "RandomSizedBBoxSafeCrop", "ResizeWithPad", "SanitizeBoundingBoxes"]
+__all__ = ["ClampBoundingBoxes", "RandomIoUCrop", "RandomSizedBBoxSafeCrop", "ResizeWithPad", "SanitizeBoundingBoxes"]
 
 
 class RandomSizedBBoxSafeCrop(Transform):
@@ -105,41 +106,6 @@ class ResizeWithPad(Transform):
 
     def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
         return self.size
-
-
-class RandomApply(Transform):
-    """torchvision's ``RandomApply``: the transforms run, in order, with probability
-    ``p`` (one draw per sample); otherwise none of them does. Each must be one of
-    lancefeed's transforms or a torchvision op with a counterpart.
-
-    Example:
-        >>> from lancefeed.transforms import RandomRotation
-        >>> RandomApply([RandomRotation(20)], p=0.5).ops()[0]
-        ('random_apply', (0.5, 1.0))
-    """
-
-    def __init__(self, transforms: Iterable[Any], p: float = 0.5) -> None:
-        from lancefeed.transforms.compose import split
-
-        self.transforms = list(transforms)
-        fused, rest, output = split(self.transforms)
-        if rest or output:
-            bad = (rest or output)[0]
-            raise TypeError(f"RandomApply holds {bad!r}, which lancefeed cannot run in the core; RandomApply needs ops it can")
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"RandomApply p must be in [0, 1], got {p}")
-        self.fused = fused
-        self.p = float(p)
-
-    def ops(self) -> list[Op]:
-        inner = [op for t in self.fused for op in t.ops()]
-        return [("random_apply", (self.p, float(len(inner))))] + inner
-
-    def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        after = size
-        for t in self.fused:
-            after = t.output_size_for(after)
-        return size if after == size else None
 
 
 class SanitizeBoundingBoxes(Transform):

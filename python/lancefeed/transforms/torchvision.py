@@ -9,7 +9,7 @@ is, per sample (the slow path).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from lancefeed.transforms import detection as d
 from lancefeed.transforms import geometric as g
@@ -17,7 +17,7 @@ from lancefeed.transforms import photometric as ph
 from lancefeed.transforms import policies as po
 from lancefeed.transforms.base import Transform
 
-__all__ = ["OutputStep", "from_torchvision", "is_torchvision"]
+__all__ = ["OutputStep", "from_torchvision", "is_torchvision", "register_container"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,23 @@ class OutputStep:
     scale: bool = False
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
+
+
+# Converters for torchvision's containers of transforms (RandomApply), whose lancefeed
+# counterparts convert their items in turn and so live above this module (compose.py):
+# they register here, by torchvision's class name, when the package is imported.
+_CONTAINERS: dict[str, Callable[[Any], Transform]] = {}
+
+
+def register_container(name: str, convert: Callable[[Any], Transform]) -> None:
+    """Converts torchvision's ``name`` objects with ``convert`` from now on.
+
+    Example:
+        >>> from lancefeed.transforms.torchvision import _CONTAINERS
+        >>> "RandomApply" in _CONTAINERS  # registered by lancefeed.transforms.compose
+        True
+    """
+    _CONTAINERS[name] = convert
 
 
 def is_torchvision(obj: Any) -> bool:
@@ -145,8 +162,8 @@ def _convert(name: str, t: Any) -> Transform | OutputStep | list[Any] | None:
         return d.SanitizeBoundingBoxes(t.min_size, getattr(t, "min_area", 1.0))
     if name == "ClampBoundingBoxes":
         return d.ClampBoundingBoxes()
-    if name == "RandomApply":
-        return d.RandomApply(list(t.transforms), p=t.p)
+    if name in _CONTAINERS:
+        return _CONTAINERS[name](t)
     if name in ("PILToTensor", "ToImage", "ToPureTensor"):
         return OutputStep()
     if name == "ToTensor":
