@@ -39,7 +39,9 @@ pub struct Config {
 pub enum BatchError {
     /// A row could not be decoded (and errors are not skipped).
     Row { row: usize, message: String },
-    /// The batch as a whole is not possible (sizes differ, `out` has the wrong shape).
+    /// Kept rows come out at different sizes, which one array cannot hold.
+    Sizes(String),
+    /// The batch as a whole is not possible (`out` has the wrong shape, ...).
     Invalid(String),
 }
 
@@ -544,7 +546,7 @@ pub fn decode_targets(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, 
 
 /// Two kept rows that come out at different sizes: no batch can hold both.
 fn different_sizes(row_a: usize, (ha, wa): (u32, u32), row_b: usize, (hb, wb): (u32, u32)) -> BatchError {
-    BatchError::Invalid(format!(
+    BatchError::Sizes(format!(
         "rows {row_a} and {row_b} come out at different sizes ({ha}x{wa} and {hb}x{wb}); a batch needs one size: \
          end the transform with a fixed size (CenterCrop, RandomResizedCrop or Resize((h, w)))"
     ))

@@ -32,6 +32,13 @@ create_exception!(
     "An image could not be decoded: corrupt, truncated, empty, not an image, over the pixel limit, or null. The message names the row."
 );
 
+create_exception!(
+    _core,
+    SizeMismatchError,
+    PyValueError,
+    "The rows of a batch come out at different sizes, and one array cannot hold them. The message names two of them and their sizes."
+);
+
 fn channels(mode: &str) -> PyResult<Channels> {
     match mode {
         "RGB" => Ok(Channels::Rgb),
@@ -367,6 +374,7 @@ fn decode_batch<'py>(
     });
     let outcome = result.map_err(|e| match e {
         BatchError::Row { row, message } => DecodeError::new_err(format!("row {row}: {message}")),
+        BatchError::Sizes(message) => SizeMismatchError::new_err(message),
         BatchError::Invalid(message) => PyValueError::new_err(message),
     })?;
     drop(out_rw);
@@ -555,6 +563,7 @@ fn restart_index(data: &[u8]) -> Option<(u32, Vec<u32>)> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
+    m.add("SizeMismatchError", m.py().get_type::<SizeMismatchError>())?;
     m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(image_info, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;

@@ -165,8 +165,16 @@ def test_without_size_all_images_must_match():
     same = [jpeg(40, 30, seed=i) for i in range(3)]
     out = lancefeed.decode_batch(same)
     np.testing.assert_array_equal(out, np.stack([pillow_rgb(b) for b in same]))
-    with pytest.raises(ValueError, match=r"rows 0 and 1 come out at different sizes \(30x40 and 31x40\)"):
+    with pytest.raises(lancefeed.SizeMismatchError, match=r"rows 0 and 1 come out at different sizes \(30x40 and 31x40\)"):
         lancefeed.decode_batch([jpeg(40, 30), jpeg(40, 31)])
+    # decode_targets says it the same way; and it stays a ValueError for code that catches those.
+    with pytest.raises(lancefeed.SizeMismatchError, match=r"rows 0 and 1 come out at different sizes \(30x40 and 31x40\)"):
+        lancefeed.decode_targets([jpeg(40, 30), jpeg(40, 31)], boxes=[[[0, 0, 4, 4]], []])
+    assert issubclass(lancefeed.SizeMismatchError, ValueError)
+    # Other batch errors are not size mismatches.
+    with pytest.raises(ValueError) as e:
+        lancefeed.decode_batch(same, out=np.zeros((3, 8, 8, 3), np.uint8))
+    assert not isinstance(e.value, lancefeed.SizeMismatchError)
 
 
 def _outcome(items, **kw):

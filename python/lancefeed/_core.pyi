@@ -8,6 +8,9 @@ import numpy.typing as npt
 class DecodeError(ValueError):
     """An image could not be decoded; the message names the row and the reason."""
 
+class SizeMismatchError(ValueError):
+    """A batch's rows come out at different sizes; the message names two of them."""
+
 def decode_image(
     data: bytes, *, mode: str = "RGB", max_pixels: Optional[int] = None, truncated: str = "error"
 ) -> npt.NDArray[np.uint8]: ...

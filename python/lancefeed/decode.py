@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 
 from lancefeed import _core
-from lancefeed._core import DecodeError
+from lancefeed._core import DecodeError, SizeMismatchError
 from lancefeed.transforms import Compose, Size, _pair, as_ops
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 
@@ -179,7 +179,8 @@ def decode_batch(
     :class:`lancefeed.Compose`. When some of it runs per sample in Python, or it ends
     in ``ToTensor``/``ToDtype``/``Normalize``, the result is (N, C, H, W) as
     torchvision stacks it. With neither, every image
-    must already have the same size. ``mode`` is ``"RGB"`` (C=3) or ``"L"`` (C=1).
+    must already have the same size (else :class:`lancefeed.SizeMismatchError`, a
+    ``ValueError`` naming two rows and their sizes). ``mode`` is ``"RGB"`` (C=3) or ``"L"`` (C=1).
 
     ``out``: a C-contiguous uint8 array of shape (>= N, H, W, C), a pinned torch
     tensor's ``.numpy()`` say, filled in place; the result is then ``out[:n]``.
@@ -494,7 +495,7 @@ def decode_targets(
         differ = np.flatnonzero((shapes != shapes[:1]).any(axis=1)) if len(shapes) else []
         if len(differ):
             k = int(differ[0])
-            raise ValueError(
+            raise SizeMismatchError(
                 f"rows {int(kept[0])} and {int(kept[k])} come out at different sizes "
                 f"({shapes[0][0]}x{shapes[0][1]} and {shapes[k][0]}x{shapes[k][1]}); a batch needs one size: "
                 "end the transform with a fixed size, or pass ragged=True for a list"

@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from lancefeed._core import DecodeError
+from lancefeed._core import DecodeError, SizeMismatchError
 from lancefeed.columns import image_column_kind
 from lancefeed.decode import decode_batch, decode_targets
 from lancefeed.transforms import Compose
@@ -378,10 +378,10 @@ class _BatchMaker:
                 _channels_last=fused is not None and fused.channels_last,
                 _normalize_out=stage.normalized_buffer(n, self.shape) if fused is not None and self.shape is not None else None,
             )
-        except ValueError as e:
+        except SizeMismatchError:
             # Rows that come out at different sizes: a list of images, one per row, where
             # the transform allows it (no per-sample Python part, the CPU stage).
-            if "different sizes" not in str(e) or self.rest or not isinstance(stage, CpuStage):
+            if self.rest or not isinstance(stage, CpuStage):
                 raise
             return self._build_ragged(rows, order, positions, epoch, stage)
         if info.errors:
