@@ -509,11 +509,9 @@ pub fn decode_targets(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, 
     let mut out = Outcome::default();
     // Sized once: grown row by row, the batch's pixels (a detection batch: tens of MB)
     // were copied again at every doubling.
-    let total: usize = done.iter().map(|r| r.as_ref().map_or(0, |r| r.img.data.len())).sum();
-    let mut pixels = Vec::with_capacity(total);
-    let mut masks = targets.masks.as_ref().map(|_| {
-        Vec::with_capacity(done.iter().map(|r| r.as_ref().map_or(0, |r| r.mask.as_ref().map_or(0, |m| m.data.len()))).sum())
-    });
+    let rows = || done.iter().flatten();
+    let mut pixels = Vec::with_capacity(rows().map(|r| r.img.data.len()).sum());
+    let mut masks = targets.masks.as_ref().map(|_| Vec::with_capacity(rows().filter_map(|r| r.mask.as_ref()).map(|m| m.data.len()).sum()));
     let mut first: Option<(usize, (u32, u32))> = None;
     for (row, r) in done.into_iter().enumerate() {
         let r = match r {
