@@ -6,12 +6,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::augment::{self, Applied, Step};
 use crate::codec::{self, Channels, Format, Header, Rect, Request};
 use crate::ops::targets::{Filter, Targets};
 use crate::ops::Image;
+use crate::pixels::PixelCache;
 use crate::plan::{self, Op, Plan};
 use crate::pool;
 use crate::resize;
@@ -33,6 +34,16 @@ pub struct Config {
     /// Decode what a truncated image holds instead of failing (see `Request`).
     pub pad_truncated: bool,
     pub threads: usize,
+    /// Whole decoded images kept by row position (`positions` are its keys): a row in
+    /// it is cropped and resized from its pixels; a row not in it is decoded whole and
+    /// kept. Rows come out as with `decode_crop: false`, cached or not.
+    pub pixel_cache: Option<Arc<PixelCache>>,
+}
+
+impl Config {
+    fn cached(&self, position: u64) -> Option<&crate::pixels::Entry> {
+        self.pixel_cache.as_ref()?.get(position)
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -103,7 +114,11 @@ type RowResult = Result<(Plan, Vec<Applied>), String>;
 
 fn plan_row(blob: Option<&[u8]>, position: u64, cfg: &Config) -> Result<(Header, Plan), String> {
     let blob = blob.ok_or("null value (no image bytes)")?;
-    let header = codec::read_header(blob).map_err(|e| e.0)?;
+    // A cached row's header is the one its blob gave when it was cached.
+    let header = match cfg.cached(position) {
+        Some(entry) => entry.header,
+        None => codec::read_header(blob).map_err(|e| e.0)?,
+    };
     codec::check_pixels(&header, cfg.max_pixels).map_err(|e| e.0)?;
     let p = plan::plan(&cfg.ops, header.width, header.height, |op| {
         Stream::new(cfg.seed, cfg.epoch, position, op as u64)
@@ -140,34 +155,69 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     }
 
     let full = clip == Rect::full(h.width, h.height);
-    let direct = h.format == Format::Jpeg && full && !padded && (ow, oh) == (h.width, h.height);
-    if !(direct && codec::decode_jpeg_into(job.blob, h, slot, cfg.channels, cfg.pad_truncated).map_err(|e| e.0)?) {
-        SCRATCH.with(|scratch| -> Result<(), String> {
-            let mut scratch = scratch.borrow_mut();
-            let req = Request {
-                region: clip,
-                min_width: dw,
-                min_height: dh,
-                dct_scaling: cfg.dct_scaling,
-                crop: cfg.decode_crop,
-                channels: cfg.channels,
-                pad_truncated: cfg.pad_truncated,
-            };
-            let decoded = codec::decode(job.blob, h, &req, &mut scratch).map_err(|e| e.0)?;
-            let src_box = decoded.map(&clip);
-            if !padded {
-                return resize::crop_resize(&scratch, &decoded, &src_box, ch, slot, ow, oh);
+    let req = Request {
+        region: clip,
+        min_width: dw,
+        min_height: dh,
+        dct_scaling: cfg.dct_scaling,
+        crop: cfg.decode_crop && cfg.pixel_cache.is_none(),
+        channels: cfg.channels,
+        pad_truncated: cfg.pad_truncated,
+    };
+    // Into the slot, or into a part of it when the crop reaches past the image.
+    let place = |src: &[u8], decoded: &codec::Decoded, slot: &mut [u8]| -> Result<(), String> {
+        let src_box = decoded.map(&clip);
+        if !padded {
+            return resize::crop_resize(src, decoded, &src_box, ch, slot, ow, oh);
+        }
+        let mut part = vec![0u8; dw as usize * dh as usize * ch];
+        resize::crop_resize(src, decoded, &src_box, ch, &mut part, dw, dh)?;
+        slot.fill(0);
+        let (row, prow) = (ow as usize * ch, dw as usize * ch);
+        for (y, line) in part.chunks_exact(prow).enumerate() {
+            let at = (dy0 as usize + y) * row + dx0 as usize * ch;
+            slot[at..at + prow].copy_from_slice(line);
+        }
+        Ok(())
+    };
+    // The pixel cache stands in for a whole decode at full scale; a row whose crop a
+    // JPEG would decode at a smaller DCT scale is decoded as without the cache.
+    let cache = cfg.pixel_cache.as_ref().filter(|_| codec::full_scale(h, &req));
+    let fresh;
+    let h = match cfg.cached(job.position) {
+        Some(_) if cache.is_none() => {
+            fresh = codec::read_header(job.blob).map_err(|e| e.0)?;
+            &fresh
+        }
+        _ => h,
+    };
+    if let Some(cache) = cache {
+        let whole = Request { region: Rect::full(h.width, h.height), min_width: h.width, min_height: h.height, dct_scaling: false, crop: false, ..req };
+        let kept;
+        let pixels: &[u8] = match cache.get(job.position) {
+            Some(entry) => &entry.pixels,
+            None => {
+                let mut buf = Vec::new();
+                codec::decode(job.blob, h, &whole, &mut buf).map_err(|e| e.0)?;
+                match cache.insert(job.position, *h, buf) {
+                    Ok(entry) => &entry.pixels,
+                    Err(buf) => {
+                        kept = buf;
+                        &kept
+                    }
+                }
             }
-            let mut part = vec![0u8; dw as usize * dh as usize * ch];
-            resize::crop_resize(&scratch, &decoded, &src_box, ch, &mut part, dw, dh)?;
-            slot.fill(0);
-            let (row, prow) = (ow as usize * ch, dw as usize * ch);
-            for (y, line) in part.chunks_exact(prow).enumerate() {
-                let at = (dy0 as usize + y) * row + dx0 as usize * ch;
-                slot[at..at + prow].copy_from_slice(line);
-            }
-            Ok(())
-        })?;
+        };
+        place(pixels, &codec::Decoded::unscaled(h.width, h.height), slot)?;
+    } else {
+        let direct = h.format == Format::Jpeg && full && !padded && (ow, oh) == (h.width, h.height);
+        if !(direct && codec::decode_jpeg_into(job.blob, h, slot, cfg.channels, cfg.pad_truncated).map_err(|e| e.0)?) {
+            SCRATCH.with(|scratch| -> Result<(), String> {
+                let mut scratch = scratch.borrow_mut();
+                let decoded = codec::decode(job.blob, h, &req, &mut scratch).map_err(|e| e.0)?;
+                place(&scratch, &decoded, slot)
+            })?;
+        }
     }
     if p.flip {
         resize::flip_horizontal(slot, ow as usize, ch);
@@ -613,7 +663,7 @@ mod tests {
     use super::*;
 
     fn cfg(ops: Vec<Op>, skip: bool) -> Config {
-        Config { ops, steps: vec![], channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, pad_truncated: false, threads: 1 }
+        Config { ops, steps: vec![], channels: Channels::Rgb, seed: 0, epoch: 0, max_pixels: 1 << 30, skip_errors: skip, dct_scaling: true, decode_crop: true, pad_truncated: false, threads: 1, pixel_cache: None }
     }
 
     #[test]

@@ -8,12 +8,14 @@ pub mod batch;
 pub mod codec;
 mod malloc;
 pub mod ops;
+pub mod pixels;
 pub mod plan;
 mod pool;
 mod resize;
 mod rng;
 
 use std::ffi::CStr;
+use std::sync::Arc;
 
 use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
@@ -225,7 +227,7 @@ type TargetResult<'py> = (
 /// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
 /// Arrow arrays (`arrow=True`) or of bytes/None.
 #[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None, boxes = None, masks = None, mask_fill = 0, box_filter = (1.0, 1.0, 0.0), ragged = false, normalize_dtype = 0, normalize_out = None))]
+#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None, boxes = None, masks = None, mask_fill = 0, box_filter = (1.0, 1.0, 0.0), ragged = false, normalize_dtype = 0, normalize_out = None, pixel_cache = None))]
 #[allow(clippy::too_many_arguments)]
 fn decode_batch<'py>(
     py: Python<'py>,
@@ -252,9 +254,21 @@ fn decode_batch<'py>(
     ragged: bool,
     normalize_dtype: u8,
     normalize_out: Option<Bound<'py, PyAny>>,
+    pixel_cache: Option<PyRef<'py, PixelCache>>,
 ) -> PyResult<BatchResult<'py>> {
     let float = ops::output::Float::from_code(normalize_dtype).map_err(PyValueError::new_err)?;
     let ch = channels(mode)?;
+    let pixel_cache = match pixel_cache {
+        Some(c) if c.inner.channels != ch => {
+            return Err(PyValueError::new_err(format!("pixel_cache holds {} images; this batch is mode {mode:?}", c.mode())))
+        }
+        Some(_) if positions.is_none() => return Err(PyValueError::new_err("pixel_cache needs positions= (its keys)")),
+        Some(_) if boxes.is_some() || masks.is_some() || ragged => {
+            return Err(PyValueError::new_err("pixel_cache does not go with boxes, masks or ragged batches"))
+        }
+        Some(c) => Some(Arc::clone(&c.inner)),
+        None => None,
+    };
     let pad = pad_truncated(truncated)?;
     if let Some((scale, shift, _)) = &normalize {
         if scale.len() != ch.count() || shift.len() != ch.count() || out.is_some() {
@@ -336,6 +350,7 @@ fn decode_batch<'py>(
         decode_crop,
         pad_truncated: pad,
         threads: num_threads.unwrap_or_else(pool::default_threads).max(1),
+        pixel_cache,
     };
 
     let mut out_rw = match &out {
@@ -546,6 +561,86 @@ fn split_boxes<'a>(values: &'a [f64], offsets: &[i64], rows: usize) -> PyResult<
         .collect()
 }
 
+/// Whole decoded images kept between batches, keyed by row position.
+///
+/// ``PixelCache(rows, max_bytes, mode="RGB")`` holds up to ``max_bytes`` of pixels for
+/// positions 0 to ``rows - 1``. Handed to ``decode_batch(pixel_cache=...,
+/// positions=...)``, a row already held is cropped and resized from its pixels with no
+/// decode; a row not held is decoded whole and kept while the budget has room. The
+/// pixels come out as with ``decode_crop=False`` either way. ``cached`` and ``nbytes``
+/// say what it holds; it is filled once per row and never changes, so share one only
+/// between calls on the same rows and mode. ``DataLoader(pixel_cache=...)`` makes one.
+///
+/// Example:
+///     >>> import io, numpy as np, lancefeed
+///     >>> from PIL import Image
+///     >>> buf = io.BytesIO(); Image.new("RGB", (32, 32), "red").save(buf, "JPEG")
+///     >>> cache = lancefeed.PixelCache(rows=4, max_bytes=1 << 20)
+///     >>> batch = lancefeed.decode_batch([buf.getvalue()] * 4, transform=lancefeed.RandomResizedCrop(24),
+///     ...                                positions=np.arange(4), pixel_cache=cache)
+///     >>> batch.shape, cache.cached, cache.nbytes
+///     ((4, 24, 24, 3), 4, 12288)
+#[pyclass(module = "lancefeed._core", frozen)]
+struct PixelCache {
+    inner: Arc<pixels::PixelCache>,
+}
+
+#[pymethods]
+impl PixelCache {
+    #[new]
+    #[pyo3(signature = (rows, max_bytes, mode = "RGB"))]
+    fn new(rows: usize, max_bytes: usize, mode: &str) -> PyResult<Self> {
+        Ok(PixelCache { inner: Arc::new(pixels::PixelCache::new(rows, channels(mode)?, max_bytes)) })
+    }
+
+    /// Positions it can hold (0 to rows - 1).
+    #[getter]
+    fn rows(&self) -> usize {
+        self.inner.rows()
+    }
+
+    #[getter]
+    fn max_bytes(&self) -> usize {
+        self.inner.max_bytes()
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        if self.inner.channels == Channels::Gray {
+            "L"
+        } else {
+            "RGB"
+        }
+    }
+
+    /// Pixel bytes held.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.bytes()
+    }
+
+    /// Rows held.
+    #[getter]
+    fn cached(&self) -> usize {
+        self.inner.filled()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.filled()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PixelCache(rows={}, cached={}, nbytes={}, max_bytes={}, mode={:?})",
+            self.inner.rows(),
+            self.inner.filled(),
+            self.inner.bytes(),
+            self.inner.max_bytes(),
+            self.mode()
+        )
+    }
+}
+
 /// `data` (a JPEG) rewritten losslessly with a restart marker after every MCU and an index
 /// of the intervals (see `codec::restart`); a `DecodeError` for what cannot be.
 #[pyfunction]
@@ -564,6 +659,7 @@ fn restart_index(data: &[u8]) -> Option<(u32, Vec<u32>)> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("SizeMismatchError", m.py().get_type::<SizeMismatchError>())?;
+    m.add_class::<PixelCache>()?;
     m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(image_info, m)?)?;
     m.add_function(wrap_pyfunction!(decode_batch, m)?)?;

@@ -1,5 +1,8 @@
 //! Crop and resize in one SIMD pass (fast_image_resize, antialiased bilinear like
-//! Pillow's `resize(..., BILINEAR, box=...)`), into a caller's slot.
+//! Pillow's `resize(..., BILINEAR, box=...)`), into a caller's slot. Small images take
+//! `small`, Pillow's own two passes written out: fast_image_resize spends more on its
+//! per-call set-up (coefficients, normalisation, buffers) than on the pixels of a
+//! 32x32 crop.
 
 use std::cell::RefCell;
 
@@ -39,6 +42,10 @@ pub fn crop_resize(
         dst.copy_from_slice(&src[..dst.len()]);
         return Ok(());
     }
+    if small::fits(src_box, dst_w, dst_h) {
+        small::resize(src, decoded.width as usize, decoded.height as usize, channels, src_box, dst, dst_w as usize, dst_h as usize);
+        return Ok(());
+    }
     let pt = pixel_type(channels);
     let src_img = ImageRef::new(decoded.width, decoded.height, src, pt).map_err(|e| format!("resize source: {e}"))?;
     let mut dst_img = Image::from_slice_u8(dst_w, dst_h, dst, pt).map_err(|e| format!("resize target: {e}"))?;
@@ -46,6 +53,242 @@ pub fn crop_resize(
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
         .crop(src_box.x0, src_box.y0, src_box.width(), src_box.height());
     RESIZER.with(|r| r.borrow_mut().resize(&src_img, &mut dst_img, &options)).map_err(|e| format!("resize: {e}"))
+}
+
+/// Pillow's antialiased bilinear resample (`ImagingResample` in its `Resample.c`) for
+/// small images: the same coefficients, the same 22-bit fixed point, the same two
+/// passes in Pillow 13's order (see `passes`), so the pixels are Pillow's exactly.
+/// Buffers are per thread and reused.
+mod small {
+    use std::cell::RefCell;
+
+    use crate::codec::Rect;
+
+    const PRECISION_BITS: u32 = 32 - 8 - 2;
+    /// Largest output side and source box (pixels) taken here; above them the SIMD
+    /// library's set-up is small next to its faster passes.
+    const MAX_SIDE: u32 = 64;
+    const MAX_BOX: f64 = 128.0 * 128.0;
+
+    pub fn fits(b: &Rect, dst_w: u32, dst_h: u32) -> bool {
+        dst_w <= MAX_SIDE && dst_h <= MAX_SIDE && b.width() * b.height() <= MAX_BOX
+    }
+
+    #[derive(Default)]
+    struct Coeffs {
+        /// `ksize` weights per output pixel.
+        k: Vec<i32>,
+        /// (first source pixel, count) per output pixel.
+        bounds: Vec<(usize, usize)>,
+        ksize: usize,
+    }
+
+    #[derive(Default)]
+    struct Scratch {
+        horiz: Coeffs,
+        vert: Coeffs,
+        weights: Vec<f64>,
+        tmp: Vec<u8>,
+        acc: Vec<i32>,
+    }
+
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    }
+
+    fn bilinear(x: f64) -> f64 {
+        let x = x.abs();
+        if x < 1.0 {
+            1.0 - x
+        } else {
+            0.0
+        }
+    }
+
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` (box edges as C floats).
+    fn precompute(c: &mut Coeffs, weights: &mut Vec<f64>, in_size: usize, in0: f32, in1: f32, out_size: usize) {
+        let scale = (in1 - in0) as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // the bilinear filter's support is 1
+        let ksize = support.ceil() as usize * 2 + 1;
+        c.ksize = ksize;
+        c.k.clear();
+        c.k.resize(out_size * ksize, 0);
+        c.bounds.clear();
+        weights.clear();
+        weights.resize(ksize, 0.0);
+        let ss = 1.0 / filterscale;
+        for xx in 0..out_size {
+            let center = in0 as f64 + (xx as f64 + 0.5) * scale;
+            // C's (int) truncates toward zero.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize - xmin;
+            let xmax = xmax.min(ksize);
+            let mut ww = 0.0;
+            for x in 0..xmax {
+                let w = bilinear((x as f64 + xmin as f64 - center + 0.5) * ss);
+                weights[x] = w;
+                ww += w;
+            }
+            let row = &mut c.k[xx * ksize..(xx + 1) * ksize];
+            for x in 0..xmax {
+                let w = if ww != 0.0 { weights[x] / ww } else { weights[x] };
+                let fixed = w * (1u32 << PRECISION_BITS) as f64;
+                row[x] = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+            }
+            c.bounds.push((xmin, xmax));
+        }
+    }
+
+    #[inline(always)]
+    fn clip8(v: i32) -> u8 {
+        (v >> PRECISION_BITS).clamp(0, 255) as u8
+    }
+
+    /// The horizontal pass, each output pixel from `K` taps (its own, then zero weights
+    /// on the last source pixel): fixed-length loops the compiler unrolls.
+    #[inline(always)]
+    fn horizontal_k<const C: usize, const K: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
+        // (first source byte, K weights) per output pixel, clamped to the row.
+        let last = src_w - 1;
+        for (y, line) in rows.zip(out.chunks_exact_mut(out_w * C)) {
+            let row = &src[y * src_w * C..(y + 1) * src_w * C];
+            for (xx, px) in line.chunks_exact_mut(C).enumerate() {
+                let (xmin, n) = c.bounds[xx];
+                let k = &c.k[xx * c.ksize..xx * c.ksize + K];
+                let mut acc = [1i32 << (PRECISION_BITS - 1); C];
+                for t in 0..K {
+                    let x = if t < n { xmin + t } else { last };
+                    let p = &row[x * C..x * C + C];
+                    for ch in 0..C {
+                        acc[ch] += p[ch] as i32 * k[t];
+                    }
+                }
+                for ch in 0..C {
+                    px[ch] = clip8(acc[ch]);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn horizontal<const C: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
+        match c.ksize {
+            3 => horizontal_k::<C, 3>(src, src_w, rows, c, out, out_w),
+            5 => horizontal_k::<C, 5>(src, src_w, rows, c, out, out_w),
+            7 => horizontal_k::<C, 7>(src, src_w, rows, c, out, out_w),
+            _ => {
+                for (y, line) in rows.zip(out.chunks_exact_mut(out_w * C)) {
+                    let row = &src[y * src_w * C..(y + 1) * src_w * C];
+                    for (xx, px) in line.chunks_exact_mut(C).enumerate() {
+                        let (xmin, n) = c.bounds[xx];
+                        let k = &c.k[xx * c.ksize..xx * c.ksize + n];
+                        let mut acc = [1i32 << (PRECISION_BITS - 1); C];
+                        for (x, &w) in k.iter().enumerate() {
+                            let p = &row[(xmin + x) * C..(xmin + x + 1) * C];
+                            for ch in 0..C {
+                                acc[ch] += p[ch] as i32 * w;
+                            }
+                        }
+                        for ch in 0..C {
+                            px[ch] = clip8(acc[ch]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vertical pass over bytes `col..col + width` of each row of `src` (rows of
+    /// `stride` bytes) into `out` (rows of `width` bytes): written so that it
+    /// vectorises, every byte of a row one lane.
+    #[inline(always)]
+    fn vertical(src: &[u8], stride: usize, col: usize, width: usize, c: &Coeffs, out: &mut [u8], acc: &mut Vec<i32>) {
+        acc.resize(width, 0);
+        for (yy, line) in out.chunks_exact_mut(width).enumerate() {
+            let (ymin, n) = c.bounds[yy];
+            acc.fill(1 << (PRECISION_BITS - 1));
+            for (y, &w) in c.k[yy * c.ksize..yy * c.ksize + n].iter().enumerate() {
+                let at = (ymin + y) * stride + col;
+                for (a, &p) in acc.iter_mut().zip(&src[at..at + width]) {
+                    *a += p as i32 * w;
+                }
+            }
+            for (o, &a) in line.iter_mut().zip(acc.iter()) {
+                *o = clip8(a);
+            }
+        }
+    }
+
+    /// Both passes, compiled for the CPU's vector width. The order is Pillow 13's:
+    /// vertical first where the height shrinks by more than twice what the width does.
+    #[inline(always)]
+    fn passes(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) {
+        let (need_h, need_v) = need;
+        let shrink_h = src_h as i64 - dst_h as i64;
+        let horizontal_first = !(shrink_h > 0 && shrink_h > (src_w as i64 - dst_w as i64) * 2);
+        let Scratch { horiz, vert, tmp, acc, .. } = s;
+        let stride = dst_w * ch;
+        let h_pass = |src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8]| match ch {
+            1 => horizontal::<1>(src, src_w, rows, c, out, dst_w),
+            _ => horizontal::<3>(src, src_w, rows, c, out, dst_w),
+        };
+        match (need_h, need_v) {
+            (true, true) if horizontal_first => {
+                let first = vert.bounds[0].0;
+                let last = vert.bounds.last().map_or(first, |&(m, n)| m + n);
+                tmp.resize(last.saturating_sub(first) * stride, 0);
+                h_pass(src, src_w, first..last, horiz, tmp);
+                for bound in &mut vert.bounds {
+                    bound.0 -= first;
+                }
+                vertical(tmp, stride, 0, stride, vert, dst, acc);
+            }
+            (true, true) => {
+                // Only the columns the horizontal pass reads.
+                let first = horiz.bounds.iter().map(|b| b.0).min().unwrap_or(0);
+                let last = horiz.bounds.iter().map(|&(m, n)| m + n).max().unwrap_or(first);
+                let cols = last.saturating_sub(first);
+                tmp.resize(dst_h * cols * ch, 0);
+                vertical(src, src_w * ch, first * ch, cols * ch, vert, tmp, acc);
+                for bound in &mut horiz.bounds {
+                    bound.0 -= first;
+                }
+                h_pass(tmp, cols, 0..dst_h, horiz, dst);
+            }
+            (true, false) => h_pass(src, src_w, 0..dst_h, horiz, dst),
+            (false, true) => vertical(src, stride, 0, stride, vert, dst, acc),
+            (false, false) => dst.copy_from_slice(&src[..dst.len()]),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn passes_avx2(s: &mut Scratch, src: &[u8], src_size: (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], dst_size: (usize, usize)) {
+        passes(s, src, src_size, ch, need, dst, dst_size)
+    }
+
+    /// `b` of `src` (`src_w` x `src_h` x `ch`, packed) resized to `dst` (`dst_w` x
+    /// `dst_h`); `ch` is 1 or 3 and the output at most `MAX_SIDE` pixels wide.
+    pub fn resize(src: &[u8], src_w: usize, src_h: usize, ch: usize, b: &Rect, dst: &mut [u8], dst_w: usize, dst_h: usize) {
+        if dst_w == 0 || dst_h == 0 {
+            return;
+        }
+        let bx = [b.x0 as f32, b.y0 as f32, b.x1 as f32, b.y1 as f32];
+        let need_h = dst_w != src_w || bx[0] != 0.0 || bx[2] != dst_w as f32;
+        let need_v = dst_h != src_h || bx[1] != 0.0 || bx[3] != dst_h as f32;
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            precompute(&mut s.horiz, &mut s.weights, src_w, bx[0], bx[2], dst_w);
+            precompute(&mut s.vert, &mut s.weights, src_h, bx[1], bx[3], dst_h);
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { passes_avx2(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h)) };
+            }
+            passes(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h))
+        });
+    }
 }
 
 /// Turns a packed image upside down in place.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lancefeed._core import DecodeError, SizeMismatchError, decode_image, image_info
+from lancefeed._core import DecodeError, PixelCache, SizeMismatchError, decode_image, image_info
 from lancefeed.decode import BatchInfo, decode_batch, decode_targets
 from lancefeed.transforms import (
     AutoAugment,
@@ -110,6 +110,7 @@ __all__ = [
     "Permutation",
     "PermutationBuilder",
     "Permutations",
+    "PixelCache",
     "RandAugment",
     "RandomAdjustSharpness",
     "RandomAffine",

@@ -11,6 +11,22 @@ class DecodeError(ValueError):
 class SizeMismatchError(ValueError):
     """A batch's rows come out at different sizes; the message names two of them."""
 
+class PixelCache:
+    """Whole decoded images kept between batches, keyed by row position."""
+
+    def __init__(self, rows: int, max_bytes: int, mode: str = "RGB") -> None: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def cached(self) -> int: ...
+    def __len__(self) -> int: ...
+
 def decode_image(
     data: bytes, *, mode: str = "RGB", max_pixels: Optional[int] = None, truncated: str = "error"
 ) -> npt.NDArray[np.uint8]: ...
@@ -47,6 +63,9 @@ def decode_batch(
     mask_fill: int = 0,
     box_filter: tuple[float, float, float] = (1.0, 1.0, 0.0),
     ragged: bool = False,
+    normalize_dtype: int = 0,
+    normalize_out: Optional[Any] = None,
+    pixel_cache: Optional[PixelCache] = None,
 ) -> tuple[
     Optional[npt.NDArray[Any]],
     npt.NDArray[np.int64],

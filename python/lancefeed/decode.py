@@ -156,6 +156,7 @@ def decode_batch(
     truncated: str = "error",
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     normalize_dtype: str = "float32",
+    pixel_cache: _core.PixelCache | None = None,
     _channels_last: bool = False,
     _normalize_out: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, BatchInfo]:
@@ -201,6 +202,13 @@ def decode_batch(
     ``False`` decodes at full scale before the resize (closest to Pillow).
     ``decode_crop=False`` decodes whole JPEGs rather than only the crop's rows and
     columns; it is there to measure what the crop buys.
+
+    ``pixel_cache``: a :class:`lancefeed.PixelCache` keyed by ``positions`` (required
+    with it). A row already in it is cropped and resized from its decoded pixels, with
+    no JPEG decode; a row not in it is decoded whole and kept, while the cache's byte
+    budget has room. Either way the row comes out as with ``decode_crop=False``: the
+    crop is cut from the whole decoded image, as torchvision does (a decode-time crop
+    can differ by a few levels along a crop edge that falls inside a JPEG block).
 
     ``truncated="error"`` (the default) refuses an image whose data ends early, as
     Pillow does; ``"pad"`` decodes what is there, as Pillow does with
@@ -281,6 +289,7 @@ def decode_batch(
         normalize=coefficients,
         normalize_dtype=_FLOAT_CODES[normalize_dtype],
         normalize_out=_normalize_out,
+        pixel_cache=pixel_cache,
     )
     errors = _reword(errors, missing)
     array = out[: len(kept)] if out is not None else pixels

@@ -40,6 +40,11 @@ pub struct JpegHeader {
 }
 
 impl JpegHeader {
+    /// This header with no decoder's read count: a decode given it reads the header again.
+    pub fn detached(self) -> JpegHeader {
+        JpegHeader { read: u64::MAX, ..self }
+    }
+
     fn cmyk(&self) -> bool {
         self.colorspace == raw::TJCS_TJCS_CMYK as i32 || self.colorspace == raw::TJCS_TJCS_YCCK as i32
     }
@@ -103,6 +108,15 @@ fn dct_scale(region_w: f64, region_h: f64, need_w: u32, need_h: u32) -> i32 {
             region_w * s >= need_w as f64 - 1e-9 && region_h * s >= need_h as f64 - 1e-9
         })
         .unwrap_or(8)
+}
+
+/// The DCT scale (num/8) `Decompressor::decode` uses for `req`.
+pub fn scale_num(h: &JpegHeader, req: &Request) -> i32 {
+    if req.dct_scaling && !h.lossless {
+        dct_scale(req.region.width(), req.region.height(), req.min_width, req.min_height)
+    } else {
+        8
+    }
 }
 
 /// num/8 in lowest terms: TurboJPEG only accepts its table's reduced fractions.
@@ -245,8 +259,7 @@ impl Decompressor {
     /// that part at least `req.min_width` x `req.min_height`.
     pub fn decode(&mut self, data: &[u8], h: &JpegHeader, req: &Request, out: &mut Vec<u8>) -> Result<Decoded> {
         let region = req.region;
-        let scalable = req.dct_scaling && !h.lossless;
-        let num = if scalable { dct_scale(region.width(), region.height(), req.min_width, req.min_height) } else { 8 };
+        let num = scale_num(h, req);
         let (sw, sh) = (scaled(h.width, num), scaled(h.height, num));
         let (kx, ky) = (sw as f64 / h.width as f64, sh as f64 / h.height as f64);
 

@@ -53,6 +53,12 @@ impl Header {
     pub fn pixels(&self) -> u64 {
         self.width as u64 * self.height as u64
     }
+
+    /// The header kept apart from the decoder that read it (a cache's copy): a decode
+    /// handed it reads the blob's header again rather than trust the handle's state.
+    pub fn detached(self) -> Header {
+        Header { jpeg: self.jpeg.map(jpeg::JpegHeader::detached), ..self }
+    }
 }
 
 /// A region of the source image, in source pixel coordinates (fractional).
@@ -224,6 +230,11 @@ pub fn decode(data: &[u8], header: &Header, req: &Request, out: &mut Vec<u8>) ->
         None if header.format == Format::Png => png::decode(data, req.channels, req.pad_truncated, out),
         None => webp::decode(data, req.channels, out),
     }
+}
+
+/// Whether `decode(.., req)` decodes this image at its own size (no DCT scaling).
+pub fn full_scale(header: &Header, req: &Request) -> bool {
+    header.jpeg.is_none_or(|h| jpeg::scale_num(&h, req) == 8)
 }
 
 /// A JPEG at full size straight into `out` where TurboJPEG produces `channels`
