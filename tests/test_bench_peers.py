@@ -118,6 +118,25 @@ def test_scale_multiplies_the_rows_from_the_command_line(
     assert [r["images"] for r in saved["results"]] == [ROWS * 3]
 
 
+def test_epochs_add_the_later_passes_rate(tiny_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = ["bench", tiny_uri, "--loaders", "lancefeed,imagefolder-pillow", "--epochs", "3", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["settings"]["epochs"] == 3
+    for r in saved["results"]:
+        assert r["status"] == "ok", r
+        assert r["images"] == ROWS  # the first pass's figures stay the first pass's
+        assert r["later_images_per_s"] > 0, r
+    header = printed.splitlines()[0].split()
+    assert header[:5] == ["dataset", "loader", "images/s", "later", "img/s"]
+    assert "later img/s" in (out / "results.md").read_text().splitlines()[0]
+    # One epoch (the default): no later rate, no column.
+    one = run_bench(tiny_uri, loaders=["lancefeed"], out=tmp_path / "one", progress=False)
+    assert one.results[0].later_images_per_s is None and "later" not in one.table()
+
+
 # FFCV and SPDL, when installed (FFCV builds against libopencv-dev and libturbojpeg0-dev;
 # SPDL needs FFmpeg's libraries): their loaders run on a few images and yield the
 # benchmark's batches, the right pixels with the right labels.

@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt("--scale", type=_positive_int, default=1, help="repeat each dataset's rows N times (1)")
     opt(
+        "--epochs",
+        type=_positive_int,
+        default=1,
+        help="passes per loader in its process; adds 'later img/s', the median of the passes after the first (1)",
+    )
+    opt(
         "--storage-option",
         action="append",
         default=[],
@@ -234,6 +240,7 @@ def _bench(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             peers=args.peers,
             scale=args.scale,
+            epochs=args.epochs,
             storage_options=options or None,
         )
     except (ValueError, OSError) as exc:  # OSError: refused credentials, a missing bucket...

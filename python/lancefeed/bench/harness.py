@@ -285,8 +285,8 @@ def run_loader(
 
 def _fill_rates(result: LoaderResult, done: dict[str, Any]) -> None:
     """The derived figures of a finished pass: first-batch latency, the steady rate
-    after the first batch, the whole-epoch rate counting the start-up, and CPU per
-    1,000 images."""
+    after the first batch, the whole-epoch rate counting the start-up, CPU per
+    1,000 images (over every pass), and the median rate of the later passes."""
     first = done.get("first_batch_s")
     result.first_batch_s = None if first is None else float(first)
     images, seconds = result.images, result.seconds
@@ -297,8 +297,12 @@ def _fill_rates(result: LoaderResult, done: dict[str, Any]) -> None:
         result.steady_images_per_s = images / seconds
     if images and result.startup_s is not None:
         result.epoch_images_per_s = images / (result.startup_s + seconds)
-    if images and result.cpu_s is not None:
-        result.cpu_s_per_1k = result.cpu_s / images * 1000
+    cpu_images = int(done.get("cpu_images") or images)
+    if cpu_images and result.cpu_s is not None:
+        result.cpu_s_per_1k = result.cpu_s / cpu_images * 1000
+    rates = sorted(float(n) / float(t) for n, t in done.get("later") or () if float(n) > 0 and float(t) > 0)
+    if rates:
+        result.later_images_per_s = rates[len(rates) // 2]
 
 
 def run_convert(spec: dict[str, Any], *, timeout: float) -> tuple[float | None, int | None, str]:

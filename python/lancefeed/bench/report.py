@@ -17,15 +17,14 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from lancefeed.bench.results import HEADER, PEER_HEADER, BenchReport, LoaderResult, format_table, peer_row, row
+from lancefeed.bench.results import BenchReport, LoaderResult, format_table, layout
 
 __all__ = ["format_markdown", "format_table", "plot", "write_outputs"]
 
 
 def format_markdown(report: BenchReport) -> str:
     """The table as Markdown (for a README), with each loader's description."""
-    peers = bool(report.settings.get("peers"))
-    header, cells_of = (PEER_HEADER, peer_row) if peers else (HEADER, row)
+    header, cells_of = layout(report)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in report.results:
         cells = list(cells_of(r, status_width=None))

@@ -13,9 +13,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["BenchReport", "LoaderResult", "format_table", "stats_line"]
+__all__ = ["BenchReport", "LoaderResult", "format_table", "layout", "stats_line"]
 
 
 @dataclass
@@ -41,6 +41,9 @@ class LoaderResult:
     ``stats()`` after its timed pass (lancefeed's: takes, bytes read, time waiting
     on reads and decoding, the loop's wait p50/p95, whether it was I/O-bound;
     ``None`` for loaders without one), summed up by :func:`stats_line`.
+    ``later_images_per_s``: with several epochs per run, the median images/s of the
+    passes after the first, the same loader's (training's steady state: caches
+    filled, pipelines compiled); ``None`` with one.
 
     Example:
         >>> LoaderResult("cifar", "webdataset", "tar shards", "missing",
@@ -69,6 +72,7 @@ class LoaderResult:
     convert_s: float | None = None
     disk_mib: float | None = None
     loader_stats: dict[str, Any] | None = None
+    later_images_per_s: float | None = None
 
 
 @dataclass
@@ -152,6 +156,29 @@ def peer_row(r: LoaderResult, status_width: int | None = 70) -> tuple[str, ...]:
     )
 
 
+def layout(report: BenchReport) -> tuple[tuple[str, ...], Callable[..., tuple[str, ...]]]:
+    """The table's header and the function giving a result's cells: the peer columns
+    when the run compared peers (``settings["peers"]``), and after the first pass's
+    rate a ``later img/s`` column when runs had several epochs.
+
+    Example:
+        >>> r = LoaderResult("d", "x", "", "ok", later_images_per_s=2000.0)
+        >>> header, cells = layout(BenchReport([r]))
+        >>> header[3], cells(r)[3]
+        ('later img/s', '2,000')
+    """
+    peers = bool(report.settings.get("peers"))
+    header, cells = (PEER_HEADER, peer_row) if peers else (HEADER, row)
+    if not any(r.later_images_per_s is not None for r in report.results):
+        return header, cells
+
+    def with_later(r: LoaderResult, status_width: int | None = 70) -> tuple[str, ...]:
+        c = cells(r, status_width)
+        return c[:3] + (_num(r.later_images_per_s, ",.0f"),) + c[3:]
+
+    return header[:3] + ("later img/s",) + header[3:], with_later
+
+
 def format_table(report: BenchReport) -> str:
     """A fixed-width table, one line per (dataset, loader); the peer columns when
     the run compared peers (``settings["peers"]``).
@@ -161,8 +188,7 @@ def format_table(report: BenchReport) -> str:
         >>> format_table(r).splitlines()[-1].endswith("missing: not installed: pip install x")
         True
     """
-    peers = bool(report.settings.get("peers"))
-    header, cells = (PEER_HEADER, peer_row) if peers else (HEADER, row)
+    header, cells = layout(report)
     rows = [header] + [cells(r) for r in report.results]
     widths = [max(len(x[i]) for x in rows) for i in range(len(header))]
     right = set(range(2, len(header) - 1))

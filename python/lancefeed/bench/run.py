@@ -102,6 +102,7 @@ def run_bench(
     peers: bool = False,
     scale: int = 1,
     storage_options: dict[str, str] | None = None,
+    epochs: int = 1,
 ) -> BenchReport:
     """Benchmark every loader on ``uri`` (one dataset or a list of them), or, when
     it is None, on the built-in default datasets.
@@ -118,7 +119,11 @@ def run_bench(
     default loaders (or to ``loaders``); each converts the rows into its own format
     once (timed, its size on disk reported) and then runs like the others. Peers
     that are not installed are listed as ``missing`` with what to install.
-    ``scale`` repeats each dataset's rows that many times first.
+    ``scale`` repeats each dataset's rows that many times first. ``epochs`` runs that
+    many passes over each loader in its process; the table then adds the median
+    images/s of the passes after the first (``later img/s``: training's steady state,
+    where caches are full and pipelines compiled), each run's ``timeout`` is that many
+    times longer, and CPU per 1,000 images covers every pass.
 
     ``storage_options`` (Lance's names: ``aws_endpoint``, ``aws_region``...) are
     for datasets on an object store (``s3://``, ``gs://``, ``az://``): every loader
@@ -217,6 +222,7 @@ def run_bench(
                     "workers": workers,
                     "threads": threads,
                     "folder": str(folder) if folder else None,
+                    "epochs": epochs,
                 }
                 if remote:
                     spec["storage_options"] = remote
@@ -234,7 +240,7 @@ def run_bench(
                     repeat,
                     dataset=dataset,
                     description=_describe(name, workers, threads),
-                    timeout=timeout,
+                    timeout=timeout * epochs,
                     stall_timeout=min(stall_timeout, timeout),
                     startup_timeout=startup_timeout,
                 )
@@ -265,6 +271,7 @@ def run_bench(
             "pillow": pillow_name(),
             "peers": peers,
             "scale": scale,
+            "epochs": epochs,
             "storage_options": redacted(storage_options),
         },
     )

@@ -6,14 +6,20 @@ and, for peers that read a format of their own, ``converted`` (where that copy i
 With ``"phase": "convert"`` the process only writes that copy (timed, and outside
 the loader's run so that the run's memory and CPU are the loader's alone);
 otherwise it sets the loader up (imports, building the loader), then times one
-pass over at most ``limit`` images. It reports on stdout with lines that start
+pass over at most ``limit`` images, and with ``"epochs": N`` (default 1) N - 1
+passes more over the same loader. It reports on stdout with lines that start
 with :data:`~lancefeed.bench.protocol.TAG`:
 
     {"event": "converted", "seconds": 3.1, "bytes": 104857600}   (convert phase)
     {"event": "ready"}                                  start-up done, timing starts
-    {"event": "batch", "images": 512, "seconds": 1.9}   after every batch
+    {"event": "batch", "images": 512, "seconds": 1.9}   after every batch of the first pass
+    {"event": "tick"}                                   after every batch of a later pass
     {"event": "done", "images": ..., "seconds": ..., "cpu_s": ..., "first_batch_s": ...,
-     "first_batch_images": ..., "loader_stats": {...} or null}
+     "first_batch_images": ..., "loader_stats": {...} or null,
+     "later": [[images, seconds], ...], "cpu_images": ...}
+
+``images``, ``seconds`` and ``loader_stats`` are the first pass's; ``later`` lists
+the later passes; ``cpu_s`` covers every pass, ``cpu_images`` images.
 
 ``loader_stats`` is the loader's own ``stats()`` after the pass, for loaders that
 have one (:meth:`lancefeed.DataLoader.stats`). Object store options do not go in
@@ -123,8 +129,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             break
     seconds = time.perf_counter() - start
     stats = _loader_stats(loader)
+    del it
+    later = [_pass(loader, limit) for _ in range(int(spec.get("epochs") or 1) - 1)]
     # Join DataLoader worker processes so that their CPU time is counted below.
-    del it, loader
+    del loader
     gc.collect()
     # Workers started by a forkserver (lancedb's loaders) are its children, not ours:
     # stopping it reaps it, and with it the CPU time of the workers it reaped.
@@ -137,7 +145,21 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "first_batch_s": first_s,
         "first_batch_images": first_images,
         "loader_stats": stats,
+        "later": later,
+        "cpu_images": images + sum(n for n, _ in later),
     }
+
+
+def _pass(loader: Any, limit: int | None) -> list[float]:
+    """One more pass over ``loader``: [images, seconds]."""
+    start = time.perf_counter()
+    images = 0
+    for batch in loader:
+        images += int(batch[0].shape[0])
+        _emit("tick")
+        if limit is not None and images >= limit:
+            break
+    return [images, time.perf_counter() - start]
 
 
 def _loader_stats(loader: Any) -> dict[str, Any] | None:
