@@ -257,3 +257,18 @@ def test_the_docstring_example_runs() -> None:
     for test in doctest.DocTestFinder().find(lancefeed.PixelCache, "PixelCache", globs={}):
         runner.run(test)
     assert runner.tries > 0 and runner.failures == 0
+
+
+def test_cached_crops_equal_pillow_decode_and_resize() -> None:
+    # Whole-image crops are Pillow's: its decode, its resize of the box, then the flip.
+    blobs = [encode(photo(32, 32, seed=i), "JPEG", quality=80 + i % 3 * 5, subsampling=i % 2 * 2) for i in range(24)]
+    pos = np.arange(len(blobs))
+    cache = lancefeed.PixelCache(len(blobs), 1 << 24)
+    tf = lancefeed.Compose([lancefeed.RandomResizedCrop(20), lancefeed.RandomHorizontalFlip()])
+    for epoch in range(2):
+        out, info = lancefeed.decode_batch(blobs, transform=tf, seed=5, epoch=epoch, positions=pos, pixel_cache=cache, return_info=True)
+        for blob, got, (top, left, h, w), flip in zip(blobs, out, info.boxes.tolist(), info.flipped):
+            want = Image.open(io.BytesIO(blob)).convert("RGB").resize((20, 20), Image.BILINEAR, box=(left, top, left + w, top + h))
+            want = np.asarray(want)[:, ::-1] if flip else np.asarray(want)
+            np.testing.assert_array_equal(got, want)
+    assert cache.cached == len(blobs)

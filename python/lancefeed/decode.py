@@ -207,8 +207,9 @@ def decode_batch(
     with it). A row already in it is cropped and resized from its decoded pixels, with
     no JPEG decode; a row not in it is decoded whole and kept, while the cache's byte
     budget has room. Either way the row comes out as with ``decode_crop=False``: the
-    crop is cut from the whole decoded image, as torchvision does (a decode-time crop
-    can differ by a few levels along a crop edge that falls inside a JPEG block).
+    crop is cut from the whole decoded image (for small outputs, exactly Pillow's decode
+    and ``resize(box=...)``), where a decode-time crop sees no pixels beyond the decoded
+    region and differs near the crop's edges.
 
     ``truncated="error"`` (the default) refuses an image whose data ends early, as
     Pillow does; ``"pad"`` decodes what is there, as Pillow does with
