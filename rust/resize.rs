@@ -90,6 +90,8 @@ mod small {
         weights: Vec<f64>,
         tmp: Vec<u8>,
         acc: Vec<i32>,
+        /// Per output pixel, its three weights spread over 8 lanes (see `horizontal_rgb_k3_avx2`).
+        lanes: Vec<[i32; 8]>,
     }
 
     thread_local! {
@@ -223,14 +225,17 @@ mod small {
     /// Both passes, compiled for the CPU's vector width. The order is Pillow 13's:
     /// vertical first where the height shrinks by more than twice what the width does.
     #[inline(always)]
-    fn passes(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) {
+    fn passes<const AVX2: bool>(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) {
         let (need_h, need_v) = need;
         let shrink_h = src_h as i64 - dst_h as i64;
         let horizontal_first = !(shrink_h > 0 && shrink_h > (src_w as i64 - dst_w as i64) * 2);
-        let Scratch { horiz, vert, tmp, acc, .. } = s;
+        let Scratch { horiz, vert, tmp, acc, lanes, .. } = s;
         let stride = dst_w * ch;
-        let h_pass = |src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8]| match ch {
+        let mut h_pass = |src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8]| match ch {
             1 => horizontal::<1>(src, src_w, rows, c, out, dst_w),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 is only true when called from passes_avx2 (the CPU has it).
+            3 if AVX2 && c.ksize == 3 => unsafe { horizontal_rgb_k3_avx2(src, src_w, rows, c, out, dst_w, lanes) },
             _ => horizontal::<3>(src, src_w, rows, c, out, dst_w),
         };
         match (need_h, need_v) {
@@ -265,7 +270,66 @@ mod small {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn passes_avx2(s: &mut Scratch, src: &[u8], src_size: (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], dst_size: (usize, usize)) {
-        passes(s, src, src_size, ch, need, dst, dst_size)
+        passes::<true>(s, src, src_size, ch, need, dst, dst_size)
+    }
+
+    /// `horizontal::<3>` for 3-tap kernels (bilinear up to 1x, the common small crop):
+    /// an output pixel's 9 source bytes are contiguous, so one 8-byte load, one 8-lane
+    /// multiply and a shuffle-add give its three sums. The same integers as the scalar
+    /// loop, so the same pixels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn horizontal_rgb_k3_avx2(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize, lanes: &mut Vec<[i32; 8]>) {
+        use std::arch::x86_64::*;
+        lanes.clear();
+        lanes.extend((0..out_w).map(|xx| {
+            let k = &c.k[xx * 3..xx * 3 + 3];
+            [k[0], k[0], k[0], k[1], k[1], k[1], k[2], k[2]]
+        }));
+        let round = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+        for (y, line) in rows.zip(out.chunks_exact_mut(out_w * 3)) {
+            let base = y * src_w * 3;
+            for (xx, px) in line.chunks_exact_mut(3).enumerate() {
+                let (xmin, n) = c.bounds[xx];
+                let at = base + xmin * 3;
+                if n == 0 || at + 9 > src.len() {
+                    // The last pixels of the buffer: the scalar loop, which clamps.
+                    let row = &src[base..base + src_w * 3];
+                    let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                    for t in 0..3 {
+                        let x = if t < n { xmin + t } else { src_w - 1 };
+                        for ch in 0..3 {
+                            acc[ch] += row[x * 3 + ch] as i32 * c.k[xx * 3 + t];
+                        }
+                    }
+                    for ch in 0..3 {
+                        px[ch] = clip8(acc[ch]);
+                    }
+                    continue;
+                }
+                // Bytes past the taps in use (zero weights) may belong to the next row: read, never counted.
+                let w = _mm256_loadu_si256(lanes[xx].as_ptr() as *const __m256i);
+                let k2 = lanes[xx][7];
+                let bytes = _mm_loadl_epi64(src.as_ptr().add(at) as *const __m128i);
+                let m = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(bytes), w);
+                let (lo, hi) = (_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+                // [l0 l1 l2 l3] + [l3 l4 l5 l6] + [l6 l7 0 0]: lanes 0 and 1 are channels 0 and 1.
+                let sum = _mm_add_epi32(_mm_add_epi32(lo, _mm_alignr_epi8::<12>(hi, lo)), _mm_srli_si128::<8>(hi));
+                let last = src[at + 8] as i32 * k2;
+                let sum = _mm_add_epi32(_mm_add_epi32(sum, round), _mm_setr_epi32(0, 0, last, 0));
+                let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+                let packed = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(v, v), _mm_setzero_si128())) as u32;
+                px.copy_from_slice(&packed.to_le_bytes()[..3]);
+            }
+        }
+    }
+
+    /// Whether to take the AVX2 passes: the CPU has AVX2, and
+    /// `LANCEFEED_PORTABLE_RESIZE` is not set (the tests run the portable passes with it).
+    #[cfg(target_arch = "x86_64")]
+    fn use_avx2() -> bool {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::env::var_os("LANCEFEED_PORTABLE_RESIZE").is_none())
     }
 
     /// `b` of `src` (`src_w` x `src_h` x `ch`, packed) resized to `dst` (`dst_w` x
@@ -282,11 +346,11 @@ mod small {
             precompute(&mut s.horiz, &mut s.weights, src_w, bx[0], bx[2], dst_w);
             precompute(&mut s.vert, &mut s.weights, src_h, bx[1], bx[3], dst_h);
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
+            if use_avx2() {
+                // SAFETY: the CPU has AVX2 (checked in use_avx2).
                 return unsafe { passes_avx2(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h)) };
             }
-            passes(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h))
+            passes::<false>(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h))
         });
     }
 }

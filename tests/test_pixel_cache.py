@@ -272,3 +272,31 @@ def test_cached_crops_equal_pillow_decode_and_resize() -> None:
             want = np.asarray(want)[:, ::-1] if flip else np.asarray(want)
             np.testing.assert_array_equal(got, want)
     assert cache.cached == len(blobs)
+
+
+def test_the_portable_passes_equal_pillow_too() -> None:
+    # Without AVX2 (forced here by the variable) the same crops come out of the plain loops.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import io, numpy as np, lancefeed
+        from PIL import Image
+        from images import encode, photo
+        arrs = [photo(24 + 5 * i, 30 + 3 * i, seed=i) for i in range(6)]
+        blobs = [encode(a, "PNG") for a in arrs]
+        for size in SIZES:
+            h_out, w_out = (size, size) if isinstance(size, int) else size
+            out, info = lancefeed.decode_batch(blobs, transform=lancefeed.RandomResizedCrop(size), seed=2, return_info=True)
+            for a, got, (t, l, h, w) in zip(arrs, out, info.boxes.tolist()):
+                want = np.asarray(Image.fromarray(a).resize((w_out, h_out), Image.BILINEAR, box=(l, t, l + w, t + h)))
+                assert np.array_equal(got, want), size
+        print("same")
+        """
+    )
+    code = code.replace("SIZES", repr((16, 32, 48, (20, 40)) if PILLOW_13 else (16, 32, 48)))
+    env = {**__import__("os").environ, "LANCEFEED_PORTABLE_RESIZE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
