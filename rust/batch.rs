@@ -183,8 +183,10 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     // The pixel cache stands in for a whole decode at full scale; a row whose crop a
     // JPEG would decode at a smaller DCT scale is decoded as without the cache.
     let cache = cfg.pixel_cache.as_ref().filter(|_| codec::full_scale(h, &req));
+    let entry = cfg.cached(job.position);
     let fresh;
-    let h = match cfg.cached(job.position) {
+    let h = match entry {
+        // A cached header is detached from the decoder: a decode reads the blob's again.
         Some(_) if cache.is_none() => {
             fresh = codec::read_header(job.blob).map_err(|e| e.0)?;
             &fresh
@@ -194,7 +196,7 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
     if let Some(cache) = cache {
         let whole = Request { region: Rect::full(h.width, h.height), min_width: h.width, min_height: h.height, dct_scaling: false, crop: false, ..req };
         let kept;
-        let pixels: &[u8] = match cache.get(job.position) {
+        let pixels: &[u8] = match entry {
             Some(entry) => &entry.pixels,
             None => {
                 let mut buf = Vec::new();

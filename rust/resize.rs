@@ -147,28 +147,33 @@ mod small {
         (v >> PRECISION_BITS).clamp(0, 255) as u8
     }
 
-    /// The horizontal pass, each output pixel from `K` taps (its own, then zero weights
-    /// on the last source pixel): fixed-length loops the compiler unrolls.
+    /// Output pixel `xx` of one row, from its taps: `K` of them when `K > 0` (the pixel's
+    /// own, then zero weights on the row's last pixel: fixed-length loops the compiler
+    /// unrolls), else its own count.
+    #[inline(always)]
+    fn pixel<const C: usize, const K: usize>(row: &[u8], c: &Coeffs, xx: usize, px: &mut [u8]) {
+        let (xmin, n) = c.bounds[xx];
+        let taps = if K > 0 { K } else { n };
+        let k = &c.k[xx * c.ksize..xx * c.ksize + taps];
+        let last = row.len() / C - 1;
+        let mut acc = [1i32 << (PRECISION_BITS - 1); C];
+        for (t, &w) in k.iter().enumerate() {
+            let x = if t < n { xmin + t } else { last };
+            for ch in 0..C {
+                acc[ch] += row[x * C + ch] as i32 * w;
+            }
+        }
+        for ch in 0..C {
+            px[ch] = clip8(acc[ch]);
+        }
+    }
+
     #[inline(always)]
     fn horizontal_k<const C: usize, const K: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
-        // (first source byte, K weights) per output pixel, clamped to the row.
-        let last = src_w - 1;
         for (y, line) in rows.zip(out.chunks_exact_mut(out_w * C)) {
             let row = &src[y * src_w * C..(y + 1) * src_w * C];
             for (xx, px) in line.chunks_exact_mut(C).enumerate() {
-                let (xmin, n) = c.bounds[xx];
-                let k = &c.k[xx * c.ksize..xx * c.ksize + K];
-                let mut acc = [1i32 << (PRECISION_BITS - 1); C];
-                for t in 0..K {
-                    let x = if t < n { xmin + t } else { last };
-                    let p = &row[x * C..x * C + C];
-                    for ch in 0..C {
-                        acc[ch] += p[ch] as i32 * k[t];
-                    }
-                }
-                for ch in 0..C {
-                    px[ch] = clip8(acc[ch]);
-                }
+                pixel::<C, K>(row, c, xx, px);
             }
         }
     }
@@ -179,25 +184,7 @@ mod small {
             3 => horizontal_k::<C, 3>(src, src_w, rows, c, out, out_w),
             5 => horizontal_k::<C, 5>(src, src_w, rows, c, out, out_w),
             7 => horizontal_k::<C, 7>(src, src_w, rows, c, out, out_w),
-            _ => {
-                for (y, line) in rows.zip(out.chunks_exact_mut(out_w * C)) {
-                    let row = &src[y * src_w * C..(y + 1) * src_w * C];
-                    for (xx, px) in line.chunks_exact_mut(C).enumerate() {
-                        let (xmin, n) = c.bounds[xx];
-                        let k = &c.k[xx * c.ksize..xx * c.ksize + n];
-                        let mut acc = [1i32 << (PRECISION_BITS - 1); C];
-                        for (x, &w) in k.iter().enumerate() {
-                            let p = &row[(xmin + x) * C..(xmin + x + 1) * C];
-                            for ch in 0..C {
-                                acc[ch] += p[ch] as i32 * w;
-                            }
-                        }
-                        for ch in 0..C {
-                            px[ch] = clip8(acc[ch]);
-                        }
-                    }
-                }
-            }
+            _ => horizontal_k::<C, 0>(src, src_w, rows, c, out, out_w),
         }
     }
 
@@ -294,17 +281,7 @@ mod small {
                 let at = base + xmin * 3;
                 if n == 0 || at + 9 > src.len() {
                     // The last pixels of the buffer: the scalar loop, which clamps.
-                    let row = &src[base..base + src_w * 3];
-                    let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-                    for t in 0..3 {
-                        let x = if t < n { xmin + t } else { src_w - 1 };
-                        for ch in 0..3 {
-                            acc[ch] += row[x * 3 + ch] as i32 * c.k[xx * 3 + t];
-                        }
-                    }
-                    for ch in 0..3 {
-                        px[ch] = clip8(acc[ch]);
-                    }
+                    pixel::<3, 3>(&src[base..base + src_w * 3], c, xx, px);
                     continue;
                 }
                 // Bytes past the taps in use (zero weights) may belong to the next row: read, never counted.
