@@ -345,6 +345,51 @@ pub fn flip_vertical(buf: &mut [u8], width: usize, channels: usize) {
 /// Mirrors each row of a packed image in place.
 pub fn flip_horizontal(buf: &mut [u8], width: usize, channels: usize) {
     let row = width * channels;
+    #[cfg(target_arch = "x86_64")]
+    if channels == 3 && row <= FLIP_MAX_ROW && std::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU has SSSE3; rows fit the function's row buffer.
+        return unsafe { flip_rgb_ssse3(buf, width) };
+    }
+    flip_horizontal_portable(buf, width, channels)
+}
+
+/// Rows (bytes) that `flip_rgb_ssse3` takes.
+#[cfg(target_arch = "x86_64")]
+const FLIP_MAX_ROW: usize = 8192;
+
+/// The 3-channel flip five pixels at a time, one byte shuffle each: every training
+/// batch flips half its images, and swapping 3-byte pixels one by one cost ~2
+/// instructions a byte (3% of a 224-pixel crop's decode). Each row is copied aside
+/// first, so the 16-byte stores (15 bytes of pixels, one byte the next store
+/// overwrites) never clobber pixels not yet read.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn flip_rgb_ssse3(buf: &mut [u8], width: usize) {
+    use std::arch::x86_64::*;
+    let row = width * 3;
+    // tmp[0] is a spare byte, so the load for the leftmost source pixels (16 bytes
+    // ending at their last byte) starts inside the buffer.
+    let mut tmp = [0u8; FLIP_MAX_ROW + 1];
+    // Output pixel p of a group of five is source pixel 4 - p, at bytes 1 + 3 * (4 - p).
+    let mask = _mm_setr_epi8(13, 14, 15, 10, 11, 12, 7, 8, 9, 4, 5, 6, 1, 2, 3, -128);
+    for line in buf.chunks_exact_mut(row) {
+        tmp[1..1 + row].copy_from_slice(line);
+        let mut p = 0;
+        while p * 3 + 16 <= row {
+            let from = (width - p - 5) * 3;
+            let v = _mm_loadu_si128(tmp.as_ptr().add(from).cast());
+            _mm_storeu_si128(line.as_mut_ptr().add(p * 3).cast(), _mm_shuffle_epi8(v, mask));
+            p += 5;
+        }
+        for p in p..width {
+            let q = 1 + (width - 1 - p) * 3;
+            line[p * 3..p * 3 + 3].copy_from_slice(&tmp[q..q + 3]);
+        }
+    }
+}
+
+fn flip_horizontal_portable(buf: &mut [u8], width: usize, channels: usize) {
+    let row = width * channels;
     match channels {
         // Whole pixels as array elements: `reverse` then swaps them without per-byte
         // index checks (a tenth of the time of a byte loop at 224x224).
@@ -384,6 +429,24 @@ mod tests {
         let mut two_rows = vec![1, 2, 3, 4, 5, 6];
         flip_horizontal(&mut two_rows, 3, 1);
         assert_eq!(two_rows, vec![3, 2, 1, 6, 5, 4]);
+    }
+
+    #[test]
+    fn every_flip_path_mirrors_alike() {
+        for width in (1..48).chain([223, 224, 225, 1000, 3000]) {
+            let src: Vec<u8> = (0..width * 3 * 3).map(|i| (i * 7 % 251) as u8).collect();
+            let mut want = src.clone();
+            for line in want.chunks_exact_mut(width * 3) {
+                let px: Vec<[u8; 3]> = line.chunks_exact(3).rev().map(|p| [p[0], p[1], p[2]]).collect();
+                line.copy_from_slice(&px.concat());
+            }
+            let mut fast = src.clone();
+            flip_horizontal(&mut fast, width, 3);
+            assert_eq!(fast, want, "width {width}");
+            let mut portable = src.clone();
+            flip_horizontal_portable(&mut portable, width, 3);
+            assert_eq!(portable, want, "width {width}");
+        }
     }
 
     #[test]

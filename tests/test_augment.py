@@ -332,12 +332,26 @@ def test_float_ops_are_within_one_level_of_torchvision(name):
     # samples may differ by 1 level (bilinear), or take the neighbouring pixel
     # (nearest). The bounds are what such rounding allows; a wrong parameter or formula
     # gives tens of levels on most pixels (PSNR ~20 dB).
+    # Which neighbour a tie goes to depends on torch's own float order, which differs by
+    # release and CPU (torch 2.15 with torchvision 0.29.2 moved some ties), and a
+    # policy's later op can amplify such a sample: Solarize after a ShearY of exactly 0.2
+    # (ties on every fifth row) turns a neighbour's value into 255 minus it. So a policy
+    # sample may differ in up to 3% of its values; a single op keeps the tight bounds.
     out, refs = pixels_and_reference(CLOSE[name])
+    policy = isinstance(CLOSE[name], (lancefeed.AutoAugment, lancefeed.RandAugment, lancefeed.TrivialAugmentWide))
     for got, ref in zip(out, refs):
         diff = np.abs(got.astype(int) - ref.astype(int))
         mse = np.mean(diff.astype(float) ** 2)
         psnr = float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
-        assert psnr >= 40, (name, psnr)
+        if policy:
+            assert np.mean(diff > 1) < 0.03, (name, np.mean(diff > 1))
+        else:
+            assert psnr >= 40, (name, psnr)
+            assert np.mean(diff > 1) < 0.01, (name, np.mean(diff > 1))
+    # A wrong parameter or formula moves most values, in every sample: over the batch the
+    # policies stay as close as single ops.
+    if policy:
+        diff = np.abs(np.stack(out).astype(int) - np.stack(refs).astype(int))
         assert np.mean(diff > 1) < 0.01, (name, np.mean(diff > 1))
 
 

@@ -66,11 +66,14 @@ def assert_resampled(ours: np.ndarray, theirs: np.ndarray, interp: int, ties: np
         # a tie between two pixels (frequent for half-pixel shifts and quarter turns of
         # odd by even images): there the last bit of torch's float32 arithmetic decides.
         # warp.rs repeats that arithmetic (no FMA in the grid, FMA in grid_sample, as
-        # torch's AVX2/AVX-512 kernels), so here it agrees everywhere; another torch
-        # build could round a tie the other way, hence: differences only at ties, few.
+        # torch's AVX2/AVX-512 kernels), but another torch build or CPU rounds some ties
+        # the other way (torch 2.15 on an AVX-512 host: 3-5% of the pixels of a 45-degree
+        # shear, where every pixel is a tie), hence: differences only at ties, and few of
+        # those (a half-pixel error would move every tie).
         differ = (ours != theirs).any(axis=2)
         assert not (differ & ~ties).any(), f"{what}: {int((differ & ~ties).sum())} pixels differ away from ties"
-        assert differ.mean() < 0.005, f"{what}: {int(differ.sum())} of {differ.size} pixels differ"
+        bound = max(0.005 * differ.size, 0.1 * ties.sum())
+        assert differ.sum() <= bound, f"{what}: {int(differ.sum())} of {differ.size} pixels differ ({int(ties.sum())} ties)"
     else:
         # Bilinear: the same float32 operations, so equal here; a build that rounds
         # differently moves a value by one at most.

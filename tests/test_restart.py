@@ -111,6 +111,26 @@ def test_crops_through_the_index_equal_crops_without(dct_scaling):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_crop_edges_on_and_beside_mcu_row_boundaries(subsampling):
+    # A crop leaves out the MCU row above (below) unless its first (last) pixel row is
+    # an MCU row's first (last): only those rows' chroma upsampling reads the row
+    # beyond. Centre crops of a 480-row image put the top at rows 12-20 and the bottom
+    # at 460-468, on, just inside and just outside the 16-row boundaries at 16 and 464.
+    data = encode(photo(400, 480, seed=11), quality=90, subsampling=subsampling)
+    indexed = add_restart_index(data)
+    full = lancefeed.decode_image(data)
+    for h in range(440, 457):
+        t = lancefeed.CenterCrop((h, 200))
+        a = lancefeed.decode_batch([data], transform=t)
+        b = lancefeed.decode_batch([indexed], transform=t)
+        np.testing.assert_array_equal(a, b, err_msg=f"crop height {h}")
+        # Away from its left and right edges (where a cropped decode's horizontal
+        # upsampling sees the region's edge as the image's), the crop is the full decode's.
+        top = int(round((480 - h) / 2.0))
+        np.testing.assert_array_equal(b[0, :, 8:-8], full[top : top + h, 100 + 8 : 300 - 8], err_msg=f"crop height {h}")
+
+
 def test_a_broken_index_is_ignored_not_trusted():
     data = encode(photo(320, 480, seed=7), quality=90)
     indexed = bytearray(add_restart_index(data))

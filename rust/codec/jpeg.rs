@@ -295,7 +295,7 @@ impl Decompressor {
             (Some(c), Some(index), Some(m)) if index.columns.is_none_or(|(w, _)| w * num as u32 / 8 == m) => {
                 let mh = (index.interval_rows * num as u32 / 8).max(1);
                 let (x, y, w, hh) = (c.x as u32, c.y as u32, c.w as u32, c.h as u32);
-                let range = restart::McuRange { rows: (y / mh, (y + hh).div_ceil(mh)), cols: (x / m, (x + w).div_ceil(m)) };
+                let range = restart::McuRange::covering(x, x + w, y, y + hh, m, mh);
                 restart::slice(data, &index, h.width, h.height, range).map(|s| {
                     c.y -= (s.skipped_rows * mh) as i32;
                     c.x -= (s.skipped_cols * m) as i32;
