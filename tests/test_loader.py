@@ -262,6 +262,30 @@ def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str) -> No
     assert len(set(pointers)) < len(pointers)  # the point of the pool
 
 
+def test_reused_uint8_buffers_never_overwrite_a_batch_or_view_still_held(uri: str) -> None:
+    transform = lancefeed.Compose([lancefeed.Resize((4, W)), lancefeed.RandomHorizontalFlip()])
+    loader = lancefeed.DataLoader(uri, batch_size=4, shuffle=True, transform=transform)
+    loader.set_epoch(3)
+    want = [images.clone() for images, _ in loader]
+    loader.set_epoch(3)
+    # Held in every form a loop keeps a batch: the tensor, a slice of it, a numpy view,
+    # a permuted view; the others dropped at once, so their buffers come back.
+    held, pointers = [], []
+    for k, (images, _) in enumerate(loader):
+        pointers.append(images.data_ptr())
+        keep = (lambda t: t, lambda t: t[1:], lambda t: t.numpy(), lambda t: t.permute(0, 3, 1, 2), None)[k % 5]
+        held.append(None if keep is None else (k, keep(images)))
+        del images
+    assert len(want) > 8  # more batches than the pool keeps
+    for item in held:
+        if item is not None:
+            k, view = item
+            got = torch.as_tensor(view)
+            ref = (want[k], want[k][1:], want[k], want[k].permute(0, 3, 1, 2))[k % 5]
+            assert torch.equal(got, ref), f"batch {k} was overwritten"
+    assert len(set(pointers)) < len(pointers)  # dropped batches' buffers were reused
+
+
 def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     blobs = []

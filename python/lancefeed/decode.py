@@ -65,6 +65,40 @@ def _chunks(images: Any) -> tuple[list[Any], bool, dict[int, str]]:
     return items, False, missing
 
 
+def _pooled_outputs(
+    images: Any, chunks: list[Any], arrow: bool, gather: np.ndarray | None, size: Size | None, chain: Any,
+    mode: str, coefficients: Any, normalize_dtype: str, channels_last: bool, normalize_out: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``out`` (uint8) or ``_normalize_out`` (floats) for a batch whose size is known
+    before decoding, from :func:`lancefeed.memory.batch_buffer` (reused once the caller
+    has dropped an earlier batch; big batches only); ``(None, normalize_out)`` where
+    the core allocates as before."""
+    import pyarrow as pa
+
+    from lancefeed.memory import batch_buffer
+
+    if gather is not None:
+        n = len(gather)
+    elif not arrow:
+        n = len(chunks)
+    elif isinstance(images, (pa.Array, pa.ChunkedArray)):
+        n = len(images)
+    else:
+        return None, normalize_out
+    static = _pair(size, "size") if size is not None else getattr(chain, "output_size", None)
+    if static is None or n == 0:
+        return None, normalize_out
+    h, w = static
+    c = 1 if mode == "L" else 3
+    if coefficients is None:
+        return batch_buffer((n, h, w, c), np.uint8), normalize_out
+    if normalize_out is None:
+        dtype = np.float32 if normalize_dtype == "float32" else np.uint16
+        buf = batch_buffer((n * h * w * c,), dtype)
+        return None, buf
+    return None, normalize_out
+
+
 def _output_rows(missing: dict[int, str], order: np.ndarray | None) -> dict[int, str]:
     """``missing`` (by input row) keyed by output row, where ``order`` gathers."""
     if not missing:
@@ -185,6 +219,10 @@ def decode_batch(
 
     ``out``: a C-contiguous uint8 array of shape (>= N, H, W, C), a pinned torch
     tensor's ``.numpy()`` say, filled in place; the result is then ``out[:n]``.
+    Without it, a batch of 32 MiB or more whose size is known up front goes into a
+    buffer reused from an earlier call's result once nothing refers to that result any
+    more (no array, view or tensor over it; see :func:`lancefeed.memory.batch_buffer`),
+    instead of fresh memory the kernel must fault in and zero.
 
     ``on_error="raise"`` raises :class:`lancefeed.DecodeError` naming the first bad row;
     ``"skip"`` drops bad rows (see ``return_info``). ``max_pixels`` refuses images over
@@ -271,6 +309,8 @@ def decode_batch(
         coefficients = _coefficients(normalize, 1 if mode == "L" else 3) + (bool(_channels_last),)
     if normalize_dtype not in _FLOAT_CODES:
         raise ValueError(f"normalize_dtype must be one of {sorted(_FLOAT_CODES)}, got {normalize_dtype!r}")
+    if out is None and not slow:
+        out, _normalize_out = _pooled_outputs(images, chunks, arrow, gather, size, chain, mode, coefficients, normalize_dtype, _channels_last, _normalize_out)
     pixels, kept, errors, boxes, flipped, vflipped, applied, _ = _core.decode_batch(
         chunks,
         arrow=arrow,
