@@ -67,7 +67,7 @@ def _chunks(images: Any) -> tuple[list[Any], bool, dict[int, str]]:
 
 def _pooled_outputs(
     images: Any, chunks: list[Any], arrow: bool, gather: np.ndarray | None, size: Size | None, chain: Any,
-    mode: str, coefficients: Any, normalize_dtype: str, channels_last: bool, normalize_out: np.ndarray | None,
+    mode: str, coefficients: Any, normalize_dtype: str, normalize_out: np.ndarray | None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``out`` (uint8) or ``_normalize_out`` (floats) for a batch whose size is known
     before decoding, from :func:`lancefeed.memory.batch_buffer` (reused once the caller
@@ -93,9 +93,8 @@ def _pooled_outputs(
     if coefficients is None:
         return batch_buffer((n, h, w, c), np.uint8), normalize_out
     if normalize_out is None:
-        dtype = np.float32 if normalize_dtype == "float32" else np.uint16
-        buf = batch_buffer((n * h * w * c,), dtype)
-        return None, buf
+        # Flat: the core lays the floats out NCHW or NHWC (channels_last) in it.
+        return None, batch_buffer((n * h * w * c,), np.float32 if normalize_dtype == "float32" else np.uint16)
     return None, normalize_out
 
 
@@ -310,7 +309,7 @@ def decode_batch(
     if normalize_dtype not in _FLOAT_CODES:
         raise ValueError(f"normalize_dtype must be one of {sorted(_FLOAT_CODES)}, got {normalize_dtype!r}")
     if out is None and not slow:
-        out, _normalize_out = _pooled_outputs(images, chunks, arrow, gather, size, chain, mode, coefficients, normalize_dtype, _channels_last, _normalize_out)
+        out, _normalize_out = _pooled_outputs(images, chunks, arrow, gather, size, chain, mode, coefficients, normalize_dtype, _normalize_out)
     pixels, kept, errors, boxes, flipped, vflipped, applied, _ = _core.decode_batch(
         chunks,
         arrow=arrow,
