@@ -71,3 +71,37 @@ def test_the_loader_turns_it_on_unless_told_not_to(big):
     env = {k: v for k, v in os.environ.items() if k != "LANCEFEED_KEEP_FREED_MEMORY"}
     assert _run(code, big, env=env) == "True"
     assert _run(code, big, env={**env, "LANCEFEED_KEEP_FREED_MEMORY": "0"}) == "False"
+
+
+def test_decode_batch_reuses_a_big_output_only_once_it_is_dropped():
+    import io
+
+    from PIL import Image
+
+    import lancefeed
+    from lancefeed import memory
+
+    memory.release_batch_buffers()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(buf, "JPEG")
+    blobs = [buf.getvalue()] * 200  # 200 x 224 x 224 x 3: 30 MB of uint8, 120 MB as floats
+    t = lancefeed.Compose([lancefeed.RandomResizedCrop(224), lancefeed.RandomHorizontalFlip()])
+    small = lancefeed.decode_batch(blobs[:8], transform=t, seed=0)
+    assert memory.release_batch_buffers() == 0  # under 32 MiB: glibc's business
+    norm = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    first = lancefeed.decode_batch(blobs, transform=t, seed=1, normalize=norm)
+    want = first.copy()
+    views = (first[3:], np.asarray(memoryview(first)))  # held as a slice and through a memoryview
+    del first
+    second = lancefeed.decode_batch(blobs, transform=t, seed=2, normalize=norm)
+    assert not np.shares_memory(second, views[0])  # the first batch's buffer is still held
+    np.testing.assert_array_equal(views[0], want[3:])
+    np.testing.assert_array_equal(views[1], want)
+    address = views[0].__array_interface__["data"][0] - views[0].strides[0] * 3
+    del views, second
+    third = lancefeed.decode_batch(blobs, transform=t, seed=1, normalize=norm)
+    np.testing.assert_array_equal(third, want)  # the same pixels in reused memory
+    pooled = {b.__array_interface__["data"][0] for b in memory._batch_pool}
+    assert address in pooled and third.__array_interface__["data"][0] in pooled
+    assert memory.release_batch_buffers() == 2 * want.nbytes
+    assert small.shape == (8, 224, 224, 3)

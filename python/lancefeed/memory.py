@@ -73,9 +73,10 @@ def keep_freed_memory_unless_disabled() -> bool:
     return keep_freed_memory()
 
 
-def reuse_buffer(pool: List[np.ndarray], size: int, dtype: Any, keep: int) -> np.ndarray:
+def reuse_buffer(pool: List[np.ndarray], size: int, dtype: Any, keep: int, max_bytes: Optional[int] = None) -> np.ndarray:
     """A flat buffer of at least ``size`` items of ``dtype`` from ``pool`` that nothing
-    else refers to, else a new one (added to the pool while it holds fewer than ``keep``).
+    else refers to, else a new one (added to the pool while it holds fewer than ``keep``
+    buffers and, with ``max_bytes``, would hold no more than that many bytes).
 
     CPython's reference count says exactly whether a batch handed out earlier, or any
     view, tensor or memoryview over it, is still alive: a buffer is lent again only once
@@ -96,7 +97,7 @@ def reuse_buffer(pool: List[np.ndarray], size: int, dtype: Any, keep: int) -> np
         if pool[i].size >= size and pool[i].dtype == dtype and sys.getrefcount(pool[i]) == 2:
             return pool[i]
     buf = np.empty(size, dtype=dtype)
-    if len(pool) < keep:
+    if len(pool) < keep and (max_bytes is None or sum(b.nbytes for b in pool) + buf.nbytes <= max_bytes):
         pool.append(buf)
     return buf
 
@@ -105,9 +106,12 @@ def reuse_buffer(pool: List[np.ndarray], size: int, dtype: Any, keep: int) -> np
 # BATCH_POOL_MIN_BYTES, which glibc always maps afresh (its mmap threshold stops at 32
 # MiB), so that each call's pages were faulted in and zeroed by the kernel: ~10% of a
 # 2-core decode of 256 ImageNet crops (38.5 MB). Smaller ones glibc reuses by itself.
-# Two buffers: the batch a loop holds and the one being decoded.
+# Two buffers: the batch a loop holds and the one being decoded; at most 256 MiB kept
+# (two float batches of 128 crops of 224, or one of 256); release_batch_buffers()
+# hands them back.
 BATCH_POOL_MIN_BYTES = 32 << 20
 BATCH_POOL_KEEP = 2
+BATCH_POOL_MAX_BYTES = 256 << 20
 _batch_pool: List[np.ndarray] = []
 _batch_lock = threading.Lock()
 
@@ -126,4 +130,22 @@ def batch_buffer(shape: Tuple[int, ...], dtype: Any) -> Optional[np.ndarray]:
     if size * np.dtype(dtype).itemsize < BATCH_POOL_MIN_BYTES:
         return None
     with _batch_lock:
-        return reuse_buffer(_batch_pool, size, np.dtype(dtype), BATCH_POOL_KEEP)[:size].reshape(shape)
+        buf = reuse_buffer(_batch_pool, size, np.dtype(dtype), BATCH_POOL_KEEP, BATCH_POOL_MAX_BYTES)
+        return buf[:size].reshape(shape)
+
+
+def release_batch_buffers() -> int:
+    """Forgets the buffers ``decode_batch`` keeps for reuse (see :func:`batch_buffer`);
+    their memory is freed once no batch over them is alive. Returns the bytes released.
+
+    Example:
+        >>> batch = batch_buffer((256, 224, 224, 3), np.uint8)
+        >>> release_batch_buffers() >= batch.nbytes
+        True
+        >>> release_batch_buffers()
+        0
+    """
+    with _batch_lock:
+        n = sum(b.nbytes for b in _batch_pool)
+        _batch_pool.clear()
+    return n
