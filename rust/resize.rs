@@ -344,18 +344,20 @@ pub fn flip_vertical(buf: &mut [u8], width: usize, channels: usize) {
 
 /// Mirrors each row of a packed image in place.
 pub fn flip_horizontal(buf: &mut [u8], width: usize, channels: usize) {
-    let row = width * channels;
     #[cfg(target_arch = "x86_64")]
-    if channels == 3 && row <= FLIP_MAX_ROW && std::is_x86_feature_detected!("ssse3") {
-        // SAFETY: the CPU has SSSE3; rows fit the function's row buffer.
-        return unsafe { flip_rgb_ssse3(buf, width) };
+    if channels == 3 && std::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU has SSSE3.
+        return FLIP_ROW.with(|tmp| unsafe { flip_rgb_ssse3(buf, width, &mut tmp.borrow_mut()) });
     }
     flip_horizontal_portable(buf, width, channels)
 }
 
-/// Rows (bytes) that `flip_rgb_ssse3` takes.
 #[cfg(target_arch = "x86_64")]
-const FLIP_MAX_ROW: usize = 8192;
+thread_local! {
+    /// `flip_rgb_ssse3`'s copy of a row, kept per thread: grown once, never re-zeroed
+    /// (a fresh buffer per call cost more than a 32x32 image's flip).
+    static FLIP_ROW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The 3-channel flip five pixels at a time, one byte shuffle each: every training
 /// batch flips half its images, and swapping 3-byte pixels one by one cost ~2
@@ -364,12 +366,14 @@ const FLIP_MAX_ROW: usize = 8192;
 /// overwrites) never clobber pixels not yet read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
-unsafe fn flip_rgb_ssse3(buf: &mut [u8], width: usize) {
+unsafe fn flip_rgb_ssse3(buf: &mut [u8], width: usize, tmp: &mut Vec<u8>) {
     use std::arch::x86_64::*;
     let row = width * 3;
     // tmp[0] is a spare byte, so the load for the leftmost source pixels (16 bytes
     // ending at their last byte) starts inside the buffer.
-    let mut tmp = [0u8; FLIP_MAX_ROW + 1];
+    if tmp.len() < row + 1 {
+        tmp.resize(row + 1, 0);
+    }
     // Output pixel p of a group of five is source pixel 4 - p, at bytes 1 + 3 * (4 - p).
     let mask = _mm_setr_epi8(13, 14, 15, 10, 11, 12, 7, 8, 9, 4, 5, 6, 1, 2, 3, -128);
     for line in buf.chunks_exact_mut(row) {

@@ -9,6 +9,7 @@ import numpy as np
 
 from lancefeed import _core
 from lancefeed._core import DecodeError, SizeMismatchError
+from lancefeed.memory import batch_buffer
 from lancefeed.transforms import Compose, Size, _pair, as_ops
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 
@@ -75,8 +76,6 @@ def _pooled_outputs(
     the core allocates as before."""
     import pyarrow as pa
 
-    from lancefeed.memory import batch_buffer
-
     if gather is not None:
         n = len(gather)
     elif not arrow:
@@ -85,17 +84,25 @@ def _pooled_outputs(
         n = len(images)
     else:
         return None, normalize_out
-    static = _pair(size, "size") if size is not None else getattr(chain, "output_size", None)
+    static = _static_shape(size, chain, mode)
     if static is None or n == 0:
         return None, normalize_out
-    h, w = static
-    c = 1 if mode == "L" else 3
+    h, w, c = static
     if coefficients is None:
         return batch_buffer((n, h, w, c), np.uint8), normalize_out
     if normalize_out is None:
         # Flat: the core lays the floats out NCHW or NHWC (channels_last) in it.
         return None, batch_buffer((n * h * w * c,), np.float32 if normalize_dtype == "float32" else np.uint16)
     return None, normalize_out
+
+
+def _static_shape(size: Size | None, chain: Any, mode: str) -> tuple[int, int, int] | None:
+    """(H, W, C) of every output image where ``size`` or the transform fixes it up
+    front, else None (the images' own sizes decide)."""
+    static = _pair(size, "size") if size is not None else getattr(chain, "output_size", None)
+    if static is None:
+        return None
+    return int(static[0]), int(static[1]), 1 if mode == "L" else 3
 
 
 def _output_rows(missing: dict[int, str], order: np.ndarray | None) -> dict[int, str]:
@@ -335,9 +342,7 @@ def decode_batch(
     array = out[: len(kept)] if out is not None else pixels
     if out is None and len(kept) == 0:
         # No row to size the batch by: use the size the transform promises.
-        static = _pair(size, "size") if size is not None else (chain.output_size if chain is not None else None)
-        h, w = static or (0, 0)
-        c = 1 if mode == "L" else 3
+        h, w, c = _static_shape(size, chain, mode) or (0, 0, 1 if mode == "L" else 3)
         if coefficients is None:
             array = np.zeros((0, h, w, c), np.uint8)
         else:

@@ -78,7 +78,7 @@ impl McuRange {
 /// 224-pixel crop's entropy decoding, measured: most of it the row above, which libjpeg
 /// decodes to skip it); the rows the crop keeps come out the same (the context only
 /// changes the rows it borders, which the crop drops).
-pub fn needs_context(y: u32, mcu_h: u32) -> bool {
+fn needs_context(y: u32, mcu_h: u32) -> bool {
     y % mcu_h == 0
 }
 
