@@ -509,6 +509,71 @@ def test_every_huffman_decoder_reads_corrupt_streams_alike(markers):
                 np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def _damage_restart_markers(data: bytes, how: str, rng: np.random.Generator) -> bytes:
+    """``data`` with one to three of its RSTn markers damaged in one way."""
+    sos = data.index(b"\xff\xda")
+    marks = [sos + i for i in range(len(data) - sos - 1) if data[sos + i] == 0xFF and 0xD0 <= data[sos + i + 1] <= 0xD7]
+    assert len(marks) > 100
+    b = bytearray(data)
+    # From the end, so that earlier offsets stay where they were.
+    for i in sorted(rng.choice(marks, size=int(rng.integers(1, 4)), replace=False), reverse=True):
+        i = int(i)
+        if how == "renumbered":
+            b[i + 1] = 0xD0 + (b[i + 1] - 0xD0 + int(rng.integers(1, 8))) % 8
+        elif how == "dropped":
+            del b[i : i + 2]
+        elif how == "doubled":
+            b[i:i] = b[i : i + 2]
+        elif how == "data-before":
+            b[i:i] = bytes(rng.integers(1, 255, size=int(rng.integers(1, 5)), dtype=np.uint8))
+        elif how == "fill-before":  # allowed: 0xFF fill bytes before a marker
+            b[i:i] = b"\xff" * int(rng.integers(1, 4))
+        elif how == "other-marker":
+            b[i + 1] = int(rng.choice([0xD9, 0xC4, 0xE1, 0xFE]))
+        else:
+            raise AssertionError(how)
+    return bytes(b)
+
+
+@pytest.mark.parametrize("how", ["renumbered", "dropped", "doubled", "data-before", "fill-before", "other-marker"])
+def test_every_huffman_decoder_reads_broken_restart_markers_alike(how):
+    # Restart-indexed JPEGs have a marker after every MCU, and the table decoder's fast
+    # path accepts the marker that ends an MCU's interval itself (libjpeg-turbo's takes
+    # the slow path for every MCU of such a stream). Markers renumbered, missing,
+    # doubled, preceded by stray bytes or by fill, or replaced by another marker: the
+    # same pixels or error as libjpeg-turbo's own decoder, whole and cropped (the crop
+    # decodes a cut-down JPEG of its MCUs, found through the damaged index).
+    rng = np.random.default_rng(["renumbered", "dropped", "doubled", "data-before", "fill-before", "other-marker"].index(how))
+    base = lancefeed._core.add_restart_index(encode(photo(400, 300, seed=11), "JPEG", quality=90))
+    streams = [_damage_restart_markers(base, how, rng) for _ in range(12)]
+    crop = lancefeed.RandomResizedCrop(96, scale=(0.1, 0.6))
+
+    def outcome(data: bytes) -> list[object]:
+        got: list[object] = []
+        for fn in (lambda: lancefeed.decode_image(data), lambda: lancefeed.decode_batch([data] * 6, transform=crop, seed=5)):
+            try:
+                got.append(fn())
+            except lancefeed.DecodeError as e:
+                got.append(str(e))
+        return got
+
+    results = _per_decoder(lambda: [outcome(b) for b in streams])
+    first = results.pop("portable")
+    decoded = sum(isinstance(o, np.ndarray) for outs in first for o in outs)
+    assert decoded >= 12, decoded  # the damage is local: most still decode
+    if how == "fill-before":
+        clean = lancefeed.decode_image(base)
+        for outs in first:
+            np.testing.assert_array_equal(outs[0], clean)
+    for name, got in results.items():
+        for a_outs, b_outs in zip(first, got):
+            for a, b in zip(a_outs, b_outs):
+                if isinstance(a, str):
+                    assert a == b, name
+                else:
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name}, {how}")
+
+
 def test_every_huffman_decoder_reads_small_images_and_their_tables_alike():
     # Images of a few MCUs (CIFAR-10's 32x32): the table decoder takes libjpeg-turbo's
     # fast path where the stream ends with a marker, and copies the derived tables of a
