@@ -774,6 +774,36 @@ def test_exit_with_an_unfinished_iterator_does_not_hang(uri: str) -> None:
     assert proc.stdout.strip() == "ok"
 
 
+def test_exit_while_the_prefill_scan_runs_is_clean(tmp_path: Path) -> None:
+    # Small rows are scanned into the cache by a thread the constructor starts. A script
+    # that builds a loader and ends before that scan does (a quick check, a failed
+    # config) used to abort in about a third of runs ("terminate called without an
+    # active exception", exit -6): the interpreter's shutdown stopped the thread inside
+    # native code. Exit now waits for the scan. CIFAR-10's shape: 50,000 rows of ~1 KB.
+    n, rng = 50_000, np.random.default_rng(0)
+    blob = rng.integers(0, 256, size=n * 900, dtype=np.uint8).tobytes()
+    table = pa.table(
+        {
+            "image": pa.array([blob[i * 900 : (i + 1) * 900] for i in range(n)], pa.binary()),
+            "filename": pa.array([f"img_{i:06d}.jpg" for i in range(n)]),
+            "label": pa.array([LABELS[i % 3] for i in range(n)]),
+            "split": pa.array(["train"] * n),
+        }
+    )
+    path = str(tmp_path / "small-rows.lance")
+    lance.write_dataset(table, path)
+    code = textwrap.dedent(
+        f"""
+        import lancefeed
+        loader = lancefeed.DataLoader({path!r}, batch_size=256, shuffle=True)
+        print("ok", loader._maker.prefill, flush=True)
+        """
+    )
+    for _ in range(6):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.split() == ["ok", "True"], (proc.returncode, proc.stderr[-500:])
+
+
 def test_del_loader_mid_epoch_frees_it(uri: str) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=2)
     for i, _ in enumerate(loader):

@@ -260,7 +260,11 @@ class _BatchMaker:
             except BaseException:  # noqa: BLE001 - raised again by the first take
                 pass
 
-        self._thread = threading.Thread(target=run, name="lancefeed-prefill", daemon=True)
+        # Not a daemon: the interpreter's shutdown stops a daemon thread where it next
+        # takes the GIL, which during a scan is inside Arrow's C++ (an abort, "terminate
+        # called without an active exception"). Exit waits for the scan instead; the
+        # scan's own threads are joined at exit anyway (concurrent.futures).
+        self._thread = threading.Thread(target=run, name="lancefeed-prefill")
         self._thread.start()
 
     def adopt(self, early: Optional["_BatchMaker"]) -> None:
