@@ -442,6 +442,100 @@ lf_ends_with_padded_marker(j_decompress_ptr cinfo)
 }
 
 
+/* jdhuff.c's decode_mcu_fast, which gives up on an MCU that met a marker: the last
+ * MCU of every image did (its six-byte refills read up to the EOI), and was decoded
+ * again by the slow path: one MCU in four of a CIFAR-10 image. This one keeps an MCU
+ * whose bits all came before the marker (none of the zeros fed after it used) and
+ * leaves the state as the slow path then does: past the marker, the marker unread,
+ * the bits before it in the buffer. A marker reached through fill bytes (0xFF 0xFF)
+ * still gives up, as GET_BYTE cannot tell its code. */
+LOCAL(boolean)
+lf_decode_mcu_fast_small(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
+{
+  huff_entropy_ptr entropy = (huff_entropy_ptr)cinfo->entropy;
+  BITREAD_STATE_VARS;
+  JOCTET *buffer;
+  int blkn;
+  savable_state state;
+  int lf_marks = 0;
+
+  BITREAD_LOAD_STATE(cinfo, entropy->bitstate);
+  buffer = (JOCTET *)br_state.next_input_byte;
+  state = entropy->saved;
+
+  for (blkn = 0; blkn < cinfo->blocks_in_MCU; blkn++) {
+    JBLOCKROW block = MCU_data ? MCU_data[blkn] : NULL;
+    d_derived_tbl *dctbl = entropy->dc_cur_tbls[blkn];
+    d_derived_tbl *actbl = entropy->ac_cur_tbls[blkn];
+    register int s, k, r, l;
+
+    HUFF_DECODE_FAST(s, l, dctbl);
+    if (s) {
+      FILL_BIT_BUFFER_FAST
+      r = GET_BITS(s);
+      s = HUFF_EXTEND(r, s);
+    }
+
+    if (entropy->dc_needed[blkn]) {
+      int ci = cinfo->MCU_membership[blkn];
+      s += state.last_dc_val[ci];
+      state.last_dc_val[ci] = s;
+      if (block)
+        (*block)[0] = (JCOEF)s;
+    }
+
+    if (entropy->ac_needed[blkn] && block) {
+      for (k = 1; k < DCTSIZE2; k++) {
+        HUFF_DECODE_FAST(s, l, actbl);
+        r = s >> 4;
+        s &= 15;
+        if (s) {
+          k += r;
+          FILL_BIT_BUFFER_FAST
+          r = GET_BITS(s);
+          s = HUFF_EXTEND(r, s);
+          (*block)[jpeg_natural_order[k]] = (JCOEF)s;
+        } else {
+          if (r != 15) break;
+          k += 15;
+        }
+      }
+    } else {
+      for (k = 1; k < DCTSIZE2; k++) {
+        HUFF_DECODE_FAST(s, l, actbl);
+        r = s >> 4;
+        s &= 15;
+        if (s) {
+          k += r;
+          FILL_BIT_BUFFER_FAST
+          DROP_BITS(s);
+        } else {
+          if (r != 15) break;
+          k += 15;
+        }
+      }
+    }
+  }
+
+  if (cinfo->unread_marker != 0) {
+    if (cinfo->unread_marker != 0xFF && lf_marks < 8 && bits_left >= 8 * lf_marks) {
+      get_buffer >>= 8 * lf_marks;
+      bits_left -= 8 * lf_marks;
+      buffer += 2;
+    } else {
+      cinfo->unread_marker = 0;
+      return FALSE;
+    }
+  }
+
+  br_state.bytes_in_buffer -= (buffer - br_state.next_input_byte);
+  br_state.next_input_byte = buffer;
+  BITREAD_SAVE_STATE(cinfo, entropy->bitstate);
+  entropy->saved = state;
+  return TRUE;
+}
+
+
 /* jdhuff.c's decode_mcu for images too small for the tables (LF_MIN_MCUS), with its
  * fast path also taken where the stream ends with a marker (above). */
 METHODDEF(boolean)
@@ -463,7 +557,7 @@ lf_decode_mcu_small(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
 
   if (!entropy->pub.insufficient_data) {
     if (usefast) {
-      if (!decode_mcu_fast(cinfo, MCU_data)) goto use_slow;
+      if (!lf_decode_mcu_fast_small(cinfo, MCU_data)) goto use_slow;
     } else {
 use_slow:
       if (!decode_mcu_slow(cinfo, MCU_data)) return FALSE;
