@@ -61,6 +61,7 @@ pub fn crop_resize(
 /// Buffers are per thread and reused.
 mod small {
     use std::cell::RefCell;
+    use std::collections::HashMap;
 
     use crate::codec::Rect;
 
@@ -74,7 +75,7 @@ mod small {
         dst_w <= MAX_SIDE && dst_h <= MAX_SIDE && b.width() * b.height() <= MAX_BOX
     }
 
-    #[derive(Default)]
+    #[derive(Default, Clone)]
     struct Coeffs {
         /// `ksize` weights per output pixel.
         k: Vec<i32>,
@@ -96,6 +97,31 @@ mod small {
 
     thread_local! {
         static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+        /// Coefficients computed before on this thread, by (source size, box edges' bits,
+        /// output size). A random crop of a small image has few distinct boxes (CIFAR-10's
+        /// 32x32 at most a few hundred a side), and computing an axis's weights took as
+        /// long as a third of its pass.
+        static COEFFS: RefCell<HashMap<(usize, u32, u32, usize), Coeffs>> = RefCell::new(HashMap::new());
+    }
+
+    /// Entries in a thread's `COEFFS` (each a few KB at most) before it starts over.
+    const MAX_CACHED: usize = 1024;
+
+    /// `precompute`, from this thread's cache where it computed the same axis before.
+    fn coefficients(c: &mut Coeffs, weights: &mut Vec<f64>, in_size: usize, in0: f32, in1: f32, out_size: usize) {
+        let key = (in_size, in0.to_bits(), in1.to_bits(), out_size);
+        COEFFS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(hit) = cache.get(&key) {
+                c.clone_from(hit);
+                return;
+            }
+            precompute(c, weights, in_size, in0, in1, out_size);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(key, c.clone());
+        })
     }
 
     fn bilinear(x: f64) -> f64 {
@@ -320,8 +346,8 @@ mod small {
         let need_v = dst_h != src_h || bx[1] != 0.0 || bx[3] != dst_h as f32;
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            precompute(&mut s.horiz, &mut s.weights, src_w, bx[0], bx[2], dst_w);
-            precompute(&mut s.vert, &mut s.weights, src_h, bx[1], bx[3], dst_h);
+            coefficients(&mut s.horiz, &mut s.weights, src_w, bx[0], bx[2], dst_w);
+            coefficients(&mut s.vert, &mut s.weights, src_h, bx[1], bx[3], dst_h);
             #[cfg(target_arch = "x86_64")]
             if use_avx2() {
                 // SAFETY: the CPU has AVX2 (checked in use_avx2).

@@ -157,6 +157,29 @@ def test_small_crops_resize_exactly_as_pillow(size: Any) -> None:
             np.testing.assert_array_equal(got, np.asarray(want))
 
 
+def test_small_resize_weights_reused_across_boxes_sizes_and_axes() -> None:
+    # Each thread keeps the weights of the boxes it resized before (by source size, box
+    # edges and output size) and starts over past a thousand. On one thread, in turn:
+    # boxes seen before, the same boxes at other output sizes and shapes, one side's
+    # box as the other's, and over a thousand distinct ones (so the store starts over):
+    # Pillow's pixels every time.
+    arrs = [photo(w, h, seed=i) for i, (w, h) in enumerate([(40, 40), (44, 36), (52, 48), (33, 61), (37, 53)])]
+    blobs = [encode(a, "PNG") for a in arrs]
+    seen = set()
+    for rnd in range(300):
+        size = [16, 20, (16, 20), (20, 16), 24][rnd % 5]
+        h_out, w_out = (size, size) if isinstance(size, int) else size
+        # Seeds repeat every 150 rounds: the same boxes come back, at other sizes.
+        out, info = lancefeed.decode_batch(
+            blobs, transform=lancefeed.RandomResizedCrop(size), seed=rnd % 150, num_threads=1, return_info=True
+        )
+        for a, got, (top, left, h, w) in zip(arrs, out, info.boxes.tolist()):
+            want = Image.fromarray(a).resize((w_out, h_out), Image.BILINEAR, box=(left, top, left + w, top + h))
+            np.testing.assert_array_equal(got, np.asarray(want), err_msg=f"round {rnd}")
+            seen.update({(a.shape[1], left, left + w, w_out), (a.shape[0], top, top + h, h_out)})
+    assert len(seen) > 1024, len(seen)
+
+
 def test_small_resize_of_one_axis_and_of_gray() -> None:
     a = photo(30, 24, seed=5)
     gray = np.asarray(Image.fromarray(a).convert("L"))
