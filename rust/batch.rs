@@ -270,14 +270,28 @@ fn guarded<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 /// `order`: each worker takes the next one from a shared counter, so with the largest
 /// images first a batch ends on its smallest instead of one thread finishing a large
 /// one while the others wait.
-fn run_rows<T: Send>(
+///
+/// `blob(i)` is row i's encoded bytes: each worker asks the memory for the next row it
+/// will likely take while it decodes this one (see `prefetch`).
+fn run_rows<'b, T: Send>(
     cfg: &Config,
     order: &[usize],
     slots: Vec<&mut [u8]>,
+    blob: impl Fn(usize) -> &'b [u8] + Sync,
     work: impl Fn(usize, &mut [u8]) -> Result<T, String> + Sync,
 ) -> Result<Vec<Result<T, String>>, BatchError> {
     if cfg.threads <= 1 || slots.len() <= 1 {
-        return Ok(slots.into_iter().enumerate().map(|(i, slot)| guarded(|| work(i, slot))).collect());
+        let n = slots.len();
+        return Ok(slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                if i + 1 < n {
+                    prefetch(blob(i + 1));
+                }
+                guarded(|| work(i, slot))
+            })
+            .collect());
     }
     let pool = pool::get(cfg.threads).map_err(BatchError::Invalid)?;
     let slots: Vec<Mutex<Option<&mut [u8]>>> = slots.into_iter().map(|s| Mutex::new(Some(s))).collect();
@@ -286,6 +300,10 @@ fn run_rows<T: Send>(
     pool.broadcast(|_| loop {
         let k = next.fetch_add(1, Ordering::Relaxed);
         let Some(&i) = order.get(k) else { break };
+        // The workers take turns, so this one's next row is about `threads` ahead.
+        if let Some(&ahead) = order.get(k + cfg.threads) {
+            prefetch(blob(ahead));
+        }
         let slot = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each slot is decoded once");
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(guarded(|| work(i, slot)));
     });
@@ -293,6 +311,26 @@ fn run_rows<T: Send>(
         .into_iter()
         .map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| Err("row was not decoded".into())))
         .collect())
+}
+
+/// Bytes of a row's blob asked for ahead of its decode: all of a small image, the
+/// headers and first data of a large one (the hardware's own prefetch follows a read
+/// once it runs). A loader's rows sit at random places in its cache (a shuffled batch
+/// is gathered by pointer), so each small image's first bytes were a trip to memory:
+/// two threads decoding CIFAR-10 in a random order ran 17% below the same rows in order.
+const PREFETCH_BYTES: usize = 4096;
+
+#[inline]
+fn prefetch(blob: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = blob.as_ptr();
+        for off in (0..blob.len().min(PREFETCH_BYTES)).step_by(64) {
+            // SAFETY: `off` is inside the blob, and a prefetch never faults or writes.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off) as *const i8) };
+        }
+    }
 }
 
 /// Row indices, largest blob first (the decode order, see `run_rows`).
@@ -345,7 +383,7 @@ fn decode_fixed(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target
     let results = if slot_len == 0 {
         (0..blobs.len()).map(|i| plan_row(blobs[i], positions[i], cfg).map(|(_, p)| (p, Vec::new()))).collect()
     } else {
-        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| {
+        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i| blobs[i].unwrap_or_default(), |i, slot| {
             let (header, plan) = plan_row(blobs[i], positions[i], cfg)?;
             let job = Job { row: i, blob: blobs[i].unwrap_or_default(), header, plan, position: positions[i] };
             let applied = decode_into_slot(&job, cfg, slot, height, width)?;
@@ -403,7 +441,7 @@ fn decode_planned(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targ
         jobs.iter().map(|j| Ok((j.plan, Vec::new()))).collect()
     } else {
         let order = largest_first(jobs.iter().map(|j| j.blob.len()));
-        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i, slot| decode_row(&jobs[i], cfg, slot).map(|()| (jobs[i].plan, Vec::new())))?
+        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i| jobs[i].blob, |i, slot| decode_row(&jobs[i], cfg, slot).map(|()| (jobs[i].plan, Vec::new())))?
     };
     let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
     let mut out = finish(buf, slot_len, &rows, results, cfg, height, width)?;
@@ -446,7 +484,7 @@ fn decode_guessed(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targ
     let done = if slot_len == 0 {
         (0..blobs.len()).map(|i| work(i, &mut [])).collect()
     } else {
-        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), work)?
+        run_rows(cfg, &order, buf.chunks_mut(slot_len).collect(), |i| blobs[i].unwrap_or_default(), work)?
     };
     // As planning every row first would end: its first error, then a row of another size.
     if !cfg.skip_errors {
@@ -476,7 +514,7 @@ fn decode_guessed(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targ
 fn decode_each(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, target: Target) -> Result<Outcome, BatchError> {
     let order = largest_first(blobs.iter().map(|b| b.map_or(0, <[u8]>::len)));
     let mut nothing: Vec<[u8; 0]> = vec![[]; blobs.len()];
-    let done = run_rows(cfg, &order, nothing.iter_mut().map(|s| &mut s[..]).collect(), |i, _| {
+    let done = run_rows(cfg, &order, nothing.iter_mut().map(|s| &mut s[..]).collect(), |i| blobs[i].unwrap_or_default(), |i, _| {
         let (header, plan) = plan_row(blobs[i], positions[i], cfg)?;
         let job = Job { row: i, blob: blobs[i].unwrap_or_default(), header, plan, position: positions[i] };
         let (img, applied) = decoded_image(&job, cfg)?;
@@ -557,7 +595,7 @@ fn target_row(i: usize, blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config
 pub fn decode_targets(blobs: &[Option<&[u8]>], positions: &[u64], cfg: &Config, targets: &RowTargets, ragged: bool) -> Result<Outcome, BatchError> {
     let order = largest_first(blobs.iter().map(|b| b.map_or(0, <[u8]>::len)));
     let mut nothing: Vec<[u8; 0]> = vec![[]; blobs.len()];
-    let done = run_rows(cfg, &order, nothing.iter_mut().map(|s| &mut s[..]).collect(), |i, _| target_row(i, blobs, positions, cfg, targets))?;
+    let done = run_rows(cfg, &order, nothing.iter_mut().map(|s| &mut s[..]).collect(), |i| blobs[i].unwrap_or_default(), |i, _| target_row(i, blobs, positions, cfg, targets))?;
     let mut out = Outcome::default();
     // Sized once: grown row by row, the batch's pixels (a detection batch: tens of MB)
     // were copied again at every doubling.
