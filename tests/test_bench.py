@@ -201,3 +201,32 @@ def test_failure_messages_name_the_signal_or_the_exception() -> None:
     stderr = "Traceback (most recent call last):\nRuntimeError: worker died\n  warnings.warn(\n"
     assert _failure_message(1, stderr) == "RuntimeError: worker died"
     assert _failure_message(2, "") == "exit status 2"
+
+
+def test_peak_memory_reads_pss_once_a_second_and_scales_rss_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PSS walks the worker's page tables (~16 ms with torch loaded, under its memory
+    # map's lock), so it is read once a second; the 0.1 s samples between read RSS and
+    # count it at the latest PSS/RSS ratio. Here RSS is 100 MiB, then 300 MiB between
+    # PSS readings, and PSS half of RSS.
+    from lancefeed.bench import harness
+
+    reads = []
+    rss = {"now": 100.0}
+
+    def fake(pids: list[int], pss: bool = True) -> float:
+        reads.append(pss)
+        return rss["now"] / 2 if pss else rss["now"]
+
+    monkeypatch.setattr(harness, "_memory_mib", fake)
+    memory = harness._Memory(pss_every=1.0)
+    for step in range(25):
+        rss["now"] = 300.0 if step == 13 else 100.0
+        memory.sample([1], now=step * 0.1)
+    assert reads.count(True) == 3  # at 0.0, 1.0 and 2.0 s
+    assert reads.count(False) == 25
+    assert memory.peak == pytest.approx(150.0)  # 300 MiB of RSS at the ratio 0.5
+    # A new process in the tree (a forked worker) is read at once: its RSS counts pages
+    # it shares with its parent, which the old ratio would count twice.
+    reads.clear()
+    memory.sample([1, 2], now=2.55)
+    assert reads == [False, True]
