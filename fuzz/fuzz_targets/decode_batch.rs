@@ -45,6 +45,7 @@ fuzz_target!(|input: &[u8]| {
         decode_crop: options & 8 != 0,
         pad_truncated: options & 2 != 0,
         threads: 1,
+        pixel_cache: None,
     };
     common::check_history(data, |bytes| {
         let out = decode_batch(&[Some(bytes)], &[7], &cfg, Target::Owned).map_err(|e| format!("{e:?}"))?;
