@@ -292,6 +292,24 @@ lf_start_pass(j_decompress_ptr cinfo)
 }
 
 
+/* The DC difference s of block blkn made a coefficient (where the component is
+ * needed) and, with the saved state, the MCU's end: what both fast paths below
+ * share with jdhuff.c's decode_mcu_fast. */
+#define LF_STORE_DC \
+  if (entropy->dc_needed[blkn]) { \
+    int ci = cinfo->MCU_membership[blkn]; \
+    s += state.last_dc_val[ci]; \
+    state.last_dc_val[ci] = s; \
+    if (block) \
+      (*block)[0] = (JCOEF)s; \
+  }
+
+#define LF_SAVE_MCU \
+  br_state.bytes_in_buffer -= (buffer - br_state.next_input_byte); \
+  br_state.next_input_byte = buffer; \
+  BITREAD_SAVE_STATE(cinfo, entropy->bitstate); \
+  entropy->saved = state;
+
 /* The AC coefficients of one block; `store` puts coefficient s at zigzag index k, or
  * is nothing where they are skipped (the unused sign extension compiles away). The
  * extra entries of jpeg_natural_order[] absorb k >= DCTSIZE2 from corrupt data, as
@@ -368,13 +386,7 @@ lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
       }
     }
 
-    if (entropy->dc_needed[blkn]) {
-      int ci = cinfo->MCU_membership[blkn];
-      s += state.last_dc_val[ci];
-      state.last_dc_val[ci] = s;
-      if (block)
-        (*block)[0] = (JCOEF)s;
-    }
+    LF_STORE_DC
 
     if (entropy->ac_needed[blkn] && block) {
       LF_DECODE_AC((*block)[jpeg_natural_order[k]] = (JCOEF)s)
@@ -395,10 +407,7 @@ lf_decode_mcu_fast(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
     }
   }
 
-  br_state.bytes_in_buffer -= (buffer - br_state.next_input_byte);
-  br_state.next_input_byte = buffer;
-  BITREAD_SAVE_STATE(cinfo, entropy->bitstate);
-  entropy->saved = state;
+  LF_SAVE_MCU
   return TRUE;
 }
 
@@ -476,13 +485,7 @@ lf_decode_mcu_fast_small(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
       s = HUFF_EXTEND(r, s);
     }
 
-    if (entropy->dc_needed[blkn]) {
-      int ci = cinfo->MCU_membership[blkn];
-      s += state.last_dc_val[ci];
-      state.last_dc_val[ci] = s;
-      if (block)
-        (*block)[0] = (JCOEF)s;
-    }
+    LF_STORE_DC
 
     if (entropy->ac_needed[blkn] && block) {
       for (k = 1; k < DCTSIZE2; k++) {
@@ -528,10 +531,7 @@ lf_decode_mcu_fast_small(j_decompress_ptr cinfo, JBLOCKROW *MCU_data)
     }
   }
 
-  br_state.bytes_in_buffer -= (buffer - br_state.next_input_byte);
-  br_state.next_input_byte = buffer;
-  BITREAD_SAVE_STATE(cinfo, entropy->bitstate);
-  entropy->saved = state;
+  LF_SAVE_MCU
   return TRUE;
 }
 
