@@ -29,17 +29,18 @@ fn main() {
         println!("cargo:warning=libjpeg-turbo sources not found: a new TurboJPEG handle per JPEG, and the baseline Huffman decoder only");
         return;
     };
+    let target = (env::var("CARGO_CFG_TARGET_OS").unwrap_or_default(), env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default());
     // Without it every JPEG gets a new TurboJPEG handle: as exact, slower.
-    cc::Build::new()
-        .file("rust/codec/jpeg_state.c")
-        .include(&build)
-        .include(&src)
-        .opt_level(2)
-        .warnings(false)
-        .compile("lancefeed_jpeg_state");
+    let mut state = cc::Build::new();
+    state.file("rust/codec/jpeg_state.c").include(&build).include(&src).opt_level(2).warnings(false);
+    // GNU ld's --wrap lets a header read stay on the handle for the decode (jpeg_state.c).
+    if target.0 == "linux" {
+        state.define("LF_KEEP_HEADER", None);
+        println!("cargo:rustc-link-arg=-Wl,--wrap=jpeg_abort_decompress");
+    }
+    state.compile("lancefeed_jpeg_state");
     println!("cargo:rustc-cfg=jpeg_state");
 
-    let target = (env::var("CARGO_CFG_TARGET_OS").unwrap_or_default(), env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default());
     if target != ("linux".to_string(), "x86_64".to_string()) || env::var_os("LANCEFEED_BASELINE_HUFFMAN").is_some() {
         return;
     }

@@ -62,6 +62,7 @@ pub fn crop_resize(
 mod small {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::rc::Rc;
 
     use crate::codec::Rect;
 
@@ -75,25 +76,34 @@ mod small {
         dst_w <= MAX_SIDE && dst_h <= MAX_SIDE && b.width() * b.height() <= MAX_BOX
     }
 
-    #[derive(Default, Clone)]
+    #[derive(Default)]
     struct Coeffs {
         /// `ksize` weights per output pixel.
         k: Vec<i32>,
         /// (first source pixel, count) per output pixel.
         bounds: Vec<(usize, usize)>,
         ksize: usize,
+        /// Per output pixel, whether its taps suit the 2-tap passes (see `two_taps`).
+        suits: Vec<bool>,
+        /// Whether every output pixel suits, with at least one tap (the vertical 2-tap pass).
+        all_suit: bool,
+        /// Per pair of output pixels, its weights' halves (see `horizontal_rgb_2tap_avx2`).
+        pairs: Vec<[i16; 32]>,
+        /// Per pair, the byte offsets of its pixels' first taps in an RGB row.
+        offsets: Vec<[u32; 2]>,
+        /// Bytes from a row's start that the 2-tap horizontal pass loads at most.
+        reach: usize,
     }
 
     #[derive(Default)]
     struct Scratch {
-        horiz: Coeffs,
-        vert: Coeffs,
         weights: Vec<f64>,
         tmp: Vec<u8>,
         acc: Vec<i32>,
-        /// Per output pixel, its three weights spread over 8 lanes (see `horizontal_rgb_k3_avx2`).
-        lanes: Vec<[i32; 8]>,
     }
+
+    /// (source size, box edges' bits, output size): one axis's weights.
+    type AxisKey = (usize, u32, u32, usize);
 
     thread_local! {
         static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
@@ -101,26 +111,28 @@ mod small {
         /// output size). A random crop of a small image has few distinct boxes (CIFAR-10's
         /// 32x32 at most a few hundred a side), and computing an axis's weights took as
         /// long as a third of its pass.
-        static COEFFS: RefCell<HashMap<(usize, u32, u32, usize), Coeffs>> = RefCell::new(HashMap::new());
+        static COEFFS: RefCell<HashMap<AxisKey, Rc<Coeffs>>> = RefCell::new(HashMap::new());
     }
 
     /// Entries in a thread's `COEFFS` (each a few KB at most) before it starts over.
     const MAX_CACHED: usize = 1024;
 
     /// `precompute`, from this thread's cache where it computed the same axis before.
-    fn coefficients(c: &mut Coeffs, weights: &mut Vec<f64>, in_size: usize, in0: f32, in1: f32, out_size: usize) {
+    fn coefficients(weights: &mut Vec<f64>, in_size: usize, in0: f32, in1: f32, out_size: usize) -> Rc<Coeffs> {
         let key = (in_size, in0.to_bits(), in1.to_bits(), out_size);
         COEFFS.with(|cache| {
             let mut cache = cache.borrow_mut();
             if let Some(hit) = cache.get(&key) {
-                c.clone_from(hit);
-                return;
+                return hit.clone();
             }
-            precompute(c, weights, in_size, in0, in1, out_size);
+            let mut c = Coeffs::default();
+            precompute(&mut c, weights, in_size, in0, in1, out_size);
+            let c = Rc::new(c);
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
             cache.insert(key, c.clone());
+            c
         })
     }
 
@@ -166,6 +178,24 @@ mod small {
             }
             c.bounds.push((xmin, xmax));
         }
+        c.suits = (0..out_size).map(|xx| two_taps(c, xx)).collect();
+        c.all_suit = c.bounds.iter().zip(&c.suits).all(|(&(_, n), &ok)| ok && n >= 1);
+        // Only 3-tap kernels take the 2-tap horizontal pass.
+        let pairs = if ksize == 3 { out_size / 2 } else { 0 };
+        c.pairs = (0..pairs)
+            .map(|p| {
+                let mut w = [0i16; 32];
+                for (lane, xx) in [2 * p, 2 * p + 1].into_iter().enumerate() {
+                    let (h0, l0) = halves(c.k[xx * ksize]);
+                    let (h1, l1) = halves(c.k[xx * ksize + 1]);
+                    w[lane * 8..lane * 8 + 6].copy_from_slice(&[h0, h1, h0, h1, h0, h1]);
+                    w[16 + lane * 8..16 + lane * 8 + 6].copy_from_slice(&[l0, l1, l0, l1, l0, l1]);
+                }
+                w
+            })
+            .collect();
+        c.offsets = (0..pairs).map(|p| [c.bounds[2 * p].0 as u32 * 3, c.bounds[2 * p + 1].0 as u32 * 3]).collect();
+        c.reach = c.offsets.iter().flatten().map(|&o| o as usize + 8).max().unwrap_or(0);
     }
 
     #[inline(always)]
@@ -215,12 +245,13 @@ mod small {
     }
 
     /// The vertical pass over bytes `col..col + width` of each row of `src` (rows of
-    /// `stride` bytes) into `out` (rows of `width` bytes): written so that it
-    /// vectorises, every byte of a row one lane.
+    /// `stride` bytes) into the same bytes of each row of `out` (rows of `out_stride`
+    /// bytes): written so that it vectorises, every byte of a row one lane.
     #[inline(always)]
-    fn vertical(src: &[u8], stride: usize, col: usize, width: usize, c: &Coeffs, out: &mut [u8], acc: &mut Vec<i32>) {
+    fn vertical(src: &[u8], stride: usize, (col, width): (usize, usize), c: &Coeffs, out: &mut [u8], out_stride: usize, acc: &mut Vec<i32>) {
         acc.resize(width, 0);
-        for (yy, line) in out.chunks_exact_mut(width).enumerate() {
+        for (yy, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
+            let line = &mut out_row[col..col + width];
             let (ymin, n) = c.bounds[yy];
             acc.fill(1 << (PRECISION_BITS - 1));
             for (y, &w) in c.k[yy * c.ksize..yy * c.ksize + n].iter().enumerate() {
@@ -238,91 +269,252 @@ mod small {
     /// Both passes, compiled for the CPU's vector width. The order is Pillow 13's:
     /// vertical first where the height shrinks by more than twice what the width does.
     #[inline(always)]
-    fn passes<const AVX2: bool>(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) {
+    #[allow(clippy::too_many_arguments)]
+    fn passes<const AVX2: bool>(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, (horiz, vert): (&Coeffs, &Coeffs), need: (bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) {
         let (need_h, need_v) = need;
         let shrink_h = src_h as i64 - dst_h as i64;
         let horizontal_first = !(shrink_h > 0 && shrink_h > (src_w as i64 - dst_w as i64) * 2);
-        let Scratch { horiz, vert, tmp, acc, lanes, .. } = s;
+        let Scratch { tmp, acc, .. } = s;
         let stride = dst_w * ch;
-        let mut h_pass = |src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8]| match ch {
-            1 => horizontal::<1>(src, src_w, rows, c, out, dst_w),
+        let h_pass = |src: &[u8], src_w: usize, rows: std::ops::Range<usize>, out: &mut [u8]| match ch {
+            1 => horizontal::<1>(src, src_w, rows, horiz, out, dst_w),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 is only true when called from passes_avx2 (the CPU has it).
-            3 if AVX2 && c.ksize == 3 => unsafe { horizontal_rgb_k3_avx2(src, src_w, rows, c, out, dst_w, lanes) },
-            _ => horizontal::<3>(src, src_w, rows, c, out, dst_w),
+            3 if AVX2 && horiz.ksize == 3 => unsafe { horizontal_rgb_2tap_avx2(src, src_w, rows, horiz, out, dst_w) },
+            _ => horizontal::<3>(src, src_w, rows, horiz, out, dst_w),
+        };
+        // Bytes `cols` of each row of `src` (rows of `stride` bytes) into the same bytes of `out`'s rows.
+        let v_pass = |src: &[u8], stride: usize, cols: (usize, usize), out: &mut [u8], out_stride: usize, acc: &mut Vec<i32>| {
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 && vert.all_suit {
+                // SAFETY: AVX2 is only true when called from passes_avx2 (the CPU has it).
+                return unsafe { vertical_2tap_avx2(src, stride, cols, vert, out, out_stride) };
+            }
+            vertical(src, stride, cols, vert, out, out_stride, acc)
         };
         match (need_h, need_v) {
             (true, true) if horizontal_first => {
+                // Only the rows the vertical pass reads, at their own places in `tmp`.
                 let first = vert.bounds[0].0;
-                let last = vert.bounds.last().map_or(first, |&(m, n)| m + n);
-                tmp.resize(last.saturating_sub(first) * stride, 0);
-                h_pass(src, src_w, first..last, horiz, tmp);
-                for bound in &mut vert.bounds {
-                    bound.0 -= first;
-                }
-                vertical(tmp, stride, 0, stride, vert, dst, acc);
+                let last = vert.bounds.last().map_or(first, |&(m, n)| m + n).max(first);
+                tmp.resize(tmp.len().max(last * stride), 0);
+                h_pass(src, src_w, first..last, &mut tmp[first * stride..last * stride]);
+                v_pass(&tmp[..last * stride], stride, (0, stride), dst, stride, acc);
             }
             (true, true) => {
-                // Only the columns the horizontal pass reads.
+                // Only the columns the horizontal pass reads, at their own places in `tmp`.
                 let first = horiz.bounds.iter().map(|b| b.0).min().unwrap_or(0);
-                let last = horiz.bounds.iter().map(|&(m, n)| m + n).max().unwrap_or(first);
-                let cols = last.saturating_sub(first);
-                tmp.resize(dst_h * cols * ch, 0);
-                vertical(src, src_w * ch, first * ch, cols * ch, vert, tmp, acc);
-                for bound in &mut horiz.bounds {
-                    bound.0 -= first;
-                }
-                h_pass(tmp, cols, 0..dst_h, horiz, dst);
+                let last = horiz.bounds.iter().map(|&(m, n)| m + n).max().unwrap_or(first).max(first);
+                tmp.resize(tmp.len().max(dst_h * last * ch), 0);
+                let tmp = &mut tmp[..dst_h * last * ch];
+                v_pass(src, src_w * ch, (first * ch, (last - first) * ch), tmp, last * ch, acc);
+                h_pass(tmp, last, 0..dst_h, dst);
             }
-            (true, false) => h_pass(src, src_w, 0..dst_h, horiz, dst),
-            (false, true) => vertical(src, stride, 0, stride, vert, dst, acc),
+            (true, false) => h_pass(src, src_w, 0..dst_h, dst),
+            (false, true) => v_pass(src, stride, (0, stride), dst, stride, acc),
             (false, false) => dst.copy_from_slice(&src[..dst.len()]),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn passes_avx2(s: &mut Scratch, src: &[u8], src_size: (usize, usize), ch: usize, need: (bool, bool), dst: &mut [u8], dst_size: (usize, usize)) {
-        passes::<true>(s, src, src_size, ch, need, dst, dst_size)
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn passes_avx2(s: &mut Scratch, src: &[u8], src_size: (usize, usize), ch: usize, coeffs: (&Coeffs, &Coeffs), need: (bool, bool), dst: &mut [u8], dst_size: (usize, usize)) {
+        passes::<true>(s, src, src_size, ch, coeffs, need, dst, dst_size)
     }
 
-    /// `horizontal::<3>` for 3-tap kernels (bilinear up to 1x, the common small crop):
-    /// an output pixel's 9 source bytes are contiguous, so one 8-byte load, one 8-lane
-    /// multiply and a shuffle-add give its three sums. The same integers as the scalar
-    /// loop, so the same pixels.
+    /// A 22-bit weight as two 11-bit halves, so that 16-bit multiply-adds
+    /// (`vpmaddwd`: two products and their sum per 32-bit lane) give Pillow's 32-bit sums
+    /// exactly: `sum(k * p) = (sum(hi * p) << 11) + sum(lo * p)`. Bilinear weights are
+    /// 0..=2^22, so `hi` is at most 2048 and both halves fit an i16.
+    const SPLIT: u32 = PRECISION_BITS / 2;
+
+    #[inline(always)]
+    fn halves(k: i32) -> (i16, i16) {
+        ((k >> SPLIT) as i16, (k & ((1 << SPLIT) - 1)) as i16)
+    }
+
+    /// Whether an output pixel's taps suit the 2-tap multiply-add passes: at most two
+    /// source pixels (always so at 3 taps, a scale of 1 or more: a bilinear window of
+    /// width 2 covers two pixels), weights 0..=2^22 (always so for bilinear).
+    #[inline(always)]
+    fn two_taps(c: &Coeffs, xx: usize) -> bool {
+        let k = &c.k[xx * c.ksize..xx * c.ksize + c.ksize];
+        c.ksize == 3 && c.bounds[xx].1 <= 2 && k[2] == 0 && k[..2].iter().all(|&k| (0..=1 << PRECISION_BITS).contains(&k))
+    }
+
+    /// `horizontal::<3>` for 3-tap kernels (bilinear up to 1x, the common small crop,
+    /// where a pixel has two taps): two output pixels per 256-bit step, one a 128-bit
+    /// lane. A lane takes the 6 bytes of its pixel's two source pixels, shuffles them to
+    /// (r0 r1 g0 g1 b0 b1) as 16-bit values, and two multiply-adds with the weights'
+    /// halves give its three sums. The same integers as the scalar loop, so the same
+    /// pixels; pixels whose taps do not suit, and the buffer's last bytes, take the
+    /// scalar loop.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn horizontal_rgb_k3_avx2(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize, lanes: &mut Vec<[i32; 8]>) {
+    unsafe fn horizontal_rgb_2tap_avx2(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
         use std::arch::x86_64::*;
-        lanes.clear();
-        lanes.extend((0..out_w).map(|xx| {
-            let k = &c.k[xx * 3..xx * 3 + 3];
-            [k[0], k[0], k[0], k[1], k[1], k[1], k[2], k[2]]
-        }));
-        let round = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
-        for (y, line) in rows.zip(out.chunks_exact_mut(out_w * 3)) {
+        let (pairs, suits) = (&c.pairs, &c.suits);
+        assert!(c.ksize == 3 && pairs.len() == out_w / 2 && suits.len() == out_w);
+        let z = -128i8; // a shuffle index with the top bit set writes a zero
+        let spread = _mm256_setr_epi8(0, z, 3, z, 1, z, 4, z, 2, z, 5, z, z, z, z, z, 0, z, 3, z, 1, z, 4, z, 2, z, 5, z, z, z, z, z);
+        let round = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let row_bytes = out_w * 3;
+        // Every pair of pixels suits: the row's loads need no checks.
+        let all_pairs = suits[..out_w / 2 * 2].iter().all(|&ok| ok);
+        for (y, line) in rows.zip(out.chunks_exact_mut(row_bytes)) {
             let base = y * src_w * 3;
-            for (xx, px) in line.chunks_exact_mut(3).enumerate() {
-                let (xmin, n) = c.bounds[xx];
-                let at = base + xmin * 3;
-                if n == 0 || at + 9 > src.len() {
-                    // The last pixels of the buffer: the scalar loop, which clamps.
-                    pixel::<3, 3>(&src[base..base + src_w * 3], c, xx, px);
+            let row = &src[base..base + src_w * 3];
+            if all_pairs && out_w >= 4 && base + c.reach <= src.len() {
+                let (from, to) = (src.as_ptr().add(base), line.as_mut_ptr());
+                for (p, (w, off)) in pairs.iter().zip(&c.offsets).enumerate() {
+                    let lo = _mm_loadl_epi64(from.add(off[0] as usize) as *const __m128i);
+                    let hi = _mm_loadl_epi64(from.add(off[1] as usize) as *const __m128i);
+                    let px = _mm256_shuffle_epi8(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi), spread);
+                    let w = w.as_ptr() as *const __m256i;
+                    let high = _mm256_madd_epi16(px, _mm256_loadu_si256(w));
+                    let low = _mm256_madd_epi16(px, _mm256_loadu_si256(w.add(1)));
+                    let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT as i32 }>(high), low), round);
+                    let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+                    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
+                    // Four bytes a pixel, the fourth overwritten by the next pixel; the row's last pixel
+                    // writes three (with an odd width the last pair's second pixel is not the last).
+                    std::ptr::write_unaligned(to.add(6 * p) as *mut u32, _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32);
+                    let second = _mm256_extract_epi32::<4>(bytes) as u32;
+                    if 6 * p + 7 <= row_bytes {
+                        std::ptr::write_unaligned(to.add(6 * p + 3) as *mut u32, second);
+                    } else {
+                        std::ptr::copy_nonoverlapping(second.to_le_bytes().as_ptr(), to.add(6 * p + 3), 3);
+                    }
+                }
+                if out_w % 2 == 1 {
+                    let xx = out_w - 1;
+                    pixel::<3, 3>(row, c, xx, &mut line[xx * 3..xx * 3 + 3]);
+                }
+                continue;
+            }
+            for p in 0..out_w / 2 {
+                let (x0, x1) = (2 * p, 2 * p + 1);
+                let (at0, at1) = (base + c.bounds[x0].0 * 3, base + c.bounds[x1].0 * 3);
+                if !(suits[x0] && suits[x1]) || at0.max(at1) + 8 > src.len() {
+                    pixel::<3, 3>(row, c, x0, &mut line[x0 * 3..x0 * 3 + 3]);
+                    pixel::<3, 3>(row, c, x1, &mut line[x1 * 3..x1 * 3 + 3]);
                     continue;
                 }
-                // Bytes past the taps in use (zero weights) may belong to the next row: read, never counted.
-                let w = _mm256_loadu_si256(lanes[xx].as_ptr() as *const __m256i);
-                let k2 = lanes[xx][7];
-                let bytes = _mm_loadl_epi64(src.as_ptr().add(at) as *const __m128i);
-                let m = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(bytes), w);
-                let (lo, hi) = (_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
-                // [l0 l1 l2 l3] + [l3 l4 l5 l6] + [l6 l7 0 0]: lanes 0 and 1 are channels 0 and 1.
-                let sum = _mm_add_epi32(_mm_add_epi32(lo, _mm_alignr_epi8::<12>(hi, lo)), _mm_srli_si128::<8>(hi));
-                let last = src[at + 8] as i32 * k2;
-                let sum = _mm_add_epi32(_mm_add_epi32(sum, round), _mm_setr_epi32(0, 0, last, 0));
-                let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                let packed = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packs_epi32(v, v), _mm_setzero_si128())) as u32;
-                px.copy_from_slice(&packed.to_le_bytes()[..3]);
+                // Bytes past a pixel's two taps (zero weights) may belong to the next row: read, never counted.
+                let lo = _mm_loadl_epi64(src.as_ptr().add(at0) as *const __m128i);
+                let hi = _mm_loadl_epi64(src.as_ptr().add(at1) as *const __m128i);
+                let px = _mm256_shuffle_epi8(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi), spread);
+                let w = pairs.as_ptr().add(p) as *const __m256i;
+                let high = _mm256_madd_epi16(px, _mm256_loadu_si256(w));
+                let low = _mm256_madd_epi16(px, _mm256_loadu_si256(w.add(1)));
+                let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT as i32 }>(high), low), round);
+                let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+                let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
+                let first = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
+                let second = _mm256_extract_epi32::<4>(bytes) as u32;
+                // Four bytes at a time where the row has room: the fourth is the next pixel's, written after.
+                std::ptr::write_unaligned(line.as_mut_ptr().add(x0 * 3) as *mut u32, first);
+                if x1 * 3 + 4 <= row_bytes {
+                    std::ptr::write_unaligned(line.as_mut_ptr().add(x1 * 3) as *mut u32, second);
+                } else {
+                    line[x1 * 3..x1 * 3 + 3].copy_from_slice(&second.to_le_bytes()[..3]);
+                }
+            }
+            if out_w % 2 == 1 {
+                let xx = out_w - 1;
+                pixel::<3, 3>(row, c, xx, &mut line[xx * 3..xx * 3 + 3]);
+            }
+        }
+    }
+
+    /// `vertical` for 3-tap kernels: an output row from two source rows, 16 bytes a step,
+    /// each byte's pair of source bytes one 16-bit pair of a multiply-add with the weights'
+    /// halves (see `SPLIT`). Rows whose taps do not suit, and the last bytes of a row
+    /// short of 16, take the plain loop's integers, so every byte is Pillow's.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn vertical_2tap_avx2(src: &[u8], stride: usize, (col, width): (usize, usize), c: &Coeffs, out: &mut [u8], out_stride: usize) {
+        use std::arch::x86_64::*;
+        let round = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        for (yy, out_row) in out.chunks_exact_mut(out_stride).enumerate() {
+            let line = &mut out_row[col..col + width];
+            let (ymin, n) = c.bounds[yy];
+            let (k0, k1) = (c.k[yy * 3], c.k[yy * 3 + 1]);
+            let a = ymin * stride + col;
+            // With one tap, the second row is the first again, at weight 0.
+            let b = if n == 2 { a + stride } else { a };
+            // The loads below read src[a..a + width] and src[b..b + width].
+            assert!(n >= 1 && b + width <= src.len());
+            let ((h0, l0), (h1, l1)) = (halves(k0), halves(k1));
+            let wh = _mm256_set1_epi32((h0 as u16 as i32) | ((h1 as i32) << 16));
+            let wl = _mm256_set1_epi32((l0 as u16 as i32) | ((l1 as i32) << 16));
+            let sums = |x: __m128i| {
+                let pairs = _mm256_cvtepu8_epi16(x);
+                let sum = _mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT as i32 }>(_mm256_madd_epi16(pairs, wh)), _mm256_madd_epi16(pairs, wl));
+                _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(_mm256_add_epi32(sum, round))
+            };
+            let mut i = 0;
+            while i + 16 <= width {
+                let ra = _mm_loadu_si128(src.as_ptr().add(a + i) as *const __m128i);
+                let rb = _mm_loadu_si128(src.as_ptr().add(b + i) as *const __m128i);
+                // Bytes 0-7 and 8-15 as (a, b) pairs: sums of bytes 0-3 | 4-7 and 8-11 | 12-15.
+                let (s0, s1) = (sums(_mm_unpacklo_epi8(ra, rb)), sums(_mm_unpackhi_epi8(ra, rb)));
+                let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(s0, s1));
+                let bytes = _mm256_packus_epi16(words, words);
+                let ordered = _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256::<1>(bytes));
+                _mm_storeu_si128(line.as_mut_ptr().add(i) as *mut __m128i, ordered);
+                i += 16;
+            }
+            for j in i..width {
+                line[j] = clip8((1 << (PRECISION_BITS - 1)) + src[a + j] as i32 * k0 + src[b + j] as i32 * k1);
+            }
+        }
+    }
+
+    #[cfg(all(test, target_arch = "x86_64"))]
+    mod tests {
+        use super::*;
+
+        /// Both passes through the portable loops and through the AVX2 ones, on one thread's
+        /// scratch and weights (as in a batch), over random boxes, sizes and channel counts:
+        /// odd and even widths, boxes at the edges (one-tap pixels), upscales (the 2-tap
+        /// passes) and downscales, horizontal-first and vertical-first. Pillow's own pixels
+        /// are the Python tests' (tests/test_pixel_cache.py); here the two ways must agree.
+        #[test]
+        fn the_avx2_passes_equal_the_portable_ones() {
+            if !std::is_x86_feature_detected!("avx2") {
+                return;
+            }
+            let mut seed = 0x2545f4914f6cdd1du64;
+            let mut next = |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            for round in 0..4000 {
+                let (sw, sh, ch) = (1 + next(70) as usize, 1 + next(70) as usize, if round % 5 == 0 { 1 } else { 3 });
+                let src: Vec<u8> = (0..sw * sh * ch).map(|i| (i as u64 * 37 + next(256)) as u8).collect();
+                let x0 = next(sw as u64 * 4) as f64 / 4.0;
+                let y0 = next(sh as u64 * 4) as f64 / 4.0;
+                let x1 = (x0 + 0.25 + next(((sw as f64 - x0) * 4.0) as u64 + 1) as f64 / 4.0).min(sw as f64);
+                let y1 = (y0 + 0.25 + next(((sh as f64 - y0) * 4.0) as u64 + 1) as f64 / 4.0).min(sh as f64);
+                let b = Rect { x0, y0, x1, y1 };
+                let (dw, dh) = (1 + next(MAX_SIDE as u64) as usize, 1 + next(MAX_SIDE as u64) as usize);
+                if !fits(&b, dw as u32, dh as u32) {
+                    continue;
+                }
+                let bx = [b.x0 as f32, b.y0 as f32, b.x1 as f32, b.y1 as f32];
+                let need = (true, true);
+                let mut s = Scratch::default();
+                let horiz = coefficients(&mut s.weights, sw, bx[0], bx[2], dw);
+                let vert = coefficients(&mut s.weights, sh, bx[1], bx[3], dh);
+                let (mut plain, mut fast) = (vec![0u8; dw * dh * ch], vec![1u8; dw * dh * ch]);
+                passes::<false>(&mut s, &src, (sw, sh), ch, (&horiz, &vert), need, &mut plain, (dw, dh));
+                // SAFETY: the CPU has AVX2 (checked above).
+                unsafe { passes_avx2(&mut s, &src, (sw, sh), ch, (&horiz, &vert), need, &mut fast, (dw, dh)) };
+                assert_eq!(plain, fast, "round {round}: {sw}x{sh}x{ch}, box {x0} {y0} {x1} {y1} to {dw}x{dh}");
             }
         }
     }
@@ -346,14 +538,15 @@ mod small {
         let need_v = dst_h != src_h || bx[1] != 0.0 || bx[3] != dst_h as f32;
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            coefficients(&mut s.horiz, &mut s.weights, src_w, bx[0], bx[2], dst_w);
-            coefficients(&mut s.vert, &mut s.weights, src_h, bx[1], bx[3], dst_h);
+            let horiz = coefficients(&mut s.weights, src_w, bx[0], bx[2], dst_w);
+            let vert = coefficients(&mut s.weights, src_h, bx[1], bx[3], dst_h);
+            let coeffs = (&*horiz, &*vert);
             #[cfg(target_arch = "x86_64")]
             if use_avx2() {
                 // SAFETY: the CPU has AVX2 (checked in use_avx2).
-                return unsafe { passes_avx2(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h)) };
+                return unsafe { passes_avx2(s, src, (src_w, src_h), ch, coeffs, (need_h, need_v), dst, (dst_w, dst_h)) };
             }
-            passes::<false>(s, src, (src_w, src_h), ch, (need_h, need_v), dst, (dst_w, dst_h))
+            passes::<false>(s, src, (src_w, src_h), ch, coeffs, (need_h, need_v), dst, (dst_w, dst_h))
         });
     }
 }

@@ -24,6 +24,7 @@ extern "C" {
     fn lancefeed_tj_detach(handle: raw::tjhandle);
     fn lancefeed_tj_reset(handle: raw::tjhandle);
     fn lancefeed_tj_status(handle: raw::tjhandle) -> std::ffi::c_int;
+    fn lancefeed_tj_header(handle: raw::tjhandle, buf: *const u8, size: usize) -> std::ffi::c_int;
 }
 
 /// What the header says, beyond the size. Read by planning and handed to the decode
@@ -65,6 +66,10 @@ pub struct Decompressor {
     /// Blobs read so far: a header is current on the handle while `reads` is the
     /// count it was read at.
     reads: u64,
+    /// Where the current header's blob is (address, length): a tracked handle keeps
+    /// the header it read (jpeg_state.c), and its decode reads on in that buffer, so a
+    /// decode of any other bytes must start over.
+    blob: (usize, usize),
 }
 
 // The handle is only ever used by the thread that owns it (a thread-local).
@@ -138,7 +143,7 @@ impl Decompressor {
     /// `reset: false` gives the fallback (a new handle per blob) for tests.
     fn open(reset: bool) -> Result<Self> {
         let handle = new_handle()?;
-        Ok(Decompressor { handle, tracked: reset && attach(handle), reads: 0 })
+        Ok(Decompressor { handle, tracked: reset && attach(handle), reads: 0, blob: (0, 0) })
     }
 
     /// Swaps in a new handle (the old one failed, or cannot be reset).
@@ -214,6 +219,14 @@ impl Decompressor {
     /// Reads the header of `data` (always: a blob at a reused address may be another).
     pub fn header(&mut self, data: &[u8]) -> Result<JpegHeader> {
         self.fresh()?;
+        self.blob = (data.as_ptr() as usize, data.len());
+        #[cfg(jpeg_state)]
+        let rc = if self.tracked {
+            unsafe { lancefeed_tj_header(self.handle, data.as_ptr(), data.len()) }
+        } else {
+            unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) }
+        };
+        #[cfg(not(jpeg_state))]
         let rc = unsafe { raw::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as _) };
         self.check(rc, "corrupt JPEG header", false)?;
         let width = self.get(raw::TJPARAM_TJPARAM_JPEGWIDTH);
@@ -241,10 +254,10 @@ impl Decompressor {
 
     /// Readies the handle to decompress `data`, whose header is `h`. TurboJPEG checks a
     /// cropping region against the header its handle last read, so a crop needs this
-    /// blob's header on the handle: still there if `h` was the handle's last read,
-    /// else read again.
+    /// blob's header on the handle: still there if `h` was the handle's last read of
+    /// these very bytes, else read again.
     fn start(&mut self, data: &[u8], h: &JpegHeader, crop: bool) -> Result<()> {
-        if h.read == self.reads {
+        if h.read == self.reads && self.blob == (data.as_ptr() as usize, data.len()) {
             return Ok(());
         }
         if crop {
@@ -514,6 +527,45 @@ mod tests {
                     assert_eq!(full(&mut d, blob), alone[k], "tracked {tracked}, blob {k}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_header_kept_on_the_handle_serves_only_its_own_bytes() {
+        // The handle keeps the header it read for the decode that follows; a decode of
+        // other bytes (another blob, or a copy of the same one elsewhere), a header read
+        // and never decoded, and a crop all get the pixels of a decode on a new handle.
+        let (a, b) = (encode(1, false), encode(5, true));
+        let want_a = full(&mut Decompressor::new().unwrap(), &a).unwrap();
+        let want_b = full(&mut Decompressor::new().unwrap(), &b).unwrap();
+        assert_ne!(want_a, want_b);
+        let mut d = Decompressor::new().unwrap();
+        let req = |h: &JpegHeader, crop: bool| Request {
+            region: if crop { super::super::Rect { x0: 16.0, y0: 8.0, x1: 40.0, y1: 24.0 } } else { super::super::Rect::full(h.width, h.height) },
+            min_width: h.width,
+            min_height: h.height,
+            dct_scaling: false,
+            crop,
+            channels: Channels::Rgb,
+            pad_truncated: false,
+        };
+        let decode = |d: &mut Decompressor, data: &[u8], h: &JpegHeader, crop: bool| {
+            let mut out = Vec::new();
+            d.decode(data, h, &req(h, crop), &mut out).map(|_| out)
+        };
+        for _ in 0..2 {
+            let ha = d.header(&a).unwrap();
+            assert_eq!(decode(&mut d, &b, &ha, false).unwrap(), want_b, "b decoded after a's header");
+            let copy = a.clone();
+            let ha = d.header(&a).unwrap();
+            assert_eq!(decode(&mut d, &copy, &ha, false).unwrap(), want_a, "a's copy after a's header");
+            d.header(&a).unwrap();
+            assert_eq!(full(&mut d, &b).unwrap(), want_b, "b after a header of a never decoded");
+            let hb = d.header(&b).unwrap();
+            let cropped = decode(&mut d, &b, &hb, true).unwrap();
+            let rows: Vec<u8> = want_b.chunks(40 * 3).skip(8).flat_map(|r| r[16 * 3..].to_vec()).collect();
+            assert_eq!(cropped, rows, "crop of b after its header");
+            assert_eq!(decode(&mut d, &a, &hb, false).unwrap(), want_a, "a decoded with b's header, after b's decode");
         }
     }
 

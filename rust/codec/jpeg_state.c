@@ -17,6 +17,13 @@
  * memory, and the pool's list, which libjpeg searches on every allocation, stays as
  * short as on a handle that is never reset.
  *
+ * A header read here stays on the handle (lancefeed_tj_header): tj3DecompressHeader
+ * ends with jpeg_abort_decompress, so tj3Decompress8 parsed every header a second
+ * time (markers, quantization and Huffman tables: a sixth of a CIFAR-sized decode).
+ * On Linux the link wraps jpeg_abort_decompress, and the wrapper skips that one
+ * abort; tj3Decompress8 then finds the header read (DSTATE_READY) and decodes from
+ * where it stopped, in the same buffer. The reset aborts a header left unused.
+ *
  * It also watches the error manager: whether a failure was a libjpeg error (fatal)
  * or only warnings, and whether the data ran out (TurboJPEG's source then inserts an
  * EOI and libjpeg fills the rest with gray, which Pillow calls a truncated image).
@@ -73,6 +80,7 @@ typedef struct {
   void *(*alloc_small) (j_common_ptr, int, size_t);
   int failed;       /* a libjpeg error (longjmp) since the last reset */
   int ran_out;      /* the data ended early (JWRN_JPEG_EOF) since the last reset */
+  int keep_header;  /* skip tj3DecompressHeader's closing abort (LF_KEEP_HEADER) */
   int spares;       /* detached tables, ready for reuse */
   void *spare[LF_SPARE];
   size_t spare_size[LF_SPARE];
@@ -192,6 +200,54 @@ lancefeed_tj_reset(tjhandle handle)
   t->jpegHeight = -1;
   s->failed = 0;
   s->ran_out = 0;
+}
+
+#ifdef LF_KEEP_HEADER
+void __real_jpeg_abort_decompress(j_decompress_ptr cinfo);
+
+/* Every jpeg_abort_decompress in TurboJPEG comes here (the link's --wrap). Handles
+ * that are not attached have no client_data. */
+void
+__wrap_jpeg_abort_decompress(j_decompress_ptr cinfo)
+{
+  lf_state *s = (lf_state *)cinfo->client_data;
+
+  if (s != NULL && s->keep_header) {
+    s->keep_header = 0;
+    return;
+  }
+  __real_jpeg_abort_decompress(cinfo);
+}
+#endif
+
+/* tj3DecompressHeader, leaving the header read on the handle (where the link allows):
+ * the next tj3Decompress8 then decodes this same buffer without reading its header
+ * again, and ignores the buffer it is given. Only for attached handles, after a reset. */
+int
+lancefeed_tj_header(tjhandle handle, const unsigned char *buf, size_t size)
+{
+  lf_tjinstance *t = (lf_tjinstance *)handle;
+  lf_state *s = (lf_state *)t->dinfo.client_data;
+  int rc;
+
+#ifdef LF_KEEP_HEADER
+  s->keep_header = 1;
+#endif
+  rc = tj3DecompressHeader(handle, buf, size);
+  /* An error (or a tables-only stream) returned before the abort: nothing to keep. */
+  s->keep_header = 0;
+  return rc;
+}
+
+/* 1 if a header read by lancefeed_tj_header stays on the handle. */
+int
+lancefeed_tj_keeps_header(void)
+{
+#ifdef LF_KEEP_HEADER
+  return 1;
+#else
+  return 0;
+#endif
 }
 
 /* After a TurboJPEG call returned -1: bit 0 set if it failed (a libjpeg error or
