@@ -251,6 +251,32 @@ def test_out_is_filled_in_place():
     assert not out[5:].any()
 
 
+@pytest.mark.parametrize("side", [32, 28, 17])
+def test_small_images_decode_alike_wherever_their_rows_land(side: int) -> None:
+    # Small images whose rows would start 32-byte aligned are decoded elsewhere and copied
+    # (libjpeg-turbo writes aligned rows with non-temporal stores): the same pixels, at
+    # every offset of the output, for whole images, crops, and a truncated one padded.
+    arrs = [photo(side, side, seed=i) for i in range(3)]
+    items = [encode(a, "JPEG", quality=90) for a in arrs]
+    cut = items[0][:-30]  # within the entropy-coded data
+    want = lancefeed.decode_batch(items, size=(side, side), decode_crop=False)
+    for blob, got in zip(items, want):
+        np.testing.assert_array_equal(got, pillow_rgb(blob))
+    want_cut = lancefeed.decode_batch([cut], size=(side, side), truncated="pad")
+    crop = lancefeed.CenterCrop(side // 2)
+    want_crop = lancefeed.decode_batch(items, transform=crop)
+    n = side * side * 3
+    raw = np.zeros(4 * n + 128, np.uint8)
+    for offset in range(32):
+        start = (-raw.ctypes.data) % 64 + offset
+        out = raw[start : start + 3 * n].reshape(3, side, side, 3)
+        np.testing.assert_array_equal(lancefeed.decode_batch(items, size=(side, side), out=out), want, err_msg=str(offset))
+        one = raw[start : start + n].reshape(1, side, side, 3)
+        np.testing.assert_array_equal(lancefeed.decode_batch([cut], size=(side, side), truncated="pad", out=one), want_cut)
+        half = raw[start : start + 3 * (side // 2) ** 2 * 3].reshape(3, side // 2, side // 2, 3)
+        np.testing.assert_array_equal(lancefeed.decode_batch(items, transform=crop, out=half), want_crop)
+
+
 def test_out_wrong_shape_or_dtype_is_refused():
     with pytest.raises(ValueError, match=r"out has shape \(8, 24, 20, 3\) but this batch needs \(5, 24, 24, 3\)"):
         lancefeed.decode_batch(blobs(5), size=(24, 24), out=np.zeros((8, 24, 20, 3), np.uint8))
