@@ -164,11 +164,12 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
         channels: cfg.channels,
         pad_truncated: cfg.pad_truncated,
     };
-    // Into the slot, or into a part of it when the crop reaches past the image.
-    let place = |src: &[u8], decoded: &codec::Decoded, slot: &mut [u8]| -> Result<(), String> {
+    // Into the slot, or into a part of it when the crop reaches past the image. Returns
+    // whether the resize also mirrored the slot (the plan's flip, done in its pass).
+    let place = |src: &[u8], decoded: &codec::Decoded, slot: &mut [u8]| -> Result<bool, String> {
         let src_box = decoded.map(&clip);
         if !padded {
-            return resize::crop_resize(src, decoded, &src_box, ch, slot, ow, oh);
+            return resize::crop_resize_mirrored(src, decoded, &src_box, ch, slot, (ow, oh), p.flip);
         }
         let mut part = vec![0u8; dw as usize * dh as usize * ch];
         resize::crop_resize(src, decoded, &src_box, ch, &mut part, dw, dh)?;
@@ -178,7 +179,7 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
             let at = (dy0 as usize + y) * row + dx0 as usize * ch;
             slot[at..at + prow].copy_from_slice(line);
         }
-        Ok(())
+        Ok(false)
     };
     // The pixel cache stands in for a whole decode at full scale; a row whose crop a
     // JPEG would decode at a smaller DCT scale is decoded as without the cache.
@@ -193,7 +194,7 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
         }
         _ => h,
     };
-    if let Some(cache) = cache {
+    let mirrored = if let Some(cache) = cache {
         let whole = Request { region: Rect::full(h.width, h.height), min_width: h.width, min_height: h.height, dct_scaling: false, crop: false, ..req };
         let kept;
         let pixels: &[u8] = match entry {
@@ -210,18 +211,20 @@ fn decode_row(job: &Job, cfg: &Config, slot: &mut [u8]) -> Result<(), String> {
                 }
             }
         };
-        place(pixels, &codec::Decoded::unscaled(h.width, h.height), slot)?;
+        place(pixels, &codec::Decoded::unscaled(h.width, h.height), slot)?
     } else {
         let direct = h.format == Format::Jpeg && full && !padded && (ow, oh) == (h.width, h.height);
-        if !(direct && codec::decode_jpeg_into(job.blob, h, slot, cfg.channels, cfg.pad_truncated).map_err(|e| e.0)?) {
-            SCRATCH.with(|scratch| -> Result<(), String> {
+        if direct && codec::decode_jpeg_into(job.blob, h, slot, cfg.channels, cfg.pad_truncated).map_err(|e| e.0)? {
+            false
+        } else {
+            SCRATCH.with(|scratch| -> Result<bool, String> {
                 let mut scratch = scratch.borrow_mut();
                 let decoded = codec::decode(job.blob, h, &req, &mut scratch).map_err(|e| e.0)?;
                 place(&scratch, &decoded, slot)
-            })?;
+            })?
         }
-    }
-    if p.flip {
+    };
+    if p.flip && !mirrored {
         resize::flip_horizontal(slot, ow as usize, ch);
     }
     if p.vflip {

@@ -34,17 +34,32 @@ pub fn crop_resize(
     dst_w: u32,
     dst_h: u32,
 ) -> Result<(), String> {
+    crop_resize_mirrored(src, decoded, src_box, channels, dst, (dst_w, dst_h), false).map(|_| ())
+}
+
+/// `crop_resize`, and with `mirror` the output mirrored left to right where that comes
+/// free (the small-image resize's horizontal pass places each pixel where it likes).
+/// Returns whether it mirrored; if not, the caller flips.
+pub fn crop_resize_mirrored(
+    src: &[u8],
+    decoded: &Decoded,
+    src_box: &Rect,
+    channels: usize,
+    dst: &mut [u8],
+    (dst_w, dst_h): (u32, u32),
+    mirror: bool,
+) -> Result<bool, String> {
     let whole = src_box.x0 == 0.0
         && src_box.y0 == 0.0
         && src_box.x1 == decoded.width as f64
         && src_box.y1 == decoded.height as f64;
     if whole && (decoded.width, decoded.height) == (dst_w, dst_h) {
         dst.copy_from_slice(&src[..dst.len()]);
-        return Ok(());
+        return Ok(false);
     }
     if small::fits(src_box, dst_w, dst_h) {
-        small::resize(src, decoded.width as usize, decoded.height as usize, channels, src_box, dst, dst_w as usize, dst_h as usize);
-        return Ok(());
+        let (w, h) = (decoded.width as usize, decoded.height as usize);
+        return Ok(small::resize(src, w, h, channels, src_box, dst, dst_w as usize, dst_h as usize, mirror));
     }
     let pt = pixel_type(channels);
     let src_img = ImageRef::new(decoded.width, decoded.height, src, pt).map_err(|e| format!("resize source: {e}"))?;
@@ -52,7 +67,8 @@ pub fn crop_resize(
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
         .crop(src_box.x0, src_box.y0, src_box.width(), src_box.height());
-    RESIZER.with(|r| r.borrow_mut().resize(&src_img, &mut dst_img, &options)).map_err(|e| format!("resize: {e}"))
+    RESIZER.with(|r| r.borrow_mut().resize(&src_img, &mut dst_img, &options)).map_err(|e| format!("resize: {e}"))?;
+    Ok(false)
 }
 
 /// Pillow's antialiased bilinear resample (`ImagingResample` in its `Resample.c`) for
@@ -105,13 +121,41 @@ mod small {
     /// (source size, box edges' bits, output size): one axis's weights.
     type AxisKey = (usize, u32, u32, usize);
 
+    /// A multiply-rotate hash (FxHash's) for `AxisKey`s: the keys are this thread's own
+    /// numbers, so the default SipHash's defence against chosen keys buys nothing, and it
+    /// cost 1% of a crop from the pixel cache.
+    #[derive(Default)]
+    struct AxisHasher(u64);
+
+    impl std::hash::Hasher for AxisHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.write_u64(b as u64);
+            }
+        }
+        fn write_u32(&mut self, v: u32) {
+            self.write_u64(v as u64);
+        }
+        fn write_usize(&mut self, v: usize) {
+            self.write_u64(v as u64);
+        }
+        fn write_u64(&mut self, v: u64) {
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    type AxisMap = HashMap<AxisKey, Rc<Coeffs>, std::hash::BuildHasherDefault<AxisHasher>>;
+
     thread_local! {
         static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
         /// Coefficients computed before on this thread, by (source size, box edges' bits,
         /// output size). A random crop of a small image has few distinct boxes (CIFAR-10's
         /// 32x32 at most a few hundred a side), and computing an axis's weights took as
         /// long as a third of its pass.
-        static COEFFS: RefCell<HashMap<AxisKey, Rc<Coeffs>>> = RefCell::new(HashMap::new());
+        static COEFFS: RefCell<AxisMap> = RefCell::new(AxisMap::default());
     }
 
     /// Entries in a thread's `COEFFS` (each a few KB at most) before it starts over.
@@ -224,23 +268,37 @@ mod small {
         }
     }
 
+    /// Where output pixel `xx` of a row goes: its place, or with `mirror` its mirror's
+    /// (a horizontal flip folded into the pass: each output pixel is computed on its own).
     #[inline(always)]
-    fn horizontal_k<const C: usize, const K: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
+    fn place(xx: usize, out_w: usize, mirror: bool) -> usize {
+        if mirror {
+            out_w - 1 - xx
+        } else {
+            xx
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn horizontal_k<const C: usize, const K: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize, mirror: bool) {
         for (y, line) in rows.zip(out.chunks_exact_mut(out_w * C)) {
             let row = &src[y * src_w * C..(y + 1) * src_w * C];
-            for (xx, px) in line.chunks_exact_mut(C).enumerate() {
-                pixel::<C, K>(row, c, xx, px);
+            for xx in 0..out_w {
+                let at = place(xx, out_w, mirror) * C;
+                pixel::<C, K>(row, c, xx, &mut line[at..at + C]);
             }
         }
     }
 
     #[inline(always)]
-    fn horizontal<const C: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn horizontal<const C: usize>(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize, mirror: bool) {
         match c.ksize {
-            3 => horizontal_k::<C, 3>(src, src_w, rows, c, out, out_w),
-            5 => horizontal_k::<C, 5>(src, src_w, rows, c, out, out_w),
-            7 => horizontal_k::<C, 7>(src, src_w, rows, c, out, out_w),
-            _ => horizontal_k::<C, 0>(src, src_w, rows, c, out, out_w),
+            3 => horizontal_k::<C, 3>(src, src_w, rows, c, out, out_w, mirror),
+            5 => horizontal_k::<C, 5>(src, src_w, rows, c, out, out_w, mirror),
+            7 => horizontal_k::<C, 7>(src, src_w, rows, c, out, out_w, mirror),
+            _ => horizontal_k::<C, 0>(src, src_w, rows, c, out, out_w, mirror),
         }
     }
 
@@ -268,20 +326,22 @@ mod small {
 
     /// Both passes, compiled for the CPU's vector width. The order is Pillow 13's:
     /// vertical first where the height shrinks by more than twice what the width does.
+    /// `need` is (horizontal pass, vertical pass, mirror); returns whether the output is
+    /// mirrored (only a horizontal pass can mirror it).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn passes<const AVX2: bool>(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, (horiz, vert): (&Coeffs, &Coeffs), need: (bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) {
-        let (need_h, need_v) = need;
+    fn passes<const AVX2: bool>(s: &mut Scratch, src: &[u8], (src_w, src_h): (usize, usize), ch: usize, (horiz, vert): (&Coeffs, &Coeffs), need: (bool, bool, bool), dst: &mut [u8], (dst_w, dst_h): (usize, usize)) -> bool {
+        let (need_h, need_v, mirror) = need;
         let shrink_h = src_h as i64 - dst_h as i64;
         let horizontal_first = !(shrink_h > 0 && shrink_h > (src_w as i64 - dst_w as i64) * 2);
         let Scratch { tmp, acc, .. } = s;
         let stride = dst_w * ch;
         let h_pass = |src: &[u8], src_w: usize, rows: std::ops::Range<usize>, out: &mut [u8]| match ch {
-            1 => horizontal::<1>(src, src_w, rows, horiz, out, dst_w),
+            1 => horizontal::<1>(src, src_w, rows, horiz, out, dst_w, mirror),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 is only true when called from passes_avx2 (the CPU has it).
-            3 if AVX2 && horiz.ksize == 3 => unsafe { horizontal_rgb_2tap_avx2(src, src_w, rows, horiz, out, dst_w) },
-            _ => horizontal::<3>(src, src_w, rows, horiz, out, dst_w),
+            3 if AVX2 && horiz.ksize == 3 => unsafe { horizontal_rgb_2tap_avx2(src, src_w, rows, horiz, out, dst_w, mirror) },
+            _ => horizontal::<3>(src, src_w, rows, horiz, out, dst_w, mirror),
         };
         // Bytes `cols` of each row of `src` (rows of `stride` bytes) into the same bytes of `out`'s rows.
         let v_pass = |src: &[u8], stride: usize, cols: (usize, usize), out: &mut [u8], out_stride: usize, acc: &mut Vec<i32>| {
@@ -314,12 +374,13 @@ mod small {
             (false, true) => v_pass(src, stride, (0, stride), dst, stride, acc),
             (false, false) => dst.copy_from_slice(&src[..dst.len()]),
         }
+        need_h && mirror
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn passes_avx2(s: &mut Scratch, src: &[u8], src_size: (usize, usize), ch: usize, coeffs: (&Coeffs, &Coeffs), need: (bool, bool), dst: &mut [u8], dst_size: (usize, usize)) {
+    unsafe fn passes_avx2(s: &mut Scratch, src: &[u8], src_size: (usize, usize), ch: usize, coeffs: (&Coeffs, &Coeffs), need: (bool, bool, bool), dst: &mut [u8], dst_size: (usize, usize)) -> bool {
         passes::<true>(s, src, src_size, ch, coeffs, need, dst, dst_size)
     }
 
@@ -343,87 +404,109 @@ mod small {
         c.ksize == 3 && c.bounds[xx].1 <= 2 && k[2] == 0 && k[..2].iter().all(|&k| (0..=1 << PRECISION_BITS).contains(&k))
     }
 
-    /// `horizontal::<3>` for 3-tap kernels (bilinear up to 1x, the common small crop,
-    /// where a pixel has two taps): two output pixels per 256-bit step, one a 128-bit
-    /// lane. A lane takes the 6 bytes of its pixel's two source pixels, shuffles them to
-    /// (r0 r1 g0 g1 b0 b1) as 16-bit values, and two multiply-adds with the weights'
-    /// halves give its three sums. The same integers as the scalar loop, so the same
-    /// pixels; pixels whose taps do not suit, and the buffer's last bytes, take the
-    /// scalar loop.
+    /// The two output pixels of a pair whose first taps are at `from + off[0]` and
+    /// `from + off[1]`, one per 128-bit lane: each lane takes the 6 bytes of its pixel's two
+    /// source pixels, shuffles them to (r0 r1 g0 g1 b0 b1) as 16-bit values, and two
+    /// multiply-adds with the weights' halves give its three sums. Returns each pixel as
+    /// (r, g, b, 0) bytes. Reads 8 bytes at each offset; bytes past a pixel's two taps (zero
+    /// weights) may belong to the next row: read, never counted.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn horizontal_rgb_2tap_avx2(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize) {
+    #[inline]
+    unsafe fn pair_avx2(from: *const u8, off: [u32; 2], w: &[i16; 32]) -> (u32, u32) {
         use std::arch::x86_64::*;
-        let (pairs, suits) = (&c.pairs, &c.suits);
-        assert!(c.ksize == 3 && pairs.len() == out_w / 2 && suits.len() == out_w);
         let z = -128i8; // a shuffle index with the top bit set writes a zero
         let spread = _mm256_setr_epi8(0, z, 3, z, 1, z, 4, z, 2, z, 5, z, z, z, z, z, 0, z, 3, z, 1, z, 4, z, 2, z, 5, z, z, z, z, z);
         let round = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let off = [off[0] as usize, off[1] as usize];
+        let lo = _mm_loadl_epi64(from.add(off[0]) as *const __m128i);
+        let hi = _mm_loadl_epi64(from.add(off[1]) as *const __m128i);
+        let px = _mm256_shuffle_epi8(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi), spread);
+        let w = w.as_ptr() as *const __m256i;
+        let high = _mm256_madd_epi16(px, _mm256_loadu_si256(w));
+        let low = _mm256_madd_epi16(px, _mm256_loadu_si256(w.add(1)));
+        let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT as i32 }>(high), low), round);
+        let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
+        (_mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32, _mm256_extract_epi32::<4>(bytes) as u32)
+    }
+
+    /// `horizontal::<3>` for 3-tap kernels (bilinear up to 1x, the common small crop,
+    /// where a pixel has two taps): two output pixels per 256-bit step (`pair_avx2`). The
+    /// same integers as the scalar loop, so the same pixels; pixels whose taps do not suit,
+    /// and those whose loads would pass the buffer's end, take the scalar loop. With
+    /// `mirror`, each pixel goes to its mirror's place.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn horizontal_rgb_2tap_avx2(src: &[u8], src_w: usize, rows: std::ops::Range<usize>, c: &Coeffs, out: &mut [u8], out_w: usize, mirror: bool) {
+        let (pairs, suits) = (&c.pairs, &c.suits);
+        assert!(c.ksize == 3 && pairs.len() == out_w / 2 && suits.len() == out_w);
         let row_bytes = out_w * 3;
         // Every pair of pixels suits: the row's loads need no checks.
         let all_pairs = suits[..out_w / 2 * 2].iter().all(|&ok| ok);
         for (y, line) in rows.zip(out.chunks_exact_mut(row_bytes)) {
             let base = y * src_w * 3;
             let row = &src[base..base + src_w * 3];
+            let to = line.as_mut_ptr();
             if all_pairs && out_w >= 4 && base + c.reach <= src.len() {
-                let (from, to) = (src.as_ptr().add(base), line.as_mut_ptr());
-                for (p, (w, off)) in pairs.iter().zip(&c.offsets).enumerate() {
-                    let lo = _mm_loadl_epi64(from.add(off[0] as usize) as *const __m128i);
-                    let hi = _mm_loadl_epi64(from.add(off[1] as usize) as *const __m128i);
-                    let px = _mm256_shuffle_epi8(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi), spread);
-                    let w = w.as_ptr() as *const __m256i;
-                    let high = _mm256_madd_epi16(px, _mm256_loadu_si256(w));
-                    let low = _mm256_madd_epi16(px, _mm256_loadu_si256(w.add(1)));
-                    let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT as i32 }>(high), low), round);
-                    let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
-                    // Four bytes a pixel, the fourth overwritten by the next pixel; the row's last pixel
-                    // writes three (with an odd width the last pair's second pixel is not the last).
-                    std::ptr::write_unaligned(to.add(6 * p) as *mut u32, _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32);
-                    let second = _mm256_extract_epi32::<4>(bytes) as u32;
-                    if 6 * p + 7 <= row_bytes {
-                        std::ptr::write_unaligned(to.add(6 * p + 3) as *mut u32, second);
+                let from = src.as_ptr().add(base);
+                // Four-byte writes, each one's fourth byte the next place's, written after it;
+                // the row's last place (the last pair's, or with an odd width the lone pixel's,
+                // written after the pairs) takes three.
+                let n = pairs.len();
+                let write3 = |at: *mut u8, px: u32| std::ptr::copy_nonoverlapping(px.to_le_bytes().as_ptr(), at, 3);
+                if mirror {
+                    // Pairs from the last, so that places rise: pair p goes to places
+                    // out_w - 2 - 2p (its second pixel) and out_w - 1 - 2p (its first);
+                    // pair 0's first pixel is the row's last place.
+                    let mut at = to.add(3 * (out_w - 2 * n));
+                    for (w, off) in pairs[1..].iter().zip(&c.offsets[1..]).rev() {
+                        let (a, b) = pair_avx2(from, *off, w);
+                        std::ptr::write_unaligned(at as *mut u32, b);
+                        std::ptr::write_unaligned(at.add(3) as *mut u32, a);
+                        at = at.add(6);
+                    }
+                    let (a, b) = pair_avx2(from, c.offsets[0], &pairs[0]);
+                    std::ptr::write_unaligned(at as *mut u32, b);
+                    write3(at.add(3), a);
+                } else {
+                    let mut at = to;
+                    for (w, off) in pairs[..n - 1].iter().zip(&c.offsets) {
+                        let (a, b) = pair_avx2(from, *off, w);
+                        std::ptr::write_unaligned(at as *mut u32, a);
+                        std::ptr::write_unaligned(at.add(3) as *mut u32, b);
+                        at = at.add(6);
+                    }
+                    // The last pair's second pixel is the row's last place unless the width is odd.
+                    let (a, b) = pair_avx2(from, c.offsets[n - 1], &pairs[n - 1]);
+                    std::ptr::write_unaligned(at as *mut u32, a);
+                    if out_w % 2 == 1 {
+                        std::ptr::write_unaligned(at.add(3) as *mut u32, b);
                     } else {
-                        std::ptr::copy_nonoverlapping(second.to_le_bytes().as_ptr(), to.add(6 * p + 3), 3);
+                        write3(at.add(3), b);
                     }
                 }
-                if out_w % 2 == 1 {
-                    let xx = out_w - 1;
-                    pixel::<3, 3>(row, c, xx, &mut line[xx * 3..xx * 3 + 3]);
-                }
-                continue;
-            }
-            for p in 0..out_w / 2 {
-                let (x0, x1) = (2 * p, 2 * p + 1);
-                let (at0, at1) = (base + c.bounds[x0].0 * 3, base + c.bounds[x1].0 * 3);
-                if !(suits[x0] && suits[x1]) || at0.max(at1) + 8 > src.len() {
-                    pixel::<3, 3>(row, c, x0, &mut line[x0 * 3..x0 * 3 + 3]);
-                    pixel::<3, 3>(row, c, x1, &mut line[x1 * 3..x1 * 3 + 3]);
-                    continue;
-                }
-                // Bytes past a pixel's two taps (zero weights) may belong to the next row: read, never counted.
-                let lo = _mm_loadl_epi64(src.as_ptr().add(at0) as *const __m128i);
-                let hi = _mm_loadl_epi64(src.as_ptr().add(at1) as *const __m128i);
-                let px = _mm256_shuffle_epi8(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi), spread);
-                let w = pairs.as_ptr().add(p) as *const __m256i;
-                let high = _mm256_madd_epi16(px, _mm256_loadu_si256(w));
-                let low = _mm256_madd_epi16(px, _mm256_loadu_si256(w.add(1)));
-                let sum = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT as i32 }>(high), low), round);
-                let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
-                let first = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
-                let second = _mm256_extract_epi32::<4>(bytes) as u32;
-                // Four bytes at a time where the row has room: the fourth is the next pixel's, written after.
-                std::ptr::write_unaligned(line.as_mut_ptr().add(x0 * 3) as *mut u32, first);
-                if x1 * 3 + 4 <= row_bytes {
-                    std::ptr::write_unaligned(line.as_mut_ptr().add(x1 * 3) as *mut u32, second);
-                } else {
-                    line[x1 * 3..x1 * 3 + 3].copy_from_slice(&second.to_le_bytes()[..3]);
+            } else {
+                for p in 0..out_w / 2 {
+                    let (x0, x1) = (2 * p, 2 * p + 1);
+                    let (at0, at1) = (c.bounds[x0].0 * 3, c.bounds[x1].0 * 3);
+                    let (q0, q1) = (place(x0, out_w, mirror), place(x1, out_w, mirror));
+                    if suits[x0] && suits[x1] && base + at0.max(at1) + 8 <= src.len() {
+                        let (a, b) = pair_avx2(src.as_ptr().add(base), c.offsets[p], &pairs[p]);
+                        // Three bytes each: the places need not rise here.
+                        std::ptr::copy_nonoverlapping(a.to_le_bytes().as_ptr(), to.add(3 * q0), 3);
+                        std::ptr::copy_nonoverlapping(b.to_le_bytes().as_ptr(), to.add(3 * q1), 3);
+                    } else {
+                        pixel::<3, 3>(row, c, x0, &mut line[q0 * 3..q0 * 3 + 3]);
+                        pixel::<3, 3>(row, c, x1, &mut line[q1 * 3..q1 * 3 + 3]);
+                    }
                 }
             }
+            // The last pixel of an odd width, after the pairs (whose four-byte writes may reach it).
             if out_w % 2 == 1 {
-                let xx = out_w - 1;
-                pixel::<3, 3>(row, c, xx, &mut line[xx * 3..xx * 3 + 3]);
+                let (xx, q) = (out_w - 1, place(out_w - 1, out_w, mirror));
+                pixel::<3, 3>(row, c, xx, &mut line[q * 3..q * 3 + 3]);
             }
         }
     }
@@ -480,7 +563,8 @@ mod small {
         /// scratch and weights (as in a batch), over random boxes, sizes and channel counts:
         /// odd and even widths, boxes at the edges (one-tap pixels), upscales (the 2-tap
         /// passes) and downscales, horizontal-first and vertical-first. Pillow's own pixels
-        /// are the Python tests' (tests/test_pixel_cache.py); here the two ways must agree.
+        /// are the Python tests' (tests/test_pixel_cache.py); here the two ways must agree,
+        /// and a mirrored pass must give the unmirrored output with each row reversed.
         #[test]
         fn the_avx2_passes_equal_the_portable_ones() {
             if !std::is_x86_feature_detected!("avx2") {
@@ -506,15 +590,21 @@ mod small {
                     continue;
                 }
                 let bx = [b.x0 as f32, b.y0 as f32, b.x1 as f32, b.y1 as f32];
-                let need = (true, true);
                 let mut s = Scratch::default();
                 let horiz = coefficients(&mut s.weights, sw, bx[0], bx[2], dw);
                 let vert = coefficients(&mut s.weights, sh, bx[1], bx[3], dh);
-                let (mut plain, mut fast) = (vec![0u8; dw * dh * ch], vec![1u8; dw * dh * ch]);
-                passes::<false>(&mut s, &src, (sw, sh), ch, (&horiz, &vert), need, &mut plain, (dw, dh));
-                // SAFETY: the CPU has AVX2 (checked above).
-                unsafe { passes_avx2(&mut s, &src, (sw, sh), ch, (&horiz, &vert), need, &mut fast, (dw, dh)) };
-                assert_eq!(plain, fast, "round {round}: {sw}x{sh}x{ch}, box {x0} {y0} {x1} {y1} to {dw}x{dh}");
+                let case = format!("round {round}: {sw}x{sh}x{ch}, box {x0} {y0} {x1} {y1} to {dw}x{dh}");
+                let mut want = vec![0u8; dw * dh * ch];
+                assert!(!passes::<false>(&mut s, &src, (sw, sh), ch, (&horiz, &vert), (true, true, false), &mut want, (dw, dh)));
+                let mirror: Vec<u8> = want.chunks(dw * ch).flat_map(|row| row.chunks(ch).rev().flatten().copied().collect::<Vec<u8>>()).collect();
+                for (flip, want) in [(false, &want), (true, &mirror)] {
+                    let (mut plain, mut fast) = (vec![0u8; dw * dh * ch], vec![1u8; dw * dh * ch]);
+                    assert_eq!(passes::<false>(&mut s, &src, (sw, sh), ch, (&horiz, &vert), (true, true, flip), &mut plain, (dw, dh)), flip);
+                    // SAFETY: the CPU has AVX2 (checked above).
+                    assert_eq!(unsafe { passes_avx2(&mut s, &src, (sw, sh), ch, (&horiz, &vert), (true, true, flip), &mut fast, (dw, dh)) }, flip);
+                    assert_eq!(&plain, want, "portable, mirror {flip}, {case}");
+                    assert_eq!(&fast, want, "avx2, mirror {flip}, {case}");
+                }
             }
         }
     }
@@ -528,10 +618,12 @@ mod small {
     }
 
     /// `b` of `src` (`src_w` x `src_h` x `ch`, packed) resized to `dst` (`dst_w` x
-    /// `dst_h`); `ch` is 1 or 3 and the output at most `MAX_SIDE` pixels wide.
-    pub fn resize(src: &[u8], src_w: usize, src_h: usize, ch: usize, b: &Rect, dst: &mut [u8], dst_w: usize, dst_h: usize) {
+    /// `dst_h`); `ch` is 1 or 3 and the output at most `MAX_SIDE` pixels wide. With
+    /// `mirror`, mirrors the output too where the horizontal pass runs; returns whether it did.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize(src: &[u8], src_w: usize, src_h: usize, ch: usize, b: &Rect, dst: &mut [u8], dst_w: usize, dst_h: usize, mirror: bool) -> bool {
         if dst_w == 0 || dst_h == 0 {
-            return;
+            return false;
         }
         let bx = [b.x0 as f32, b.y0 as f32, b.x1 as f32, b.y1 as f32];
         let need_h = dst_w != src_w || bx[0] != 0.0 || bx[2] != dst_w as f32;
@@ -544,10 +636,10 @@ mod small {
             #[cfg(target_arch = "x86_64")]
             if use_avx2() {
                 // SAFETY: the CPU has AVX2 (checked in use_avx2).
-                return unsafe { passes_avx2(s, src, (src_w, src_h), ch, coeffs, (need_h, need_v), dst, (dst_w, dst_h)) };
+                return unsafe { passes_avx2(s, src, (src_w, src_h), ch, coeffs, (need_h, need_v, mirror), dst, (dst_w, dst_h)) };
             }
-            passes::<false>(s, src, (src_w, src_h), ch, coeffs, (need_h, need_v), dst, (dst_w, dst_h))
-        });
+            passes::<false>(s, src, (src_w, src_h), ch, coeffs, (need_h, need_v, mirror), dst, (dst_w, dst_h))
+        })
     }
 }
 

@@ -157,6 +157,29 @@ def test_small_crops_resize_exactly_as_pillow(size: Any) -> None:
             np.testing.assert_array_equal(got, np.asarray(want))
 
 
+@pytest.mark.parametrize("size", [7, 17, 32, (20, 13), (9, 30)])
+def test_small_crops_flipped_in_the_resize_equal_pillow_flipped(size: Any) -> None:
+    # The flip is folded into the resize's horizontal pass (each pixel written at its
+    # mirror's place): Pillow's resize of the box, then its flip, for odd and even widths,
+    # RGB and gray, and with only a vertical pass (then the flip runs after the resize).
+    h_out, w_out = (size, size) if isinstance(size, int) else size
+    arrs = [photo(20 + 7 * i, 26 + 5 * i, seed=i) for i in range(6)]
+    for mode in ("RGB", "L"):
+        blobs = [encode(np.asarray(Image.fromarray(a).convert(mode)), "PNG") for a in arrs]
+        tf = lancefeed.Compose([lancefeed.RandomResizedCrop(size), lancefeed.RandomHorizontalFlip()])
+        out, info = lancefeed.decode_batch(blobs, transform=tf, seed=3, mode=mode, return_info=True)
+        assert 0 < sum(info.flipped) < len(blobs)
+        for a, got, (top, left, h, w), flip in zip(arrs, out, info.boxes.tolist(), info.flipped):
+            want = Image.fromarray(a).convert(mode).resize((w_out, h_out), Image.BILINEAR, box=(left, top, left + w, top + h))
+            want = np.asarray(want)[:, ::-1] if flip else np.asarray(want)
+            np.testing.assert_array_equal(got.reshape(want.shape), want)
+    # Width kept (no horizontal pass), height changed: the flip after the vertical pass.
+    a = photo(24, 30, seed=9)
+    blob = encode(a, "PNG")
+    got = lancefeed.decode_batch([blob], transform=lancefeed.Compose([lancefeed.Resize((12, 24)), lancefeed.RandomHorizontalFlip(1.0)]))[0]
+    np.testing.assert_array_equal(got, np.asarray(Image.fromarray(a).resize((24, 12), Image.BILINEAR))[:, ::-1])
+
+
 def test_small_resize_weights_reused_across_boxes_sizes_and_axes() -> None:
     # Each thread keeps the weights of the boxes it resized before (by source size, box
     # edges and output size) and starts over past a thousand. On one thread, in turn:

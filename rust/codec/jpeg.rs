@@ -440,7 +440,7 @@ const MAX_LANDING: usize = 128 * 128 * 3;
 fn lands_aligned(base: usize, pitch: usize, len: usize) -> bool {
     // Row starts repeat every 32 rows, modulo 32.
     let rows = len.checked_div(pitch).unwrap_or(0).min(32);
-    (0..rows).any(|y| (base + y * pitch) % 32 == 0)
+    (0..rows).any(|y| (base + y * pitch).is_multiple_of(32))
 }
 
 fn new_handle() -> Result<raw::tjhandle> {
