@@ -239,17 +239,6 @@ lancefeed_tj_header(tjhandle handle, const unsigned char *buf, size_t size)
   return rc;
 }
 
-/* 1 if a header read by lancefeed_tj_header stays on the handle. */
-int
-lancefeed_tj_keeps_header(void)
-{
-#ifdef LF_KEEP_HEADER
-  return 1;
-#else
-  return 0;
-#endif
-}
-
 /* After a TurboJPEG call returned -1: bit 0 set if it failed (a libjpeg error or
  * one of TurboJPEG's own), clear if there were only warnings; bit 1 set if the data
  * ran out (a truncated stream). */

@@ -53,6 +53,7 @@ def plot(report: BenchReport, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     datasets = list(dict.fromkeys(r.dataset for r in report.results))
     fig, axes = plt.subplots(
@@ -83,6 +84,11 @@ def plot(report: BenchReport, path: Path) -> None:
         ax.set_title(f"{dataset}: {report.settings.get('plans', {}).get(dataset, '')}", fontsize=10)
         steady = "steady-state " if report.settings.get("peers") else ""
         ax.set_xlabel(f"{steady}images/s (higher is better)")
+        # Six-digit rates as plain ticks ran into each other: thousands as "k", fewer ticks.
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+        ax.xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _, top=top: f"{v / 1000:,.0f}k" if top >= 10_000 else f"{v:,.0f}")
+        )
     fig.suptitle(
         f"lancefeed bench, {report.settings.get('cores', '?')} cores, "
         f"transform={report.settings.get('transform', '?')}",
