@@ -103,6 +103,8 @@ mod small {
         suits: Vec<bool>,
         /// Whether every output pixel suits, with at least one tap (the vertical 2-tap pass).
         all_suit: bool,
+        /// Whether both pixels of every pair suit (the horizontal pass's unchecked loop).
+        pairs_suit: bool,
         /// Per pair of output pixels, its weights' halves (see `horizontal_rgb_2tap_avx2`).
         pairs: Vec<[i16; 32]>,
         /// Per pair, the byte offsets of its pixels' first taps in an RGB row.
@@ -240,6 +242,7 @@ mod small {
             .collect();
         c.offsets = (0..pairs).map(|p| [c.bounds[2 * p].0 as u32 * 3, c.bounds[2 * p + 1].0 as u32 * 3]).collect();
         c.reach = c.offsets.iter().flatten().map(|&o| o as usize + 8).max().unwrap_or(0);
+        c.pairs_suit = c.suits[..pairs * 2].iter().all(|&ok| ok);
     }
 
     #[inline(always)]
@@ -443,13 +446,12 @@ mod small {
         let (pairs, suits) = (&c.pairs, &c.suits);
         assert!(c.ksize == 3 && pairs.len() == out_w / 2 && suits.len() == out_w);
         let row_bytes = out_w * 3;
-        // Every pair of pixels suits: the row's loads need no checks.
-        let all_pairs = suits[..out_w / 2 * 2].iter().all(|&ok| ok);
         for (y, line) in rows.zip(out.chunks_exact_mut(row_bytes)) {
             let base = y * src_w * 3;
             let row = &src[base..base + src_w * 3];
             let to = line.as_mut_ptr();
-            if all_pairs && out_w >= 4 && base + c.reach <= src.len() {
+            // Every pair suits and every load is inside `src`: the row needs no checks.
+            if c.pairs_suit && out_w >= 2 && base + c.reach <= src.len() {
                 let from = src.as_ptr().add(base);
                 // Four-byte writes, each one's fourth byte the next place's, written after it;
                 // the row's last place (the last pair's, or with an odd width the lone pixel's,
@@ -490,9 +492,8 @@ mod small {
             } else {
                 for p in 0..out_w / 2 {
                     let (x0, x1) = (2 * p, 2 * p + 1);
-                    let (at0, at1) = (c.bounds[x0].0 * 3, c.bounds[x1].0 * 3);
                     let (q0, q1) = (place(x0, out_w, mirror), place(x1, out_w, mirror));
-                    if suits[x0] && suits[x1] && base + at0.max(at1) + 8 <= src.len() {
+                    if suits[x0] && suits[x1] && base + c.offsets[p][0].max(c.offsets[p][1]) as usize + 8 <= src.len() {
                         let (a, b) = pair_avx2(src.as_ptr().add(base), c.offsets[p], &pairs[p]);
                         // Three bytes each: the places need not rise here.
                         std::ptr::copy_nonoverlapping(a.to_le_bytes().as_ptr(), to.add(3 * q0), 3);

@@ -405,7 +405,10 @@ impl Decompressor {
         let land = format == raw::TJPF_TJPF_RGB && out.len() <= MAX_LANDING && lands_aligned(out.as_ptr() as usize, pitch, out.len());
         // Where in the landing buffer no row starts aligned (none, for an odd pitch over 32 rows).
         let spot = land.then(|| {
-            self.landing.resize(out.len() + 32, 0);
+            // Grown, never shrunk: outputs of alternating sizes would zero it again each time.
+            if self.landing.len() < out.len() + 32 {
+                self.landing.resize(out.len() + 32, 0);
+            }
             let base = self.landing.as_ptr() as usize;
             (0..32).find(|&o| !lands_aligned(base + o, pitch, out.len()))
         });
