@@ -30,6 +30,17 @@ pub struct ArrowArray {
     private_data: *mut c_void,
 }
 
+/// The number of rows of an exported array.
+///
+/// # Safety
+/// `array` must be a valid, unreleased C Data Interface struct.
+pub unsafe fn array_length(array: *const ArrowArray) -> Result<usize, String> {
+    match array.as_ref() {
+        Some(a) if a.release.is_some() => Ok(a.length as usize),
+        _ => Err("the Arrow array was already released".into()),
+    }
+}
+
 /// Appends one `Option<&[u8]>` per element (None for a null) to `out`; with `pick`,
 /// only the elements it names, in its order (a gather from a large array then costs
 /// what it picks, not the array's length).

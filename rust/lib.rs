@@ -286,9 +286,10 @@ fn decode_batch<'py>(
     let capsules = arrow_capsules(&images, arrow)?;
     // One Arrow array and an order (a gather from a cache of rows, say): only the rows
     // picked are looked at.
-    let picked = arrow && capsules.len() == 1 && masks.is_none() && boxes.is_none();
+    // (A few chunks too: the loader's cache keeps its side-by-side scans as they came.)
+    let picked = arrow && !capsules.is_empty() && masks.is_none() && boxes.is_none();
     let mut blobs = match (&order, picked) {
-        (Some(order), true) => blobs_picked(&capsules[0], order.as_slice()?)?,
+        (Some(order), true) => blobs_picked(&capsules, order.as_slice()?)?,
         _ => blobs_of(&images, &capsules, arrow, "images")?,
     };
     let mask_capsules = match &masks {
@@ -522,17 +523,48 @@ fn blobs_of<'a>(items: &'a [Bound<'_, PyAny>], capsules: &'a [(Bound<'_, PyAny>,
     Ok(blobs)
 }
 
-/// The blobs of one Arrow array's rows `order[i]`, in that order.
-fn blobs_picked<'a>(capsule: &'a (Bound<'_, PyAny>, Bound<'_, PyAny>), order: &[u64]) -> PyResult<Vec<Option<&'a [u8]>>> {
-    let (s, a) = (capsule_ptr(&capsule.0, c"arrow_schema")?, capsule_ptr(&capsule.1, c"arrow_array")?);
-    let mut blobs = Vec::new();
-    unsafe { arrow::binary_values(s, a, &mut blobs, Some(order)) }.map_err(|e| {
-        if e.starts_with("order holds") {
-            PyIndexError::new_err(e)
-        } else {
-            PyTypeError::new_err(e)
+/// The blobs of rows `order[i]` of the arrays' rows end to end (a chunked array's), in
+/// that order; only the rows picked are looked at.
+fn blobs_picked<'a>(capsules: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)], order: &[u64]) -> PyResult<Vec<Option<&'a [u8]>>> {
+    let arrow_error = |e: String| if e.starts_with("order holds") { PyIndexError::new_err(e) } else { PyTypeError::new_err(e) };
+    let ptrs = capsules
+        .iter()
+        .map(|(s, a)| Ok((capsule_ptr(s, c"arrow_schema")?, capsule_ptr(a, c"arrow_array")?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    if let [(s, a)] = ptrs[..] {
+        let mut blobs = Vec::new();
+        unsafe { arrow::binary_values(s, a, &mut blobs, Some(order)) }.map_err(arrow_error)?;
+        return Ok(blobs);
+    }
+    // starts[c]: the first row of chunk c, counted over all chunks.
+    let mut starts = Vec::with_capacity(ptrs.len());
+    let mut total = 0u64;
+    for &(_, a) in &ptrs {
+        starts.push(total);
+        total += unsafe { arrow::array_length(a) }.map_err(PyTypeError::new_err)? as u64;
+    }
+    // Each chunk's rows picked (its own indices) and the output rows they go to.
+    let mut picks: Vec<(Vec<u64>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); ptrs.len()];
+    for (k, &j) in order.iter().enumerate() {
+        if j >= total {
+            return Err(PyIndexError::new_err(format!("order holds {j}, out of range for {total} images")));
         }
-    })?;
+        let c = starts.partition_point(|&s| s <= j) - 1;
+        picks[c].0.push(j - starts[c]);
+        picks[c].1.push(k);
+    }
+    let mut blobs = vec![None; order.len()];
+    let mut got = Vec::new();
+    for (&(s, a), (rows, to)) in ptrs.iter().zip(&picks) {
+        if rows.is_empty() {
+            continue;
+        }
+        got.clear();
+        unsafe { arrow::binary_values(s, a, &mut got, Some(rows)) }.map_err(arrow_error)?;
+        for (&k, &blob) in to.iter().zip(&got) {
+            blobs[k] = blob;
+        }
+    }
     Ok(blobs)
 }
 

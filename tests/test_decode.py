@@ -401,6 +401,28 @@ def test_order_gathers_rows_without_reordering_the_input():
     np.testing.assert_array_equal(lancefeed.decode_batch(chunked, transform=t, order=order, positions=[10, 11, 12, 13]), want)
 
 
+def test_order_picks_rows_across_chunks_where_they_are():
+    # The loader's cache keeps its side-by-side scans as chunks: rows are picked across
+    # them (slices, empty chunks and nulls included) as from one array.
+    items = blobs(9)
+    chunks = [
+        pa.array([None] + items[:3], pa.binary()).slice(1, 3),
+        pa.array([], pa.binary()),
+        pa.array(items[3:5] + [None], pa.binary()),
+        pa.array(items[5:], pa.binary()),
+    ]
+    chunked = pa.chunked_array(chunks, pa.binary())
+    whole = items[:5] + [None] + items[5:]
+    order = [9, 0, 4, 3, 3, 2, 6, 7]
+    want = lancefeed.decode_batch([whole[i] for i in order], size=(16, 16))
+    np.testing.assert_array_equal(lancefeed.decode_batch(chunked, size=(16, 16), order=order), want)
+    out, info = lancefeed.decode_batch(chunked, size=(16, 16), order=[5, 8, 5], on_error="skip", return_info=True)
+    assert info.kept.tolist() == [1] and [row for row, _ in info.errors] == [0, 2]
+    np.testing.assert_array_equal(out[0], lancefeed.decode_batch([items[7]], size=(16, 16))[0])
+    with pytest.raises(IndexError, match="order holds 10, out of range for 10 images"):
+        lancefeed.decode_batch(chunked, size=(16, 16), order=[0, 10])
+
+
 def test_order_indices_of_skipped_rows_count_output_rows():
     items = [GOOD, BAD["empty"][0], GOOD]
     out, info = lancefeed.decode_batch(items, size=(8, 8), order=[1, 2, 0, 1], on_error="skip", return_info=True)

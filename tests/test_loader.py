@@ -386,6 +386,16 @@ def test_small_rows_are_scanned_first_in_parts_side_by_side(uri: str, monkeypatc
         for (xa, ya), (xb, yb) in zip(got, want):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert sorted(scans) == [(0, N // 3), (N // 3, 2 * N // 3 - N // 3), (2 * N // 3, N - 2 * N // 3)]
+    # The scans' rows stay as they came (no copy into one array); the decode picks
+    # each batch's rows across them.
+    assert cached._maker._rows.table.column("image").num_chunks == 3
+    # More parts than the cache keeps apart: joined into one array, the same batches.
+    monkeypatch.setattr(loader_module, "_KEPT_CHUNKS", 2)
+    joined = lancefeed.DataLoader(uri, **kw)
+    for (xa, ya), (xb, yb) in zip(joined, lancefeed.DataLoader(uri, cache=False, **kw)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert joined._maker._rows.table.column("image").num_chunks == 1
+    monkeypatch.setattr(loader_module, "_KEPT_CHUNKS", 4)
     # Too few rows for two parts: one scan.
     monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", N)
     scans.clear()
