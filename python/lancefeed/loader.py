@@ -73,7 +73,6 @@ from lancefeed.decode import decode_batch, decode_targets
 from lancefeed.transforms import Compose
 from lancefeed.transforms.compose import apply_output, as_compose, run_rest
 from lancefeed.transforms.torchvision import OutputStep
-from lancefeed.mapped import mapped_column
 from lancefeed.labels import (
     ClassMap,
     collate_column,
@@ -83,6 +82,7 @@ from lancefeed.labels import (
     is_string_list_type,
     is_string_type,
 )
+from lancefeed.mapped import mapped_column
 from lancefeed.memory import keep_freed_memory_unless_disabled
 from lancefeed.permutation import Permutation
 from lancefeed.pipeline import Meter, Pipeline, PipelineStats
@@ -247,8 +247,8 @@ class _BatchMaker:
                 return 0
             size = self.cache_bytes()
             # One scan per core over its share of the rows, each one batch (Lance hands it
-            # over as one chunk), joined by the cache's one copy into a single array (a
-            # 32-bit offset array holds < 2 GiB). A scan spends its time waiting on reads
+            # over as one chunk; a 32-bit offset array holds < 2 GiB), kept side by side
+            # in the cache (see _RowCache.get). A scan spends its time waiting on reads
             # and on fresh pages, so two overlap where one leaves a core idle.
             one = size is not None and size < (1 << 30)
             parts = _scan_parts(n, self.num_threads)
@@ -274,7 +274,7 @@ class _BatchMaker:
     def _mapped(self) -> Optional[pa.ChunkedArray]:
         """The image column read in place from the mapped data files (see
         :mod:`lancefeed.mapped`), when the take reads only that column and the dataset is
-        a local one that reader can check; else None (the scans read it)."""
+        a local one that reader can check; else None (scans or takes read it)."""
         perm = self.take_perm
         if not self.may_map():
             return None

@@ -142,6 +142,14 @@ def _page(mapped: mmap.mmap, page: Any) -> Optional[pa.Array]:
         return pa.array([], pa.binary_view())
     if starts[0] != 0 or starts[-1] != values.size or bool(np.any(np.diff(starts) < 4)):
         return None
+    if hasattr(mapped, "madvise"):
+        # A file not in the page cache yet (a cold disk) is read ahead in the background,
+        # in large sequential reads, not page by page as the decode touches random rows.
+        start = values.position - values.position % mmap.PAGESIZE
+        try:
+            mapped.madvise(mmap.MADV_WILLNEED, start, values.position + values.size - start)
+        except OSError:  # advice only
+            pass
     # Each value is its length (little-endian, 4 bytes) then its bytes: check every row.
     at = starts[:-1]
     lengths = data[at[:, None] + np.arange(4)].copy().view("<u4").ravel().astype(np.int64)
