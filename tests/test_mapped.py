@@ -148,3 +148,28 @@ def test_the_mapping_can_be_turned_off_and_falls_back_where_it_cannot_check(tmp_
     refused = lancefeed.DataLoader(uri, **kw)
     epoch(refused)
     assert refused._maker._rows.table.column("image").type == pa.binary()
+
+
+def test_a_dataset_over_the_cache_budget_is_still_read_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mapped rows are the page cache's, not the loader's memory: a dataset the row cache
+    # would not hold is mapped all the same (within half the machine's memory).
+    uri = images_dataset(tmp_path / "ds.lance", 30, 64)
+    kw: dict = dict(batch_size=4, shuffle=True, seed=4, transform=lancefeed.RandomResizedCrop(24))
+    want = [[(x.clone(), y.clone()) for x, y in lancefeed.DataLoader(uri, cache=False, **kw)]]
+    monkeypatch.setattr(loader_module, "_CACHE_BYTES", 1)
+    loader = lancefeed.DataLoader(uri, **kw)
+    maker = loader._maker
+    assert (maker.cache, maker.prefill, maker.map_first, maker.map_only) == (True, False, True, True)
+    assert maker.pixels is None
+    maker.take_perm.take_positions_sorted = _refuse
+    got = list(loader)
+    assert len(got) == len(want[0]) and all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want[0]))
+    # cache=False is a choice: then Lance reads every batch, as before.
+    assert not lancefeed.DataLoader(uri, cache=False, **kw)._maker.map_first
+    # A file the reader refuses: takes read it, and no row is kept (it is over the budget).
+    monkeypatch.setattr(mapped_module, "_page", lambda mapped, page: None)
+    refused = lancefeed.DataLoader(uri, **kw)
+    assert refused._maker.map_only
+    got = list(refused)
+    assert len(got) == len(want[0]) and all(torch.equal(a, c) for (a, _), (c, _) in zip(got, want[0]))
+    assert not refused._maker.cache and refused._maker._rows.rows == 0

@@ -164,6 +164,9 @@ class _BatchMaker:
         # map_first (with the cache, larger rows, a local dataset): the first take maps
         # the image column in place (lancefeed.mapped); if it cannot, takes fill the cache.
         self.map_first = False
+        # map_only: the cache is on only because the column maps (a dataset over the
+        # cache's budget, within the page cache's); if it cannot, no row is kept.
+        self.map_only = False
         self._prefill_lock = threading.Lock()
         self._prefilled = False
         self._prefill_bytes = 0
@@ -228,6 +231,7 @@ class _BatchMaker:
                 early._thread.join()
                 if early._prefilled:  # else it failed: scan again, and raise here
                     self._rows, self._prefilled = early._rows, True
+                    self.cache = self.cache and early.cache  # a refused map_only keeps nothing
                     return early._prefill_bytes
             n = len(self.take_perm)
             mapped = self._mapped()
@@ -243,6 +247,7 @@ class _BatchMaker:
                 self._prefilled = True
                 return self._prefill_bytes
             if not self.prefill:  # larger rows: the takes read them, as they go
+                self.cache = self.cache and not self.map_only
                 self._prefilled = True
                 return 0
             size = self.cache_bytes()
@@ -676,7 +681,11 @@ class DataLoader:
     "Detection and segmentation"). ``log_every``: log :meth:`stats` every that many seconds.
     ``cache``: ``"auto"`` keeps the rows the first epoch reads in memory when Lance's
     statistics say they are small (<= 2 GiB and 1/8 of the memory), so later epochs gather
-    from memory; ``True``/``False`` force it.
+    from memory; ``True``/``False`` force it. Unless ``False``, a local dataset's image
+    column is read in place from its mapped data files where :mod:`lancefeed.mapped` can
+    check them (no Lance scan or take; with ``"auto"`` also past the cache's budget, up to
+    half the machine's memory: those rows are the page cache's). ``LANCEFEED_MMAP=0``
+    turns that off.
     ``pixel_cache``: ``"auto"`` (with the row cache on and small images, those read by
     scans) keeps each image's whole decode from epoch 1 on, within the same memory
     budget, so later epochs crop and resize from pixels instead of decoding JPEGs
@@ -887,9 +896,7 @@ class DataLoader:
             self.device,
             target_config,
         )
-        self._maker.cache = _resolve_cache(cache, self._maker)
-        self._maker.prefill = self._maker.cache and self._maker.wants_prefill()
-        self._maker.map_first = self._maker.cache and not self._maker.prefill and self._maker.may_map()
+        _plan_reads(self._maker, cache)
         if self._maker.prefill or self._maker.map_first:
             self._maker.adopt(early)
         self._maker.pixels = _resolve_pixel_cache(pixel_cache, self._maker, len(self.permutation), mode)
@@ -1302,17 +1309,27 @@ def _start_prefill(perm: Permutation, image_column: str, columns: List[str], lab
     others = [c for c in columns if c != image_column]
     early = _BatchMaker(perm, image_column, others, {}, None, mode, num_threads, "raise", 0, [], labels)
     try:
-        if not _resolve_cache(cache, early):
-            return None
-        early.prefill = early.wants_prefill()
-        early.map_first = not early.prefill and early.may_map()
+        _plan_reads(early, cache)
     except ValueError:  # a bad cache= value: the loader's own check raises it
         return None
     if not (early.prefill or early.map_first):
         return None
-    early.cache = True
     early.start_prefill()
     return early
+
+
+def _plan_reads(maker: _BatchMaker, cache: Union[bool, str]) -> None:
+    """How ``maker`` reads its rows: whether it keeps them (``cache``), scans small
+    rows before the first batch (``prefill``) or maps the image column in place first
+    (``map_first``; with ``cache="auto"`` also a dataset over the cache's budget that
+    the page cache holds: mapped rows are the page cache's, not the loader's memory)."""
+    maker.cache = _resolve_cache(cache, maker)
+    maker.prefill = maker.cache and maker.wants_prefill()
+    maker.map_first = maker.cache and not maker.prefill and maker.may_map()
+    if not maker.cache and cache == "auto" and maker.may_map():
+        size = maker.cache_bytes()
+        if size is not None and 0 < size <= _page_cache_budget():
+            maker.cache = maker.map_first = maker.map_only = True
 
 
 def _resolve_cache(cache: Union[bool, str], maker: _BatchMaker) -> bool:
@@ -1334,6 +1351,15 @@ def _memory_budget() -> int:
     except (ValueError, OSError, AttributeError):
         memory = 8 * _CACHE_BYTES
     return min(_CACHE_BYTES, memory // 8)
+
+
+def _page_cache_budget() -> int:
+    """The largest image column read in place when the row cache would not hold it:
+    half the machine's memory, so that the page cache keeps it from one epoch to the next."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _resolve_pixel_cache(pixel_cache: Union[bool, str], maker: _BatchMaker, rows: int, mode: str) -> Optional[_core.PixelCache]:

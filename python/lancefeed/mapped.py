@@ -69,7 +69,10 @@ def mapped_column(ds: lance.LanceDataset, column: str) -> Optional[Tuple[pa.Chun
         return None
     try:
         field = ds.lance_schema.field(column)
-        if field is None or not (pa.types.is_binary(ds.schema.field(column).type) or pa.types.is_large_binary(ds.schema.field(column).type)):
+        if field is None:
+            return None
+        kind = ds.schema.field(column).type
+        if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
             return None
         field_id = field.id()
         chunks: List[pa.Array] = []
