@@ -154,7 +154,7 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"lancefeed runs, comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--server", choices=["auto", "moto", "s3s-fs"], default="auto",
-                   help="the S3 server: s3s-fs (Rust, fast; `cargo install s3s-fs --features binary`) or moto "
+                   help="the S3 server: s3s-fs (Rust, fast; `cargo install s3s-fs@0.14.1 --features binary --locked`) or moto "
                    "(Python, ~15 MB/s here); auto: s3s-fs where installed")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of each dataset (a smoke run)")
     p.add_argument("--json", type=Path)

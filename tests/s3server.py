@@ -151,8 +151,8 @@ class S3Server:
 
 
 class S3sFsServer(S3Server):
-    """The `s3s-fs` server (Rust, from crates.io: ``cargo install s3s-fs --features
-    binary``) on 127.0.0.1, serving a temporary folder: a bucket is a sub-folder. It
+    """The `s3s-fs` server (Rust, from crates.io: ``cargo install s3s-fs@0.14.1 --features
+    binary --locked``; later versions need a newer rustc) on 127.0.0.1, serving a temporary folder: a bucket is a sub-folder. It
     serves bytes an order of magnitude faster than moto, so a benchmark measures the
     loader rather than the server; it checks signatures with its one key pair.
     ``available()`` says whether the binary is on the PATH.
@@ -169,7 +169,7 @@ class S3sFsServer(S3Server):
 
         binary = shutil.which("s3s-fs")
         if binary is None:
-            raise FileNotFoundError("s3s-fs is not installed: cargo install s3s-fs --features binary")
+            raise FileNotFoundError("s3s-fs is not installed: cargo install s3s-fs@0.14.1 --features binary --locked")
         self.port = free_port()
         self.auth = True
         self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
