@@ -173,3 +173,21 @@ def test_a_dataset_over_the_cache_budget_is_still_read_in_place(tmp_path: Path, 
     got = list(refused)
     assert len(got) == len(want[0]) and all(torch.equal(a, c) for (a, _), (c, _) in zip(got, want[0]))
     assert not refused._maker.cache and refused._maker._rows.rows == 0
+
+
+def test_a_split_and_shuffled_permutation_picks_its_rows_from_the_mapped_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The seeds' flow: a random split, shuffled; neither every row nor storage order.
+    uri = images_dataset(tmp_path / "ds.lance", 40, 48)
+    table = lancefeed.permutation_builder(uri).split_random(ratios=[0.75, 0.25], seed=5, split_names=["train", "val"]).shuffle(seed=2).execute()
+    kw: dict = dict(batch_size=5, shuffle=True, seed=8, transform=lancefeed.RandomResizedCrop(24))
+    for split in ("train", "val"):
+        perm = lancefeed.Permutation.from_tables(uri, table, split=split)
+        want = [(x.clone(), y.clone()) for x, y in lancefeed.DataLoader(perm, cache=False, **kw)]
+        loader = lancefeed.DataLoader(perm, **kw)
+        maker = loader._maker
+        assert maker.map_first and not maker.prefill
+        maker.take_perm.take_positions_sorted = _refuse
+        got = list(loader)
+        assert len(got) == len(want) == -(-len(perm) // 5)
+        assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
+        assert maker._rows.table.column("image").type == pa.binary_view()

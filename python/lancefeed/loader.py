@@ -234,13 +234,17 @@ class _BatchMaker:
                     self.cache = self.cache and early.cache  # a refused map_only keeps nothing
                     return early._prefill_bytes
             n = len(self.take_perm)
-            mapped = self._mapped()
-            if mapped is not None:
+            got = self._mapped()
+            if got is not None:
+                mapped, index = got
+                # Each chunk (page) with the permutation's positions whose rows are in it.
+                by_row = np.argsort(index, kind="stable")
                 start = 0
                 for chunk in mapped.chunks:
-                    where = np.arange(start, start + len(chunk), dtype=np.int64)
+                    lo, hi = np.searchsorted(index, [start, start + len(chunk)], sorter=by_row)
+                    where = by_row[lo:hi].astype(np.int64)
                     batch = pa.RecordBatch.from_arrays([chunk], names=[self.image_column])
-                    self._rows.add(batch, where - start, where)
+                    self._rows.add(batch, index[where] - start, where)
                     start += len(chunk)
                 # The images' bytes, read from the page cache as the decode gets to them.
                 self._prefill_bytes = sum(_view_bytes(c) for c in mapped.chunks)
@@ -276,17 +280,26 @@ class _BatchMaker:
             self._prefilled = True
             return self._prefill_bytes
 
-    def _mapped(self) -> Optional[pa.ChunkedArray]:
-        """The image column read in place from the mapped data files (see
-        :mod:`lancefeed.mapped`), when the take reads only that column and the dataset is
-        a local one that reader can check; else None (scans or takes read it)."""
+    def _mapped(self) -> Optional[Tuple[pa.ChunkedArray, np.ndarray]]:
+        """The image column of every row of the dataset, read in place from the mapped
+        data files (see :mod:`lancefeed.mapped`), and where each position's row is in it,
+        when the take reads only that column and the dataset is a local one that reader
+        can check; else None (scans or takes read it). Any permutation: a split, a filter
+        or a shuffled table picks its rows from the mapped ones."""
         perm = self.take_perm
         if not self.may_map():
             return None
         got = mapped_column(perm.dataset, self.image_column)
-        if got is None or not np.array_equal(got[1], perm.row_ids):
+        if got is None:
             return None
-        return got[0]
+        mapped, ids = got
+        wanted = np.asarray(perm.row_ids, dtype=np.uint64)
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            return None  # fragments out of id order: not looked up here
+        index = np.searchsorted(ids, wanted)
+        if len(wanted) and (int(index.max()) >= len(ids) or not np.array_equal(ids[index], wanted)):
+            return None  # a row id the files do not hold (stable row ids, say)
+        return mapped, index.astype(np.int64)
 
     def start_prefill(self) -> None:
         """Runs the prefill's scans on a thread of their own, now. A failure is left to
@@ -313,15 +326,12 @@ class _BatchMaker:
             self._early = early
 
     def may_map(self) -> bool:
-        """Whether the take reads the image column alone, of every row in storage order,
-        from a local dataset: then :meth:`_mapped` may read it in place (it checks the
-        files themselves when it runs)."""
+        """Whether the take reads the image column alone from a local dataset: then
+        :meth:`_mapped` may read it in place (it checks the files themselves when it runs)."""
         perm = self.take_perm
         if os.environ.get("LANCEFEED_MMAP", "1") == "0" or not perm._plain or list(perm._read) != [self.image_column]:
             return False
-        if self.image_column in self.perm.blob_columns or "://" in perm.uri.replace("file://", "", 1):
-            return False
-        return _in_storage_order(perm)
+        return self.image_column not in self.perm.blob_columns and "://" not in perm.uri.replace("file://", "", 1)
 
     def wants_prefill(self) -> bool:
         """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
