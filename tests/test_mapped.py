@@ -191,3 +191,8 @@ def test_a_split_and_shuffled_permutation_picks_its_rows_from_the_mapped_ones(tm
         assert len(got) == len(want) == -(-len(perm) // 5)
         assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
         assert maker._rows.table.column("image").type == pa.binary_view()
+        # Small rows kept: later epochs crop from whole decoded images, as without a split.
+        assert maker.pixels is not None
+        later = list(loader)
+        assert sorted(int(v) for _, y in later for v in y) == sorted(int(v) for _, y in got for v in y)
+        assert loader.stats()["pixel_cache_rows"] == len(perm)

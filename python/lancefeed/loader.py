@@ -336,11 +336,16 @@ class _BatchMaker:
     def wants_prefill(self) -> bool:
         """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
         column statistics; False when unknown) and are not a blob column."""
+        # A split or filtered permutation is not one scan's rows: its takes stay.
+        return self.small_rows() and _in_storage_order(self.take_perm)
+
+    def small_rows(self) -> bool:
+        """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
+        column statistics; False when unknown) and are not a blob column."""
         if self.image_column in self.perm.blob_columns:
             return False
         per_row = self._image_bytes_per_row()
-        # A split or filtered permutation is not one scan's rows: its takes stay.
-        return per_row is not None and per_row <= _SCAN_ROW_BYTES and _in_storage_order(self.take_perm)
+        return per_row is not None and per_row <= _SCAN_ROW_BYTES
 
     def _read(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
         if self.use_scan and len(positions) and _contiguous(positions):
@@ -696,8 +701,8 @@ class DataLoader:
     check them (no Lance scan or take; with ``"auto"`` also past the cache's budget, up to
     half the machine's memory: those rows are the page cache's). ``LANCEFEED_MMAP=0``
     turns that off.
-    ``pixel_cache``: ``"auto"`` (with the row cache on and small images, those read by
-    scans) keeps each image's whole decode from epoch 1 on, within the same memory
+    ``pixel_cache``: ``"auto"`` (with the row cache on and small images, read by scans
+    or in place) keeps each image's whole decode from epoch 1 on, within the same memory
     budget, so later epochs crop and resize from pixels instead of decoding JPEGs
     (CIFAR-10: about twice the images/s). Epoch 0 decodes only each crop's part of a
     JPEG; epochs from 1 on cut the crop from the whole decoded image, as
@@ -1374,8 +1379,8 @@ def _page_cache_budget() -> int:
 
 def _resolve_pixel_cache(pixel_cache: Union[bool, str], maker: _BatchMaker, rows: int, mode: str) -> Optional[_core.PixelCache]:
     """``pixel_cache="auto"``: keep whole decoded images from epoch 1 on where the loader
-    already keeps the encoded rows and reads them by scans (small images, see
-    _SCAN_ROW_BYTES): there a JPEG's decode costs several times its crop and resize.
+    already keeps the encoded rows of small images (see _SCAN_ROW_BYTES), read by scans or
+    in place: there a JPEG's decode costs several times its crop and resize.
     Within the memory budget of the row cache; rows past it are decoded every epoch."""
     if pixel_cache not in (True, False, "auto"):
         raise ValueError(f"pixel_cache must be True, False or 'auto', got {pixel_cache!r}")
@@ -1383,7 +1388,10 @@ def _resolve_pixel_cache(pixel_cache: Union[bool, str], maker: _BatchMaker, rows
         if pixel_cache is True:
             raise ValueError("pixel_cache=True keeps decoded images for image batches; boxes and masks (targets) are decoded every epoch")
         return None
-    if pixel_cache == "auto" and not maker.prefill:
+    # Small rows kept whole: scanned, or read in place (any permutation, the seeds' splits
+    # among them), within the row cache's budget.
+    kept = maker.prefill or (maker.map_first and not maker.map_only and maker.small_rows())
+    if pixel_cache == "auto" and not kept:
         return None
     if not pixel_cache or rows == 0:
         return None
