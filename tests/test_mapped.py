@@ -9,7 +9,6 @@ with no Lance scan or take at all.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, List
 

@@ -82,7 +82,7 @@ from lancefeed.labels import (
     is_string_list_type,
     is_string_type,
 )
-from lancefeed.mapped import mapped_column
+from lancefeed.mapped import mapped_column, value_bytes
 from lancefeed.memory import keep_freed_memory_unless_disabled
 from lancefeed.permutation import Permutation
 from lancefeed.pipeline import Meter, Pipeline, PipelineStats
@@ -112,6 +112,8 @@ _SCAN_ROW_BYTES = 16 << 10
 _SCAN_PART_ROWS = 4096
 # The row cache keeps up to this many chunks (the side-by-side scans) uncombined.
 _KEPT_CHUNKS = 4
+
+_UNREAD = object()
 
 # What loader.stats() reports (one name for users; the pipeline fills it in).
 LoaderStats = PipelineStats
@@ -167,6 +169,7 @@ class _BatchMaker:
         # map_only: the cache is on only because the column maps (a dataset over the
         # cache's budget, within the page cache's); if it cannot, no row is kept.
         self.map_only = False
+        self._stats: Any = _UNREAD  # see _disk_bytes
         self._prefill_lock = threading.Lock()
         self._prefilled = False
         self._prefill_bytes = 0
@@ -247,7 +250,7 @@ class _BatchMaker:
                     self._rows.add(batch, index[where] - start, where)
                     start += len(chunk)
                 # The images' bytes, read from the page cache as the decode gets to them.
-                self._prefill_bytes = sum(_view_bytes(c) for c in mapped.chunks)
+                self._prefill_bytes = value_bytes(mapped)
                 self._prefilled = True
                 return self._prefill_bytes
             if not self.prefill:  # larger rows: the takes read them, as they go
@@ -357,14 +360,17 @@ class _BatchMaker:
     def _disk_bytes(self) -> Optional[Tuple[Dict[str, int], int]]:
         """Each column's bytes on disk in the dataset and its row count (Lance's column
         statistics), or None when they are not known (an object store without
-        statistics, say): they size reads and caches, an optimization."""
-        try:
-            ds = self.perm.dataset
-            ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
-            sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
-            return {name: sizes[i] for name, i in ids.items() if i in sizes}, int(ds.count_rows())
-        except Exception:  # statistics are an optimization
-            return None
+        statistics, say): they size reads and caches, an optimization. Read once: the
+        permutation pins its dataset's version, and every epoch's take size asks."""
+        if self._stats is _UNREAD:
+            try:
+                ds = self.perm.dataset
+                ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
+                sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
+                self._stats = {name: sizes[i] for name, i in ids.items() if i in sizes}, int(ds.count_rows())
+            except Exception:  # statistics are an optimization
+                self._stats = None
+        return self._stats
 
     def _image_bytes_per_row(self) -> Optional[float]:
         """The image column's mean encoded bytes a row, or None when not known."""
@@ -1228,13 +1234,6 @@ def _scan_parts(rows: int, num_threads: Optional[int]) -> int:
     if num_threads is None:
         num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(int(num_threads), rows // _SCAN_PART_ROWS))
-
-
-def _view_bytes(chunk: pa.Array) -> int:
-    """The bytes a binary view array's values take (not its buffers': those are the
-    mapped pages, other columns' bytes among them)."""
-    lengths = np.frombuffer(chunk.buffers()[1], dtype="<i4")[::4][chunk.offset : chunk.offset + len(chunk)]
-    return int(lengths.sum())
 
 
 def _in_storage_order(perm: Permutation) -> bool:

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from lancefeed.source import dataset_uri
 
-__all__ = ["mapped_column"]
+__all__ = ["mapped_column", "value_bytes"]
 
 # A binary view's offset is an int32: views address a mapped page through buffers that
 # start every _WINDOW bytes (each runs to the page's end), so any page size works.
@@ -94,6 +94,21 @@ def mapped_column(ds: lance.LanceDataset, column: str) -> Optional[Tuple[pa.Chun
     if not chunks:
         return None
     return pa.chunked_array(chunks, pa.binary_view()), np.concatenate(ids)
+
+
+def value_bytes(views: pa.ChunkedArray) -> int:
+    """The bytes the values of binary view chunks take (not their buffers': those are
+    whole mapped pages, other columns' bytes among them).
+
+    Example:
+        >>> value_bytes(pa.chunked_array([pa.array([b"ab", b"cde"], pa.binary_view())]))
+        5
+    """
+    total = 0
+    for chunk in views.chunks:
+        lengths = np.frombuffer(chunk.buffers()[1], dtype="<i4")[::4][chunk.offset : chunk.offset + len(chunk)]
+        total += int(lengths.sum())
+    return total
 
 
 def _fragment_pages(data_dir: str, meta: Any, field_id: int) -> Optional[List[pa.Array]]:
