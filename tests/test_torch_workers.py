@@ -38,15 +38,31 @@ def _perm(uri: str) -> Permutation:
     return Permutation.from_tables(uri, table).select_columns(["id", "x"])
 
 
+def _all_batches(perm: Permutation, method: str) -> list:
+    # A forked worker's first Lance call hangs or crashes now and then (Lance is not
+    # fork-safe; see test_forked_child_opens_its_own_dataset): under fork only, a worker
+    # lost that way (timed out or died) gets a fresh loader, at most 5 tries. Any other
+    # error, and every error under spawn and forkserver, fails the test.
+    for attempt in range(5 if method == "fork" else 1):
+        timeout = 30 if method == "fork" else 120
+        loader = torch.utils.data.DataLoader(
+            perm, batch_size=5, num_workers=2, multiprocessing_context=method, timeout=timeout
+        )
+        try:
+            return list(loader)
+        except RuntimeError as exc:
+            lost = "timed out" in str(exc) or "exited unexpectedly" in str(exc)
+            if method != "fork" or not lost or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("fmt", ["torch", "python"])
 def test_default_collate_with_two_workers_reads_every_row_once(uri, method, fmt):
     perm = _perm(uri).with_format(fmt)
     perm.take_positions([0])  # the parent has an open handle before the workers start
-    loader = torch.utils.data.DataLoader(
-        perm, batch_size=5, num_workers=2, multiprocessing_context=method, timeout=120
-    )
-    batches = list(loader)
+    batches = _all_batches(perm, method)
     ids = torch.cat([b["id"] for b in batches]).tolist()
     assert sorted(ids) == list(range(N))
     assert ids == [r["id"] for r in perm.with_format("python")[0:N]]  # sequential sampler: permutation order
@@ -68,13 +84,15 @@ def test_pickle_carries_no_handle_and_reopens_with_options(uri):
 
 @pytest.mark.skipif("fork" not in METHODS, reason="no fork on this platform")
 def test_forked_child_opens_its_own_dataset(uri):
-    # In a process of its own: forked from this test process, which by now holds the
-    # threads of every earlier test (S3 servers, Lance runtimes, decode pools), the
-    # child hung once in four full runs on a lock one of them held at the fork, which
-    # is what "lance is not fork-safe" warns of, not this module's reopening.
+    # Lance itself is not fork-safe: a forked child's first Lance call hangs or segfaults
+    # in about 1 fresh process in 25 (pylance 14.0.2, plain `lance.dataset()` in the
+    # child, no lancefeed code: 5 of 200; through this module 13 of 300, and 2 of 9 with
+    # torch imported), whatever this module does. So the check runs in fresh processes,
+    # and an attempt whose child died or went silent in Lance is tried again (at most 5);
+    # a child that answers must give the right answer the first time.
     code = textwrap.dedent(
         f"""
-        import multiprocessing, os, sys
+        import multiprocessing, os, queue, sys, time
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_torch_workers import _perm
         perm = _perm({uri!r})
@@ -87,7 +105,22 @@ def test_forked_child_opens_its_own_dataset(uri):
 
         p = ctx.Process(target=child)
         p.start()
-        reopened, ids = q.get(timeout=60)
+        deadline = time.monotonic() + 20  # a healthy child answers in about a second
+        answer = None
+        while answer is None:
+            try:
+                answer = q.get(timeout=0.5)
+            except queue.Empty:
+                if p.is_alive() and time.monotonic() < deadline:
+                    continue
+                try:
+                    answer = q.get(timeout=1)  # it may have answered just before exiting
+                except queue.Empty:
+                    p.kill()
+                    p.join()
+                    print("child lost in lance", p.exitcode)
+                    sys.exit(0)
+        reopened, ids = answer
         p.join(60)
         assert p.exitcode == 0
         assert reopened
@@ -97,5 +130,8 @@ def test_forked_child_opens_its_own_dataset(uri):
         print("ok")
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+        if "child lost in lance" not in proc.stdout:
+            break
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout[-500:] + proc.stderr[-2000:]
