@@ -412,3 +412,38 @@ def test_applying_a_table_to_another_dataset_warns(uri, tmp_path):
 def test_out_of_range_position(uri):
     with pytest.raises(IndexError, match="position 120 is out of range for a permutation of 120 rows"):
         Permutation.identity(uri).take_positions([0, 120])
+
+
+def _scanned_ids(ds: lance.LanceDataset) -> list[int]:
+    return ds.to_table(columns=[], with_row_id=True, scan_in_order=True)["_rowid"].to_pylist()
+
+
+@pytest.mark.parametrize("history", ["written", "appended", "deleted", "compacted", "stable_ids", "empty"])
+def test_identity_and_builder_hold_the_ids_lance_scans(tmp_path, history):
+    # Row ids are read off the manifest where they follow from it (address-style ids, no
+    # deletion): that must give exactly Lance's own scan, in the same order, after any
+    # history, and fall back to the scan where it would not.
+    path = str(tmp_path / "h.lance")
+    options = {"enable_stable_row_ids": True} if history == "stable_ids" else {}
+    rows = range(0) if history == "empty" else range(40)
+    schema = _table(range(1)).schema
+    lance.write_dataset(pa.Table.from_pylist(_table(rows).to_pylist(), schema=schema), path, max_rows_per_file=15, **options)
+    if history in ("appended", "deleted", "compacted", "stable_ids"):
+        lance.write_dataset(_table(range(40, 55)), path, mode="append", max_rows_per_file=15)
+    if history in ("deleted", "compacted", "stable_ids"):
+        lance.dataset(path).delete("id % 7 = 3")
+    if history in ("compacted", "stable_ids"):
+        lance.dataset(path).optimize.compact_files(target_rows_per_fragment=1000)
+    ds = lance.dataset(path)
+    expected = _scanned_ids(ds)
+    assert ds.has_stable_row_ids == (history == "stable_ids")
+    if history in ("written", "appended", "deleted"):
+        assert any(i >= 1 << 32 for i in expected)  # several fragments: ids are not offsets
+
+    perm = Permutation.identity(path)
+    assert perm.row_ids.tolist() == expected
+    assert _ids(perm) == ds.to_table(columns=["id"], scan_in_order=True)["id"].to_pylist()
+    table = permutation_builder(path).execute()
+    assert table["row_id"].to_pylist() == expected
+    shuffled = permutation_builder(path).shuffle(seed=2).execute()["row_id"].to_pylist()
+    assert sorted(shuffled) == sorted(expected) and (len(expected) < 2 or shuffled != expected)

@@ -84,10 +84,11 @@ def test_pickle_carries_no_handle_and_reopens_with_options(uri):
 
 @pytest.mark.skipif("fork" not in METHODS, reason="no fork on this platform")
 def test_forked_child_opens_its_own_dataset(uri):
-    # Lance itself is not fork-safe: a forked child's first Lance call hangs or segfaults
-    # in about 1 fresh process in 25 (pylance 14.0.2, plain `lance.dataset()` in the
-    # child, no lancefeed code: 5 of 200; through this module 13 of 300, and 2 of 9 with
-    # torch imported), whatever this module does. So the check runs in fresh processes,
+    # Lance itself is not fork-safe: a forked child's first Lance call now and then hangs
+    # or crashes (pylance 14.0.2: plain `lance.dataset()` in the child, no lancefeed code,
+    # 5 of 200 fresh processes; 8 of 150 after a row-id scan in the parent, 2 of 150 after
+    # takes only, which is all lancefeed's permutations run there now), whatever this
+    # module does. So the check runs in fresh processes,
     # and an attempt whose child died or went silent in Lance is tried again (at most 5);
     # a child that answers must give the right answer the first time.
     code = textwrap.dedent(

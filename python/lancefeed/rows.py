@@ -22,6 +22,8 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from lancefeed.source import live_row_ids
+
 
 def take_rows(
     ds: lance.LanceDataset,
@@ -135,7 +137,7 @@ def _single_chunk(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _raise_missing(ds: lance.LanceDataset, sorted_ids: np.ndarray, columns: Sequence[str]) -> None:
-    live = ds.to_table(columns=[], with_row_id=True)["_rowid"].to_numpy()
+    live = live_row_ids(ds)
     missing = sorted_ids[~np.isin(sorted_ids, live)]
     shown = ", ".join(str(int(i)) for i in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

@@ -27,6 +27,7 @@ from lancefeed.source import (
     check_columns,
     dataset_uri,
     has_stable_row_ids,
+    live_row_ids,
     open_source,
 )
 
@@ -225,9 +226,11 @@ class PermutationBuilder:
             scanned = scan(ds, self._split["columns"], self._filter)
         elif kind == "calculated":
             scanned = scan(ds, {_CALC_COLUMN: self._split["calculation"]}, self._filter)
-        else:
+        elif self._filter is not None:
             scanned = scan(ds, [], self._filter)
-        row_ids = scanned["_rowid"].to_numpy()
+        else:
+            scanned = None
+        row_ids = scanned["_rowid"].to_numpy() if scanned is not None else live_row_ids(ds)
         n = len(row_ids)
 
         split_seed = None

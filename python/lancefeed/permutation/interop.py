@@ -39,6 +39,7 @@ from lancefeed.source import (
     dataset_uri,
     has_stable_row_ids,
     lancedb_dataset,
+    live_row_ids,
     open_source,
 )
 
@@ -256,7 +257,7 @@ def _plain_uri(uri: str) -> str:
 
 
 def check_live(ds: lance.LanceDataset, row_ids: np.ndarray, built: int) -> None:
-    live = ds.to_table(columns=[], with_row_id=True)["_rowid"].to_numpy()
+    live = live_row_ids(ds)
     missing = row_ids[~np.isin(row_ids, live)]
     if len(missing):
         shown = ", ".join(str(int(i)) for i in missing[:5])

@@ -10,7 +10,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from lancefeed.permutation._common import DEFAULT_BATCH_SIZE, ROW_ID_COLUMN, ROWID, SPLIT_ID_COLUMN, scan
+from lancefeed.permutation._common import DEFAULT_BATCH_SIZE, ROW_ID_COLUMN, ROWID, SPLIT_ID_COLUMN
 from lancefeed.permutation.formats import format_fn, to_python
 from lancefeed.permutation.interop import (
     PermutationTableLike,
@@ -32,6 +32,7 @@ from lancefeed.source import (
     column_names,
     dataset_options,
     dataset_uri,
+    live_row_ids,
     open_source,
     output_schema,
 )
@@ -116,7 +117,7 @@ class Permutation:
             50000
         """
         ds = open_source(source, version, storage_options)
-        row_ids = scan(ds, [], None)["_rowid"].to_numpy()
+        row_ids = live_row_ids(ds)
         return cls(ds, row_ids, storage_options=storage_options)
 
     @classmethod
