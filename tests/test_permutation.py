@@ -425,9 +425,8 @@ def test_identity_and_builder_hold_the_ids_lance_scans(tmp_path, history):
     # history, and fall back to the scan where it would not.
     path = str(tmp_path / "h.lance")
     options = {"enable_stable_row_ids": True} if history == "stable_ids" else {}
-    rows = range(0) if history == "empty" else range(40)
-    schema = _table(range(1)).schema
-    lance.write_dataset(pa.Table.from_pylist(_table(rows).to_pylist(), schema=schema), path, max_rows_per_file=15, **options)
+    first = _table(range(1)).slice(0, 0) if history == "empty" else _table(range(40))
+    lance.write_dataset(first, path, max_rows_per_file=15, **options)
     if history in ("appended", "deleted", "compacted", "stable_ids"):
         lance.write_dataset(_table(range(40, 55)), path, mode="append", max_rows_per_file=15)
     if history in ("deleted", "compacted", "stable_ids"):

@@ -87,8 +87,8 @@ def test_forked_child_opens_its_own_dataset(uri):
     # Lance itself is not fork-safe: a forked child's first Lance call now and then hangs
     # or crashes (pylance 14.0.2: plain `lance.dataset()` in the child, no lancefeed code,
     # 5 of 200 fresh processes; 8 of 150 after a row-id scan in the parent, 2 of 150 after
-    # takes only, which is all lancefeed's permutations run there now), whatever this
-    # module does. So the check runs in fresh processes,
+    # takes only, all that an unfiltered lancefeed permutation runs there now), whatever
+    # this module does. So the check runs in fresh processes,
     # and an attempt whose child died or went silent in Lance is tried again (at most 5);
     # a child that answers must give the right answer the first time.
     code = textwrap.dedent(

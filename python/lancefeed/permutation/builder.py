@@ -226,11 +226,9 @@ class PermutationBuilder:
             scanned = scan(ds, self._split["columns"], self._filter)
         elif kind == "calculated":
             scanned = scan(ds, {_CALC_COLUMN: self._split["calculation"]}, self._filter)
-        elif self._filter is not None:
-            scanned = scan(ds, [], self._filter)
         else:
-            scanned = None
-        row_ids = scanned["_rowid"].to_numpy() if scanned is not None else live_row_ids(ds)
+            scanned = None if self._filter is None else scan(ds, [], self._filter)
+        row_ids = live_row_ids(ds) if scanned is None else scanned["_rowid"].to_numpy()
         n = len(row_ids)
 
         split_seed = None
