@@ -135,3 +135,83 @@ pub unsafe fn binary_values<'a>(
     }
     Ok(())
 }
+
+/// Binary views (Arrow's 16-byte layout as four little-endian i32: length, then the
+/// first 4 bytes and buffer index and offset, or up to 12 bytes inline) of the values of
+/// a Lance full-zip page: `data` holds each value's length (u32, little-endian) then its
+/// bytes, and value i's length prefix starts at `starts[i]` (`starts` has one entry more,
+/// the end). Views address `data` through buffers that start every `window` bytes.
+/// None when a length prefix disagrees with `starts`, or `starts` is not ascending by at
+/// least 4 within `data`: the caller then reads the column through Lance.
+pub fn full_zip_views(data: &[u8], starts: &[i64], window: u64) -> Option<Vec<[i32; 4]>> {
+    let n = starts.len().checked_sub(1)?;
+    if window == 0 || window > i32::MAX as u64 + 1 {
+        return None;
+    }
+    let mut views = Vec::with_capacity(n);
+    for pair in starts.windows(2) {
+        let (at, end) = (u64::try_from(pair[0]).ok()?, u64::try_from(pair[1]).ok()?);
+        if end < at.checked_add(4)? || end > data.len() as u64 {
+            return None;
+        }
+        let (at, end) = (at as usize, end as usize);
+        let len = end - at - 4;
+        let prefix = u32::from_le_bytes(data[at..at + 4].try_into().ok()?);
+        if prefix as usize != len || len > i32::MAX as usize {
+            return None;
+        }
+        let value = &data[at + 4..end];
+        let mut view = [len as i32, 0, 0, 0];
+        if len <= 12 {
+            let mut inline = [0u8; 12];
+            inline[..len].copy_from_slice(value);
+            for (k, word) in inline.chunks_exact(4).enumerate() {
+                view[1 + k] = i32::from_le_bytes(word.try_into().ok()?);
+            }
+        } else {
+            let begin = (at + 4) as u64;
+            view[1] = i32::from_le_bytes(value[..4].try_into().ok()?);
+            view[2] = (begin / window) as i32;
+            view[3] = (begin % window) as i32;
+        }
+        views.push(view);
+    }
+    Some(views)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_zip_views;
+
+    fn page(values: &[&[u8]]) -> (Vec<u8>, Vec<i64>) {
+        let (mut data, mut starts) = (Vec::new(), vec![0i64]);
+        for v in values {
+            data.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            data.extend_from_slice(v);
+            starts.push(data.len() as i64);
+        }
+        (data, starts)
+    }
+
+    #[test]
+    fn inline_and_addressed_values() {
+        let long = b"0123456789abcdef";
+        let (data, starts) = page(&[b"ab", long, b""]);
+        let views = full_zip_views(&data, &starts, 8).unwrap();
+        assert_eq!(views[0], [2, i32::from_le_bytes(*b"ab\0\0"), 0, 0]);
+        // The long value starts at byte 10: buffer 1 (of 8-byte windows), offset 2.
+        assert_eq!(views[1], [16, i32::from_le_bytes(*b"0123"), 1, 2]);
+        assert_eq!(views[2], [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_prefix_that_disagrees_is_refused() {
+        let (mut data, starts) = page(&[b"abc", b"defgh"]);
+        data[7] = 9; // the second value's length prefix
+        assert!(full_zip_views(&data, &starts, 1 << 30).is_none());
+        let (data, mut starts) = page(&[b"abc"]);
+        starts[1] += 1; // past the data
+        assert!(full_zip_views(&data, &starts, 1 << 30).is_none());
+        assert!(full_zip_views(&data, &[], 1 << 30).is_none());
+    }
+}

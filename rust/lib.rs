@@ -675,6 +675,23 @@ impl PixelCache {
 
 /// `data` (a JPEG) rewritten losslessly with a restart marker after every MCU and an index
 /// of the intervals (see `codec::restart`); a `DecodeError` for what cannot be.
+/// `arrow::full_zip_views` for `lancefeed.mapped`: the views as an (n, 4) int32 array,
+/// or None where a length prefix disagrees with `starts`.
+#[pyfunction]
+fn full_zip_views<'py>(
+    py: Python<'py>,
+    data: PyReadonlyArray1<'py, u8>,
+    starts: PyReadonlyArray1<'py, i64>,
+    window: u64,
+) -> PyResult<Option<Bound<'py, PyArray2<i32>>>> {
+    let (data, starts) = (data.as_slice()?, starts.as_slice()?);
+    let Some(views) = py.detach(|| arrow::full_zip_views(data, starts, window)) else {
+        return Ok(None);
+    };
+    let n = views.len();
+    Ok(Some(PyArray1::from_vec(py, views.concat()).reshape([n, 4])?))
+}
+
 #[pyfunction]
 fn add_restart_index<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let out = py.detach(|| codec::restart::add_restart_index(data)).map_err(|e| DecodeError::new_err(e.0))?;
@@ -704,5 +721,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jpeg_handles_reset, m)?)?;
     m.add_function(wrap_pyfunction!(add_restart_index, m)?)?;
     m.add_function(wrap_pyfunction!(restart_index, m)?)?;
+    m.add_function(wrap_pyfunction!(full_zip_views, m)?)?;
     Ok(())
 }

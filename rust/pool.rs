@@ -2,7 +2,7 @@
 //! lazily. A forked child (a torch DataLoader worker, say) inherits the pools but
 //! not their threads, so it builds new ones and leaks the dead parent's.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -10,9 +10,22 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 static POOLS: Mutex<Vec<(usize, Arc<ThreadPool>)>> = Mutex::new(Vec::new());
 static OWNER_PID: AtomicU32 = AtomicU32::new(0);
 
-/// The machine's cores: the default `num_threads`.
+/// (pid << 32) | cores, of the process that asked last.
+static DEFAULT_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// The machine's cores (as this process may use them): the default `num_threads`.
+/// Read once per process: `available_parallelism` opens and parses the cgroup's files on
+/// every call, tens of microseconds on the thread that starts each batch while the
+/// workers wait. A forked child reads its own.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    let pid = std::process::id() as u64;
+    let cached = DEFAULT_THREADS.load(Ordering::Relaxed);
+    if cached >> 32 == pid && cached & 0xffff_ffff != 0 {
+        return (cached & 0xffff_ffff) as usize;
+    }
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(u32::MAX as usize);
+    DEFAULT_THREADS.store(pid << 32 | n as u64, Ordering::Relaxed);
+    n
 }
 
 /// The pool of `threads` workers for this process.
@@ -40,6 +53,13 @@ pub fn get(threads: usize) -> Result<Arc<ThreadPool>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn default_threads_are_the_cores() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        assert_eq!(super::default_threads(), cores);
+        assert_eq!(super::default_threads(), cores); // cached
+    }
+
     #[test]
     fn pools_are_reused_per_size() {
         let a = super::get(2).unwrap();

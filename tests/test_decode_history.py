@@ -159,6 +159,37 @@ def test_a_corrupt_row_changes_nothing_in_the_other_rows():
             np.testing.assert_array_equal(info.flipped, clean_info.flipped)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_sized_by_its_images_holds_only_what_its_rows_decoded(threads):
+    # Resize(int) sizes the batch by its images, so the core allocates the output (no
+    # caller's buffer): its slots are not zeroed up front but by the worker taking each.
+    # Rows that fail part-way through their slot, or that come out at another size,
+    # must leave nothing behind in the rows kept, wherever they sit in the batch.
+    same = [jpeg(40, 30, seed=s, quality=q) for s, q in ((1, 90), (2, 60), (3, 95), (4, 75))]
+    resize = lancefeed.Compose([lancefeed.Resize(24), lancefeed.RandomHorizontalFlip()])
+    want = [np.asarray(Image.fromarray(pillow_rgb(b)).resize((32, 24), Image.BILINEAR)) for b in same]
+    clean, info = lancefeed.decode_batch(same, transform=resize, positions=range(4), return_info=True, num_threads=threads)
+    assert clean.shape == (4, 24, 32, 3)
+    for k, row in enumerate(clean):
+        expect = want[k][:, ::-1] if info.flipped[k] else want[k]
+        assert np.abs(row.astype(int) - expect.astype(int)).max() <= 2
+    for bad in ("jpeg-truncated-data", "jpeg-corrupt-data", "jpeg-bogus-dht", "png-bad-crc"):
+        for at in range(len(same) + 1):
+            rows = same[:at] + [CORPUS[bad]] + same[at:]
+            positions = list(range(at)) + [99] + list(range(at, len(same)))
+            out, got = lancefeed.decode_batch(
+                rows, transform=resize, positions=positions, on_error="skip", return_info=True, num_threads=threads
+            )
+            np.testing.assert_array_equal(out, clean)
+            assert [row for row, _ in got.errors] == [at]
+    # Every row failing: an empty batch, not a buffer of unwritten rows.
+    out = lancefeed.decode_batch([CORPUS["jpeg-corrupt-data"]] * 3, transform=resize, on_error="skip", num_threads=threads)
+    assert out.shape[0] == 0
+    # A row of another size ends the batch, as it did.
+    with pytest.raises(lancefeed.SizeMismatchError):
+        lancefeed.decode_batch(same + [jpeg(64, 30, seed=5)], transform=resize, num_threads=threads)
+
+
 # --- Where Pillow reads a file, so do we, to the same pixels ------------------------------
 
 

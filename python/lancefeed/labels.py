@@ -43,7 +43,18 @@ def is_numeric_type(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def distinct_labels(dataset: Any, column: str) -> List[str]:
+def read_column(dataset: Any, column: str) -> pa.Table:
+    """One scan of ``column`` with its row ids (``_rowid``): what :func:`distinct_labels`
+    and :func:`column_by_position` read, so that a loader reads its labels once.
+
+    Example:
+        >>> read_column(lance.dataset("cifar.lance"), "label").column_names  # doctest: +SKIP
+        ['label', '_rowid']
+    """
+    return dataset.to_table(columns=[column], with_row_id=True)
+
+
+def distinct_labels(dataset: Any, column: str, *, table: Optional[pa.Table] = None) -> List[str]:
     """The sorted distinct non-null values of a string column over the whole dataset.
 
     The whole dataset rather than the loader's rows, so that a train and a validation
@@ -54,15 +65,18 @@ def distinct_labels(dataset: Any, column: str) -> List[str]:
         >>> distinct_labels(lance.dataset("cifar.lance"), "label")[:2]  # doctest: +SKIP
         ['airplane', 'automobile']
     """
-    values = dataset.to_table(columns=[column]).column(column)
+    values = (dataset.to_table(columns=[column]) if table is None else table).column(column)
     if is_string_list_type(values.type):
         values = pc.list_flatten(values)
     return sorted(pc.unique(values).drop_null().to_pylist())
 
 
-def column_by_position(dataset: Any, row_ids: np.ndarray, column: str) -> Optional[pa.Array]:
-    """``column``'s value for each row id, in that order, from one scan; ``None`` when a
-    row id is not in the scan (then read the column with each batch instead).
+def column_by_position(
+    dataset: Any, row_ids: np.ndarray, column: str, *, table: Optional[pa.Table] = None
+) -> Optional[pa.Array]:
+    """``column``'s value for each row id, in that order, from one scan (``table``, from
+    :func:`read_column`, when already read); ``None`` when a row id is not in the scan
+    (then read the column with each batch instead).
 
     A scan of one small column reads sequentially, where a take per batch reads the
     same bytes row by row: preloading the labels takes them off the hot path.
@@ -71,13 +85,17 @@ def column_by_position(dataset: Any, row_ids: np.ndarray, column: str) -> Option
         >>> column_by_position(ds, np.array([3, 1], np.uint64), "label")  # doctest: +SKIP
         <pyarrow.lib.StringArray ...> ["cat", "dog"]
     """
-    table = dataset.to_table(columns=[column], with_row_id=True)
+    if table is None:
+        table = read_column(dataset, column)
     ids = table.column("_rowid").to_numpy()
     want = np.asarray(row_ids, dtype=np.uint64)
     if len(want) == 0:
         return table.column(column).combine_chunks().slice(0, 0)
     if len(ids) == 0:
         return None
+    if len(ids) == len(want) and np.array_equal(ids, want):
+        # The whole dataset in storage order (a loader on a URI): no sort to look up.
+        return table.column(column).combine_chunks()
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     loc = np.minimum(np.searchsorted(sorted_ids, want), len(ids) - 1)

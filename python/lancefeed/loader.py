@@ -78,6 +78,7 @@ from lancefeed.labels import (
     collate_column,
     column_by_position,
     distinct_labels,
+    read_column,
     is_numeric_type,
     is_string_list_type,
     is_string_type,
@@ -96,6 +97,8 @@ _ROW_PREFIX = re.compile(r"^(row|item|index) \d+: ")
 _STATE_KEYS = ("epoch", "batches_consumed", "seed")
 _TAKE_ROWS = 1024
 _FLOATS = ("float32", "float16", "bfloat16")
+# Preloaded label dtypes gathered through numpy (see _BatchMaker._columns).
+_NUMPY_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.float64, torch.float32, torch.float16)
 _TAKE_BYTES = 8 << 20
 # cache="auto" keeps a dataset's read columns in memory when they take at most this much
 # (and at most an eighth of the machine's memory).
@@ -179,6 +182,7 @@ class _BatchMaker:
         self._thread: Optional[threading.Thread] = None
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
+        self._preloaded_np = {k: v.numpy() for k, v in preloaded.items() if v.device.type == "cpu" and v.dtype in _NUMPY_DTYPES}
         self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
         self.perm = perm
         self.image_column = image_column
@@ -514,6 +518,11 @@ class _BatchMaker:
         gather = None
         columns: Dict[str, Any] = {}
         for name in self.other_columns:
+            if name in self._preloaded_np:
+                # numpy's gather: a torch index of a small batch costs several times more
+                # in dispatch, on the thread that starts the next batch's decode.
+                columns[name] = torch.from_numpy(self._preloaded_np[name][positions])
+                continue
             if name in self.preloaded:
                 columns[name] = self.preloaded[name][torch.from_numpy(positions)]
                 continue
@@ -827,11 +836,13 @@ class DataLoader:
 
         class_maps: Dict[str, ClassMap] = {}
         self.classes: Optional[List[str]] = None
+        label_table: Optional[pa.Table] = None  # the label column's one scan, for both uses
         if self.label_column is not None:
             ltype = self.permutation.schema.field(self.label_column).type
             if is_string_type(ltype) or is_string_list_type(ltype):
                 if classes is None or (isinstance(classes, str) and classes == "auto"):
-                    names = distinct_labels(self.permutation.dataset, self.label_column)
+                    label_table = read_column(self.permutation.dataset, self.label_column)
+                    names = distinct_labels(self.permutation.dataset, self.label_column, table=label_table)
                 elif isinstance(classes, str):
                     raise ValueError(f"classes must be a list of class names or 'auto', got {classes!r}")
                 else:
@@ -898,7 +909,7 @@ class DataLoader:
         self.mode = mode
         self.num_threads = num_threads
         self.skipped: List[Tuple[int, str]] = []
-        preloaded = _preload_labels(self.permutation, self.label_column, class_maps)
+        preloaded = _preload_labels(self.permutation, self.label_column, class_maps, label_table)
         self._maker = _BatchMaker(
             self.permutation,
             image_column,
@@ -1302,11 +1313,18 @@ class _RowCache:
             pos = np.asarray(positions, dtype=np.int64)
             # Frozen once gathered from (a rank whose shards move between epochs reads
             # the rows it has not kept, as without a cache).
-            if self.broken or self.table is not None or (self.where[pos] >= 0).any() or len(np.unique(pos)) != len(pos):
+            if self.broken or self.table is not None or (self.where[pos] >= 0).any() or _repeats(pos):
                 return
             self.where[pos] = self.rows + np.asarray(order, dtype=np.int64)
             self.batches.append(rows)
             self.rows += rows.num_rows
+
+
+def _repeats(positions: np.ndarray) -> bool:
+    """Whether ``positions`` (non-negative) holds a value twice: by counting, as a sort
+    of a whole epoch's positions (``np.unique``) took milliseconds on the way to the
+    first batch."""
+    return bool(len(positions)) and int(np.bincount(positions).max()) > 1
 
 
 def _start_prefill(perm: Permutation, image_column: str, columns: List[str], label_column: Optional[str],
@@ -1445,17 +1463,18 @@ def _output_as_normalize(output: Sequence[OutputStep]) -> Optional[Tuple[Tuple[f
 
 
 def _preload_labels(
-    perm: Permutation, label_column: Optional[str], class_maps: Dict[str, ClassMap]
+    perm: Permutation, label_column: Optional[str], class_maps: Dict[str, ClassMap], table: Optional[pa.Table] = None
 ) -> Dict[str, torch.Tensor]:
     """The label of every position as one int64 tensor, checked now (a label missing
     from ``classes`` fails at construction, naming its row), or nothing when the labels
-    cannot be scanned (then each batch takes them with its images)."""
+    cannot be scanned (then each batch takes them with its images). ``table``: the
+    column already scanned (:func:`~lancefeed.labels.read_column`)."""
     if label_column is None:
         return {}
     ltype = perm.schema.field(label_column).type
     if not (is_numeric_type(ltype) or (is_string_type(ltype) and label_column in class_maps)):
         return {}  # lists of labels (COCO categories) are read with each batch
-    values = column_by_position(perm.dataset, perm.row_ids, label_column)
+    values = column_by_position(perm.dataset, perm.row_ids, label_column, table=table)
     if values is None:
         return {}
     return {label_column: collate_column(values, class_map=class_maps.get(label_column), row_ids=perm.row_ids)}
