@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import lance
 import numpy as np
@@ -33,6 +33,9 @@ VersionLike = Union[int, str]
 _BLOB_META_KEY = b"lance-encoding:blob"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _URING = "file+uring://"
+# (process, file system) -> whether a read through io_uring worked there: the probe, a
+# one-row take (~1 ms, on the way to a loader's first batch), runs once for each.
+_URING_WORKS: Dict[Tuple[int, int], bool] = {}
 
 
 def open_source(
@@ -178,11 +181,20 @@ def _with_io_uring(ds: lance.LanceDataset, storage_options: Optional[Dict[str, s
     else:
         path = os.path.abspath(uri)
     try:
+        key = (os.getpid(), os.stat(path).st_dev)
+    except OSError:
+        return ds
+    works = _URING_WORKS.get(key)
+    if works is False:
+        return ds
+    try:
         fast = lance.dataset(f"{_URING}{path}", version=ds.version, storage_options=storage_options)
-        if fast.count_rows() > 0:
+        if works is None and fast.count_rows() > 0:
             first = fast.schema.names[0]
             fast.take([0], columns=[first])  # a real data-file read through io_uring
+            _URING_WORKS[key] = True
     except Exception:  # noqa: BLE001 - any failure means: stay on the portable reader
+        _URING_WORKS[key] = False
         return ds
     return fast
 
