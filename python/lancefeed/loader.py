@@ -78,10 +78,10 @@ from lancefeed.labels import (
     collate_column,
     column_by_position,
     distinct_labels,
-    read_column,
     is_numeric_type,
     is_string_list_type,
     is_string_type,
+    read_column,
 )
 from lancefeed.mapped import mapped_column, value_bytes
 from lancefeed.memory import keep_freed_memory_unless_disabled
