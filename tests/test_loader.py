@@ -250,38 +250,47 @@ def test_half_precision_batches_are_the_float32_ones_rounded_once(uri: str, dtyp
     assert torch.equal(torch.as_tensor(got), torch.from_numpy(ref).to(dtype))
 
 
-def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str) -> None:
+# group 4: the batches of a take are decoded by one call, each a view of its output
+# (_BatchMaker.build_joint); a buffer comes back once all of them are dropped, so the
+# reuse is looked for over three passes.
+@pytest.mark.parametrize("group", [1, 4])
+def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str, group: int) -> None:
     transform = lancefeed.Compose([lancefeed.Resize((4, W)), lancefeed.RandomHorizontalFlip()])
     loader = lancefeed.DataLoader(uri, batch_size=4, shuffle=True, transform=transform, normalize=((0.5,), (0.25,)))
+    loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
     loader.set_epoch(3)
     held = [images for images, _ in loader]  # every batch kept: no buffer may be reused
-    loader.set_epoch(3)
     copies, pointers = [], []
-    for images, _ in loader:  # each batch dropped at once: buffers are reused
-        copies.append(images.clone())
-        pointers.append(images.data_ptr())
-        del images
-    assert len(held) == len(copies) > 8  # more batches than the pool keeps
-    for a, b in zip(held, copies):
-        assert torch.equal(a, b)
+    for _ in range(1 if group == 1 else 3):
+        loader.set_epoch(3)
+        for images, _ in loader:  # each batch dropped at once: buffers are reused
+            copies.append(images.clone())
+            pointers.append(images.data_ptr())
+            del images
+    assert len(held) > 8  # more batches than the pool keeps
+    for k, b in enumerate(copies):
+        assert torch.equal(held[k % len(held)], b)
     assert len({t.data_ptr() for t in held}) == len(held)
     assert len(set(pointers)) < len(pointers)  # the point of the pool
 
 
-def test_reused_uint8_buffers_never_overwrite_a_batch_or_view_still_held(uri: str) -> None:
+@pytest.mark.parametrize("group", [1, 4])
+def test_reused_uint8_buffers_never_overwrite_a_batch_or_view_still_held(uri: str, group: int) -> None:
     transform = lancefeed.Compose([lancefeed.Resize((4, W)), lancefeed.RandomHorizontalFlip()])
     loader = lancefeed.DataLoader(uri, batch_size=4, shuffle=True, transform=transform)
+    loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
     loader.set_epoch(3)
     want = [images.clone() for images, _ in loader]
-    loader.set_epoch(3)
     # Held in every form a loop keeps a batch: the tensor, a slice of it, a numpy view,
     # a permuted view; the others dropped at once, so their buffers come back.
     held, pointers = [], []
-    for k, (images, _) in enumerate(loader):
-        pointers.append(images.data_ptr())
-        keep = (lambda t: t, lambda t: t[1:], lambda t: t.numpy(), lambda t: t.permute(0, 3, 1, 2), None)[k % 5]
-        held.append(None if keep is None else (k, keep(images)))
-        del images
+    for _ in range(1 if group == 1 else 3):
+        loader.set_epoch(3)
+        for k, (images, _) in enumerate(loader):
+            pointers.append(images.data_ptr())
+            keep = (lambda t: t, lambda t: t[1:], lambda t: t.numpy(), lambda t: t.permute(0, 3, 1, 2), None)[k % 5]
+            held.append(None if keep is None else (k, keep(images)))
+            del images
     assert len(want) > 8  # more batches than the pool keeps
     for item in held:
         if item is not None:
@@ -289,7 +298,10 @@ def test_reused_uint8_buffers_never_overwrite_a_batch_or_view_still_held(uri: st
             got = torch.as_tensor(view)
             ref = (want[k], want[k][1:], want[k], want[k].permute(0, 3, 1, 2))[k % 5]
             assert torch.equal(got, ref), f"batch {k} was overwritten"
-    assert len(set(pointers)) < len(pointers)  # dropped batches' buffers were reused
+    if group == 1:
+        # (With joint buffers nearly every take holds a kept batch, which keeps the
+        # take's buffer: the reuse is the float test's, where every batch is dropped.)
+        assert len(set(pointers)) < len(pointers)  # dropped batches' buffers were reused
 
 
 def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
@@ -679,6 +691,47 @@ def test_shuffled_columns_stay_with_their_images_around_skipped_rows(tmp_path: P
     assert sorted(seen) == [i for i in range(30) if i not in (7, 19)]
     assert seen != sorted(seen)
     assert sorted(r for r, _ in loader.skipped) == [7, 19]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # images at their own size: the output's shape is not known before decoding
+        {"transform": lancefeed.Compose([lancefeed.RandomResizedCrop((4, 4)), lancefeed.RandomHorizontalFlip()])},
+        {"transform": lancefeed.RandomResizedCrop((4, 4)), "normalize": ((0.5,), (0.25,))},
+    ],
+    ids=["own-size", "crop", "normalized"],
+)
+def test_a_takes_batches_decoded_together_are_the_batches_decoded_alone(tmp_path: Path, kw: dict) -> None:
+    # The batches of one take are decoded by one call and handed out as views of its
+    # output: each must hold exactly its own rows (bad ones skipped from it alone), with
+    # its columns, pixels and draws as when each batch is decoded by a call of its own.
+    uri = make_dataset(tmp_path, n=30, bad=(3, 4, 17))
+    runs = {}
+    for group in (1, 6):
+        loader = lancefeed.DataLoader(uri, batch_size=5, shuffle=True, seed=4, on_error="skip", label_column="idx", **kw)
+        loader._maker.batches_per_take = lambda batch_size, g=group: g  # type: ignore[method-assign]
+        runs[group] = [(x.clone(), y.clone()) for x, y in loader]
+        assert sorted(r for r, _ in loader.skipped) == [3, 4, 17]
+    alone, together = runs[1], runs[6]
+    assert [len(y) for _, y in together] == [len(y) for _, y in alone]
+    assert sum(len(y) for _, y in together) == 27 and min(len(y) for _, y in together) < 5
+    for (xa, ya), (xt, yt) in zip(alone, together):
+        assert torch.equal(ya, yt)
+        assert torch.equal(xa, xt)
+    if not kw:
+        assert [sample_ids(x) for x, _ in together] == [y.tolist() for _, y in together]
+
+
+def test_a_bad_row_raises_after_the_batches_before_its_own_in_a_joint_take(tmp_path: Path) -> None:
+    uri = make_dataset(tmp_path, n=30, bad=(13,))
+    loader = lancefeed.DataLoader(uri, batch_size=4, label_column="idx")
+    loader._maker.batches_per_take = lambda batch_size: 6  # type: ignore[method-assign]
+    got = []
+    with pytest.raises(lancefeed.DecodeError, match=r"row 13 \(position 13 of the loader's permutation, epoch 0\)"):
+        for _, y in loader:
+            got.append(y.tolist())
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
 
 
 def test_construction_errors_name_what_is_wrong(uri: str) -> None:
