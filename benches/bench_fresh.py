@@ -30,9 +30,8 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 HERE = Path(__file__).resolve().parent
 TARGET_SPREAD = 0.15
@@ -40,53 +39,35 @@ COLUMNS = ["lf 1t size", "lf 2t size", "lf 1t rrc", "lf 2t rrc", "simplejpeg"]
 
 
 def child(images: int, repeat: int) -> Dict[str, float]:
-    """One process's rates, images/s, best of ``repeat`` rounds (each round runs every
-    candidate once, in turn)."""
-    import numpy as np
+    """One process's rates, images/s, best of ``repeat`` rounds (bench_decode's ``rates``:
+    each round runs every candidate once, in turn), after one warm-up round (the first
+    calls build the thread pools and tables)."""
     import pyarrow as pa
 
     sys.path.insert(0, str(HERE))
     import data
+    from bench_decode import lancefeed_run, rates
 
     import lancefeed
 
     blobs = [b for _, b in data.cifar("train", limit=images)]
     arr = pa.array(blobs, pa.binary())
     rrc = lancefeed.Compose([lancefeed.RandomResizedCrop(32), lancefeed.RandomHorizontalFlip()])
-    positions = np.arange(len(blobs), dtype=np.uint64)
-    batches = [slice(i, i + 256) for i in range(0, len(blobs), 256)]
+    candidates: List[Tuple[str, Callable[[], None]]] = [
+        ("lf 1t size", lancefeed_run(arr, size=(32, 32), num_threads=1)),
+        ("lf 2t size", lancefeed_run(arr, size=(32, 32), num_threads=2)),
+        ("lf 1t rrc", lancefeed_run(arr, transform=rrc, num_threads=1)),
+        ("lf 2t rrc", lancefeed_run(arr, transform=rrc, num_threads=2)),
+    ]
+    import simplejpeg  # bench_decode needs it too
 
-    def lf(threads: int, **kw: Any) -> Callable[[], None]:
-        def run() -> None:
-            for s in batches:
-                lancefeed.decode_batch(arr[s], positions=positions[s], num_threads=threads, **kw)
-        return run
+    def sj() -> None:
+        for b in blobs:
+            simplejpeg.decode_jpeg(b)
 
-    candidates: Dict[str, Callable[[], None]] = {
-        "lf 1t size": lf(1, size=(32, 32)),
-        "lf 2t size": lf(2, size=(32, 32)),
-        "lf 1t rrc": lf(1, transform=rrc),
-        "lf 2t rrc": lf(2, transform=rrc),
-    }
-    try:
-        import simplejpeg
-
-        def sj() -> None:
-            for b in blobs:
-                simplejpeg.decode_jpeg(b)
-
-        candidates["simplejpeg"] = sj
-    except ImportError:
-        pass
-    best = {name: float("inf") for name in candidates}
-    for name, fn in candidates.items():  # warm up: first calls build pools and tables
-        fn()
-    for _ in range(repeat):
-        for name, fn in candidates.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return {name: len(blobs) / s for name, s in best.items()}
+    candidates.append(("simplejpeg", sj))
+    rates(candidates, len(blobs), 1)  # warm-up
+    return dict(rates(candidates, len(blobs), repeat))
 
 
 def spread(values: List[float]) -> float:

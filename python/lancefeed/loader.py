@@ -488,23 +488,21 @@ class _BatchMaker:
             return
         ends = np.cumsum([len(p) for p in parts])
         kept = np.arange(len(positions)) if not info.errors else np.asarray(info.kept, dtype=np.int64)
-        if info.errors and self.on_error == "raise":
-            bad = int(np.searchsorted(ends, info.errors[0][0], side="right"))
-            kept = kept[kept < (ends[bad - 1] if bad else 0)]
-            good = len(kept)
-            t, columns = stage.finish(handle, images[:good], self._columns(rows, order[kept], positions[kept]))
-            start = 0
-            for stop in np.searchsorted(kept, ends[:bad]):
-                yield t[start:stop], {k: v[start:stop] for k, v in columns.items()}
-                start = stop
-            self._errors(info, positions, epoch)  # raises, naming the row
-        if info.errors:
-            self._errors(info, positions, epoch)
+        raising = bool(info.errors) and self.on_error == "raise"
+        if raising:
+            # Only the batches before the bad row's are handed out (all their rows kept).
+            ends = ends[: int(np.searchsorted(ends, info.errors[0][0], side="right"))]
+            kept = kept[kept < (ends[-1] if len(ends) else 0)]
+            images = images[: len(kept)]
+        elif info.errors:
+            self._errors(info, positions, epoch)  # lists the skipped rows
         t, columns = stage.finish(handle, images, self._columns(rows, order[kept], positions[kept]))
         start = 0
         for stop in np.searchsorted(kept, ends):
             yield t[start:stop], {k: v[start:stop] for k, v in columns.items()}
             start = stop
+        if raising:
+            self._errors(info, positions, epoch)  # raises, naming the row
 
     def build_each(self, rows: pa.RecordBatch, order: np.ndarray, parts: Sequence[np.ndarray], epoch: int, stage: Any) -> Iterator[Any]:
         """The batches ``parts`` of one take, one :meth:`build` each."""
