@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,11 +88,28 @@ def test_a_slow_start_up_is_not_a_stall() -> None:
     assert (r.status, r.message, r.images) == ("ok", "", 32)
     assert r.startup_s is not None and r.startup_s >= 3
     assert r.seconds < 3  # the start-up is not part of the timed pass
+    # Its start-up splits into `import torch` (first, timed on its own) and the
+    # loader's own part after it, which holds the sleep.
+    assert r.torch_import_s is not None and r.own_startup_s is not None
+    assert r.torch_import_s > 0 and 3 <= r.own_startup_s <= r.startup_s - r.torch_import_s
+    assert r.epoch_images_per_s is not None and r.own_epoch_images_per_s is not None
+    assert r.own_epoch_images_per_s == pytest.approx(32 / (r.own_startup_s + r.seconds))
+    assert r.own_epoch_images_per_s > r.epoch_images_per_s
     # The same start-up, then a hang after the batches: the stall clock still kills it.
     spec["hang"] = True
     hung = run_loader(spec, dataset="d", description="hangs", timeout=60, stall_timeout=1.5)
     assert (hung.status, hung.message, hung.images) == ("timeout", "no batch for 1.5 s, killed", 32)
     assert hung.startup_s is not None and hung.startup_s >= 3
+
+
+def test_the_worker_times_import_torch_before_anything_has_imported_it() -> None:
+    # Else torch_import_s would read ~0 and the loader's own start-up would hold it.
+    code = (
+        "import sys, lancefeed.bench.worker as w, lancefeed.bench.peers; "
+        "w.with_options({'loader': 'lancefeed'}); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_a_start_up_past_its_limit_is_killed() -> None:

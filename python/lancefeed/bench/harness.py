@@ -142,6 +142,7 @@ class _Watch:
         self.eof = False
         self.launched = self.last_event = time.monotonic()
         self.ready_at: float | None = None
+        self.ready: dict[str, Any] = {}
         self.done_at: float | None = None
         self.done: dict[str, Any] | None = None
         self.images = 0
@@ -185,7 +186,7 @@ class _Watch:
             return False
         self.last_event = now
         if event["event"] == "ready":
-            self.ready_at = now
+            self.ready_at, self.ready = now, event
         elif event["event"] == "batch":
             self.images = int(event["images"])
             self.seconds = float(event["seconds"])
@@ -304,6 +305,8 @@ def run_loader(
     watch, returncode, stderr_tail = _watched(spec, timeout, stall_timeout, startup_timeout)
     result.peak_mib = watch.peak
     result.startup_s = watch.startup_s
+    result.torch_import_s = _seconds(watch.ready.get("torch_import_s"))
+    result.own_startup_s = _seconds(watch.ready.get("own_startup_s"))
     result.images, result.seconds = watch.images, watch.seconds
     if watch.killed:
         result.status, result.message = "timeout", watch.killed
@@ -325,9 +328,14 @@ def run_loader(
     return result
 
 
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _fill_rates(result: LoaderResult, done: dict[str, Any]) -> None:
     """The derived figures of a finished pass: first-batch latency, the steady rate
-    after the first batch, the whole-epoch rate counting the start-up, CPU per
+    after the first batch, the whole-epoch rates counting the start-up (all of it, and
+    the loader's own: after ``import torch``), CPU per
     1,000 images (over every pass), and the median rate of the later passes."""
     first = done.get("first_batch_s")
     result.first_batch_s = None if first is None else float(first)
@@ -339,6 +347,8 @@ def _fill_rates(result: LoaderResult, done: dict[str, Any]) -> None:
         result.steady_images_per_s = images / seconds
     if images and result.startup_s is not None:
         result.epoch_images_per_s = images / (result.startup_s + seconds)
+    if images and result.own_startup_s is not None:
+        result.own_epoch_images_per_s = images / (result.own_startup_s + seconds)
     cpu_images = int(done.get("cpu_images") or images)
     if cpu_images and result.cpu_s is not None:
         result.cpu_s_per_1k = result.cpu_s / cpu_images * 1000

@@ -43,7 +43,13 @@ class LoaderResult:
     ``None`` for loaders without one), summed up by :func:`stats_line`.
     ``later_images_per_s``: with several epochs per run, the median images/s of the
     passes after the first, the same loader's (training's steady state: caches
-    filled, pipelines compiled); ``None`` with one.
+    filled, pipelines compiled); ``None`` with one. ``torch_import_s``: the
+    process's ``import torch``, part of ``startup_s``, timed first and on its own
+    (every loader here needs it, and a training script has paid it before building
+    any loader); ``own_startup_s``: the rest of the start-up from then (the
+    loader's own imports, compiling, opening the data); ``own_epoch_images_per_s``:
+    images over ``own_startup_s`` plus the whole pass, what one epoch costs with
+    the loader chosen after torch is loaded.
 
     Example:
         >>> LoaderResult("cifar", "webdataset", "tar shards", "missing",
@@ -73,6 +79,9 @@ class LoaderResult:
     disk_mib: float | None = None
     loader_stats: dict[str, Any] | None = None
     later_images_per_s: float | None = None
+    torch_import_s: float | None = None
+    own_startup_s: float | None = None
+    own_epoch_images_per_s: float | None = None
 
 
 @dataclass
@@ -96,8 +105,9 @@ class BenchReport:
         return {"settings": self.settings, "results": [asdict(r) for r in self.results]}
 
 
-# "start-up s": the loader process's imports and building the loader, outside the timed pass.
-HEADER = ("dataset", "loader", "images/s", "vs lancefeed", "CPU s", "peak MiB", "start-up s", "status")
+# "start-up s": the loader process's imports and building the loader, outside the timed
+# pass; "own start s": the part of it after ``import torch`` (see LoaderResult).
+HEADER = ("dataset", "loader", "images/s", "vs lancefeed", "CPU s", "peak MiB", "start-up s", "own start s", "status")
 # The peer comparison's columns (``lancefeed bench --peers``): every metric the
 # issue asks for, so the table stays readable without the JSON.
 PEER_HEADER = (
@@ -105,6 +115,7 @@ PEER_HEADER = (
     "loader",
     "steady img/s",
     "epoch img/s",
+    "own-start epoch img/s",
     "1st batch s",
     "CPU s/1k img",
     "peak MiB",
@@ -136,6 +147,7 @@ def row(r: LoaderResult, status_width: int | None = 70) -> tuple[str, ...]:
         _num(r.cpu_s, ".1f"),
         _num(r.peak_mib, ",.0f"),
         _num(r.startup_s, ".1f"),
+        _num(r.own_startup_s, ".2f"),
         status_text(r, status_width),
     )
 
@@ -147,6 +159,7 @@ def peer_row(r: LoaderResult, status_width: int | None = 70) -> tuple[str, ...]:
         r.loader,
         _num(r.steady_images_per_s, ",.0f"),
         _num(r.epoch_images_per_s, ",.0f"),
+        _num(r.own_epoch_images_per_s, ",.0f"),
         _num(r.first_batch_s, ".2f"),
         _num(r.cpu_s_per_1k, ".2f"),
         _num(r.peak_mib, ",.0f"),

@@ -248,7 +248,8 @@ def run_bench(
                 r.disk_mib = _disk_mib(module, spec, converted[1])
                 if progress:
                     rate = f"{r.images_per_s:,.0f} images/s" if r.images_per_s else "-"
-                    start = f" (start-up {r.startup_s:.1f} s)" if r.startup_s is not None else ""
+                    own = f", {r.own_startup_s:.2f} s after import torch" if r.own_startup_s is not None else ""
+                    start = f" (start-up {r.startup_s:.1f} s{own})" if r.startup_s is not None else ""
                     print(f" {r.status}, {rate}{start}", file=sys.stderr)
                 results.append(r)
         _fill_ratios(results)

@@ -11,12 +11,19 @@ passes more over the same loader. It reports on stdout with lines that start
 with :data:`~lancefeed.bench.protocol.TAG`:
 
     {"event": "converted", "seconds": 3.1, "bytes": 104857600}   (convert phase)
-    {"event": "ready"}                                  start-up done, timing starts
+    {"event": "ready", "torch_import_s": 1.2, "own_startup_s": 0.2}
+                                                        start-up done, timing starts
     {"event": "batch", "images": 512, "seconds": 1.9}   after every batch of the first pass
     {"event": "tick"}                                   after every batch of a later pass
     {"event": "done", "images": ..., "seconds": ..., "cpu_s": ..., "first_batch_s": ...,
      "first_batch_images": ..., "loader_stats": {...} or null,
      "later": [[images, seconds], ...], "cpu_images": ...}
+
+``torch_import_s`` is this process's ``import torch``, done first, before the
+loader's own imports: every loader here hands out torch tensors and every training
+script has paid it before it builds a loader, so ``own_startup_s`` (from then until
+the loader is built: the peer's own imports, a JIT's set-up, opening the data) is what
+choosing one loader over another costs at start-up.
 
 ``images``, ``seconds`` and ``loader_stats`` are the first pass's; ``later`` lists
 the later passes; ``cpu_s`` covers every pass, ``cpu_images`` images.
@@ -100,8 +107,10 @@ def convert(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "bytes": disk_bytes(dest)}
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time one pass of the loader; returns the ``done`` record.
+def run(spec: dict[str, Any], torch_import_s: float | None = None, torch_done: float | None = None) -> dict[str, Any]:
+    """Time one pass of the loader; returns the ``done`` record. ``torch_import_s``
+    and ``torch_done`` (a ``time.perf_counter()`` reading) say how long ``import
+    torch`` took and when it finished, for the ``ready`` event.
 
     Example:
         >>> run({"loader": "_slow_start", "startup_sleep": 0, "batches": 2, "batch_size": 4})["images"]  # doctest: +SKIP
@@ -111,7 +120,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     limit = spec.get("limit")
     loader = load(spec["loader"]).make_loader(spec)
-    _emit("ready")
+    built = time.perf_counter()
+    _emit("ready", torch_import_s=torch_import_s, own_startup_s=None if torch_done is None else built - torch_done)
     cpu0 = _cpu(resource.RUSAGE_SELF)
     children0 = _cpu(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -210,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lancefeed.bench.worker SPEC_JSON", file=sys.stderr)
         return 2
     spec = with_options(json.loads(args[0]))
+    if spec.get("phase") != "convert":
+        # First, and timed on its own: see the module's docstring (own_startup_s).
+        before = time.perf_counter()
+        import torch  # noqa: F401
+
+        torch_done = time.perf_counter()
     options = from_env()
     if options:
         spec["storage_options"] = options
@@ -217,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.get("phase") == "convert":
         _emit("converted", **convert(spec))
     else:
-        _emit("done", **run(spec))
+        _emit("done", **run(spec, torch_done - before, torch_done))
     return 0
 
 
