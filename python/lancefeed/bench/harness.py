@@ -338,7 +338,7 @@ def _fill_rates(result: LoaderResult, done: dict[str, Any]) -> None:
     the loader's own: after ``import torch``), CPU per
     1,000 images (over every pass), and the median rate of the later passes."""
     first = done.get("first_batch_s")
-    result.first_batch_s = None if first is None else float(first)
+    result.first_batch_s = _seconds(first)
     images, seconds = result.images, result.seconds
     after = images - int(done.get("first_batch_images") or 0)
     if first is not None and after > 0 and seconds > float(first):

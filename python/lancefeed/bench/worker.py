@@ -213,6 +213,15 @@ def _default_storage_options(options: dict[str, str]) -> None:
     lance.dataset = dataset
 
 
+def _import_torch() -> tuple[float, float]:
+    """``import torch``, timed: (seconds it took, ``time.perf_counter()`` when done)."""
+    before = time.perf_counter()
+    import torch  # noqa: F401
+
+    done = time.perf_counter()
+    return done - before, done
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lancefeed.bench.worker SPEC_JSON``; returns the exit status."""
     args = sys.argv[1:] if argv is None else argv
@@ -220,12 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lancefeed.bench.worker SPEC_JSON", file=sys.stderr)
         return 2
     spec = with_options(json.loads(args[0]))
-    if spec.get("phase") != "convert":
-        # First, and timed on its own: see the module's docstring (own_startup_s).
-        before = time.perf_counter()
-        import torch  # noqa: F401
-
-        torch_done = time.perf_counter()
+    # Before anything else imports it (lance, the peer): see the module's docstring.
+    torch_import_s, torch_done = (None, None) if spec.get("phase") == "convert" else _import_torch()
     options = from_env()
     if options:
         spec["storage_options"] = options
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.get("phase") == "convert":
         _emit("converted", **convert(spec))
     else:
-        _emit("done", **run(spec, torch_done - before, torch_done))
+        _emit("done", **run(spec, torch_import_s, torch_done))
     return 0
 
 
