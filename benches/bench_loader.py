@@ -14,6 +14,11 @@ For each dataset, in one process:
   steady state of training (small datasets are then read from the loader's cache).
 - ``decode only``: ``decode_batch`` on the very batches of that epoch (same rows, same
   transform, seed, epoch and positions), the rows read into memory beforehand.
+- ``lancefeed_defaults``: the first epoch over the same rows written by pylance's
+  defaults (``lance.write_dataset`` of a plain ``pa.binary()`` column: ImageNet-sized
+  values each in a zstd frame), beside ``lancefeed`` over the dataset as ``lancefeed
+  ingest`` writes it (uncompressed): the in-place read of Lance's default layout
+  against its simplest one (target: at least 0.95).
 
 Transforms: CIFAR-10 ``Resize(32)`` + a flip; ImageNet ``RandomResizedCrop(224)`` +
 a flip. On a machine with CUDA it also times a small convnet's training step fed by
@@ -94,7 +99,10 @@ def time_lancefeed(uri: Path, transform: Any, batch_size: int, **kw: Any) -> Dic
     for images, labels in loader:
         count += len(labels)
     dt = time.perf_counter() - t0
-    return {"images": count, "seconds": dt, "images_per_s": count / dt, "batches": len(loader)}
+    stats = loader.stats()
+    return {"images": count, "seconds": dt, "images_per_s": count / dt, "batches": len(loader),
+            "read_path": stats.get("read_path"), "rows_in_place": stats.get("rows_in_place"),
+            "rows_through_lance": stats.get("rows_through_lance")}
 
 
 def time_later_epochs(uri: Path, transform: Any, batch_size: int, epochs: int = 3, **kw: Any) -> Dict[str, Any]:
@@ -175,7 +183,7 @@ def gpu_steps(uri: Path, transform: Any, batch_size: int, steps: int) -> Dict[st
 # -- main ---------------------------------------------------------------------------------
 
 
-def bench(name: str, uri: Path, args: argparse.Namespace) -> Dict[str, Any]:
+def bench(name: str, uri: Path, defaults_uri: Path, args: argparse.Namespace) -> Dict[str, Any]:
     if name == "cifar10":
         transform = lancefeed.Compose([lancefeed.Resize(32), lancefeed.RandomHorizontalFlip()])
         pil = [pil_resize(32), pil_hflip(0.5, random.Random(0))]
@@ -194,9 +202,10 @@ def bench(name: str, uri: Path, args: argparse.Namespace) -> Dict[str, Any]:
     out["seeds"] = time_seeds(uri, pil_transform, batch_size, subset)
     # Alternate the two fast runs and keep the best of each: on a shared machine the
     # load changes from second to second, and the ratio of the two is what counts.
-    runs: Dict[str, List[Dict[str, Any]]] = {"lancefeed": [], "later_epochs": [], "decode_only": []}
+    runs: Dict[str, List[Dict[str, Any]]] = {"lancefeed": [], "lancefeed_defaults": [], "later_epochs": [], "decode_only": []}
     for _ in range(args.repeat):
         runs["lancefeed"].append(time_lancefeed(uri, transform, batch_size, num_threads=args.num_threads))
+        runs["lancefeed_defaults"].append(time_lancefeed(defaults_uri, transform, batch_size, num_threads=args.num_threads))
         runs["later_epochs"].append(time_later_epochs(uri, transform, batch_size, num_threads=args.num_threads))
         runs["decode_only"].append(time_decode_only(uri, transform, batch_size, args.num_threads))
     for key, ms in runs.items():
@@ -205,6 +214,7 @@ def bench(name: str, uri: Path, args: argparse.Namespace) -> Dict[str, Any]:
     out["lancefeed_over_seeds"] = out["lancefeed"]["images_per_s"] / out["seeds"]["images_per_s"]
     out["lancefeed_over_decode_only"] = out["lancefeed"]["images_per_s"] / out["decode_only"]["images_per_s"]
     out["later_epochs_over_decode_only"] = out["later_epochs"]["images_per_s"] / out["decode_only"]["images_per_s"]
+    out["defaults_over_ingest"] = out["lancefeed_defaults"]["images_per_s"] / out["lancefeed"]["images_per_s"]
     if torch.cuda.is_available() and not args.no_gpu:
         out["gpu"] = gpu_steps(uri, transform, batch_size, args.gpu_steps)
     return out
@@ -212,13 +222,15 @@ def bench(name: str, uri: Path, args: argparse.Namespace) -> Dict[str, Any]:
 
 def report(r: Dict[str, Any]) -> str:
     lines = [f"{r['dataset']}: {r['rows']} rows, batch {r['batch_size']}"]
-    for key in ("seeds", "lancefeed", "later_epochs", "decode_only"):
+    for key in ("seeds", "lancefeed", "lancefeed_defaults", "later_epochs", "decode_only"):
         m = r[key]
         runs = f"; runs {m['all_images_per_s']}" if "all_images_per_s" in m else ""
+        path = f", read {m['read_path']}" if m.get("read_path") else ""
         lines.append(
-            f"  {key:<12} {m['images_per_s']:>10,.0f} images/s  ({m['images']} images in {m['seconds']:.2f} s{runs})"
+            f"  {key:<18} {m['images_per_s']:>10,.0f} images/s  ({m['images']} images in {m['seconds']:.2f} s{runs}{path})"
         )
     lines.append(f"  lancefeed / seeds       {r['lancefeed_over_seeds']:.1f}x")
+    lines.append(f"  pylance defaults / ingest-written {r['defaults_over_ingest']:.3f} (first epoch; target 0.95)")
     lines.append(f"  lancefeed / decode only {r['lancefeed_over_decode_only']:.3f} (first epoch), "
                  f"{r['later_epochs_over_decode_only']:.3f} (later epochs; target 0.9)")
     if "gpu" in r:
@@ -245,8 +257,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.only or ["cifar10", "imagenet"]:
-        uri = data.lance_dataset("cifar10-train" if name == "cifar10" else "imagenet-sample", args.cache, args.data)
-        r = bench(name, uri, args)
+        ref = "cifar10-train" if name == "cifar10" else "imagenet-sample"
+        uri = data.lance_dataset(ref, args.cache, args.data)
+        defaults_uri = data.lance_dataset(ref, args.cache, args.data, defaults=True)
+        r = bench(name, uri, defaults_uri, args)
         print(report(r), flush=True)
         results.append(r)
     if args.json:

@@ -39,11 +39,13 @@ def imagenet(limit: int | None = None, data: Path = DATA) -> list[tuple[str, byt
     return _read(data / "imagenet-sample-1000.tar", lambda n: n.endswith(".JPEG"), limit)
 
 
-def lance_dataset(name: str, cache: Path, data: Path = DATA, *, blob: bool = False) -> Path:
+def lance_dataset(name: str, cache: Path, data: Path = DATA, *, blob: bool = False, defaults: bool = False) -> Path:
     """`cifar10-train` or `imagenet-sample` as a Lance dataset in the seeds' layout
     (image, filename, label, split), rows sorted by file name; built once into `cache`.
-    `blob=True` stores the image column with Lance's blob encoding instead."""
-    uri = cache / f"{name}{'-blob' if blob else ''}.lance"
+    The image column as `lancefeed ingest` writes it (uncompressed); `blob=True` with
+    Lance's blob encoding instead; `defaults=True` as pylance writes a plain
+    `pa.binary()` column by default (values over 32 KiB each in a zstd frame)."""
+    uri = cache / f"{name}{'-blob' if blob else ''}{'-defaults' if defaults else ''}.lance"
     if uri.exists():
         return uri
     if name == "cifar10-train":
@@ -56,6 +58,8 @@ def lance_dataset(name: str, cache: Path, data: Path = DATA, *, blob: bool = Fal
         raise ValueError(f"unknown reference dataset {name!r}; expected 'cifar10-train' or 'imagenet-sample'")
     rows.sort(key=lambda r: r[1])
     image = pa.field("image", pa.large_binary(), metadata={"lance-encoding:blob": "true"}) if blob else IMAGE_FIELD
+    if defaults:
+        image = pa.field("image", pa.binary())
     schema = pa.schema([image, ("filename", pa.string()), ("label", pa.string()), ("split", pa.string())])
     table = pa.table(
         [

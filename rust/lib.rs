@@ -6,6 +6,7 @@ mod arrow;
 pub mod augment;
 pub mod batch;
 pub mod codec;
+pub mod fullzip;
 mod malloc;
 pub mod ops;
 pub mod pixels;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
@@ -673,25 +674,43 @@ impl PixelCache {
     }
 }
 
-/// `data` (a JPEG) rewritten losslessly with a restart marker after every MCU and an index
-/// of the intervals (see `codec::restart`); a `DecodeError` for what cannot be.
-/// `arrow::full_zip_views` for `lancefeed.mapped`: the views as an (n, 4) int32 array,
-/// or None where a length prefix disagrees with `starts`.
+/// `fullzip::read_values` for `lancefeed.reads.inplace`: the entries at `starts[i]..ends[i]`
+/// of the file open at `fd` (ascending), stored as `kinds[i]` says. Returns the bytes read,
+/// each value's binary view over them ((n, 4) int32, buffers every `window` bytes) and
+/// the entries only Lance can read (stored compressed), and None; or, for an entry that disagrees
+/// with its layout, (None, (its index, why)). An I/O error is an `OSError`.
 #[pyfunction]
-fn full_zip_views<'py>(
+fn read_full_zip<'py>(
     py: Python<'py>,
-    data: PyReadonlyArray1<'py, u8>,
-    starts: PyReadonlyArray1<'py, i64>,
-    window: u64,
-) -> PyResult<Option<Bound<'py, PyArray2<i32>>>> {
-    let (data, starts) = (data.as_slice()?, starts.as_slice()?);
-    let Some(views) = py.detach(|| arrow::full_zip_views(data, starts, window)) else {
-        return Ok(None);
+    fd: i32,
+    starts: PyReadonlyArray1<'py, u64>,
+    ends: PyReadonlyArray1<'py, u64>,
+    kinds: PyReadonlyArray1<'py, u8>,
+    window: usize,
+) -> PyResult<(Option<FullZipValues<'py>>, Option<(usize, String)>)> {
+    let (starts, ends, kinds) = (starts.as_slice()?, ends.as_slice()?, kinds.as_slice()?);
+    if starts.len() != ends.len() {
+        return Err(PyValueError::new_err(format!("{} starts for {} ends", starts.len(), ends.len())));
+    }
+    let spans: Vec<(u64, u64)> = starts.iter().copied().zip(ends.iter().copied()).collect();
+    let read = py.detach(|| fullzip::read_values(fd, &spans, kinds)).map_err(|e| PyOSError::new_err(e.to_string()))?;
+    let values = match read {
+        Ok(v) => v,
+        Err(misread) => return Ok((None, Some(misread))),
     };
+    let views = fullzip::binary_views(&values.buf, &values.values, window)
+        .ok_or_else(|| PyValueError::new_err(format!("values do not fit binary views of {window}-byte windows")))?;
+    let lance: Vec<i64> = values.values.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(i, _)| i as i64).collect();
     let n = views.len();
-    Ok(Some(PyArray1::from_vec(py, views.concat()).reshape([n, 4])?))
+    let values = (PyArray1::from_vec(py, values.buf), PyArray1::from_vec(py, views.concat()).reshape([n, 4])?, PyArray1::from_vec(py, lance));
+    Ok((Some(values), None))
 }
 
+/// The bytes read, each value's view over them, the entries only Lance can read.
+type FullZipValues<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray2<i32>>, Bound<'py, PyArray1<i64>>);
+
+/// `data` (a JPEG) rewritten losslessly with a restart marker after every MCU and an index
+/// of the intervals (see `codec::restart`); a `DecodeError` for what cannot be.
 #[pyfunction]
 fn add_restart_index<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     let out = py.detach(|| codec::restart::add_restart_index(data)).map_err(|e| DecodeError::new_err(e.0))?;
@@ -721,6 +740,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jpeg_handles_reset, m)?)?;
     m.add_function(wrap_pyfunction!(add_restart_index, m)?)?;
     m.add_function(wrap_pyfunction!(restart_index, m)?)?;
-    m.add_function(wrap_pyfunction!(full_zip_views, m)?)?;
+    m.add_function(wrap_pyfunction!(read_full_zip, m)?)?;
     Ok(())
 }

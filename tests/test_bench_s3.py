@@ -42,14 +42,8 @@ def jpeg(i: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        server.create_bucket("benchdata")
-        yield server
-
-
-@pytest.fixture(scope="module")
 def s3_uri(s3: S3Server) -> str:
+    s3.create_bucket("benchdata")
     uri = "s3://benchdata/small.lance"
     n = 48
     table = pa.table({"image": pa.array([jpeg(i) for i in range(n)], pa.binary()),

@@ -157,24 +157,32 @@ def test_clump_size_is_checked_and_part_of_the_state(uri: str) -> None:
 # -- the scan path -------------------------------------------------------------------
 
 
+@pytest.fixture
+def through_lance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image column read by Lance's scans and takes: a local dataset's is otherwise
+    read in place, by neither (scans are what an object store's unshuffled epochs use)."""
+    monkeypatch.setenv("LANCEFEED_IN_PLACE", "0")
+
+
 def counting_scans(loader: lancefeed.DataLoader) -> List[int]:
     calls: List[int] = []
-    real = loader._maker.scan
+    perm = loader.reader.take_perm
+    real = perm.scan_positions
 
-    def scan(start: int, count: int) -> Any:
+    def scan(start: int, count: int, **kw: Any) -> Any:
         calls.append(start)
-        return real(start, count)
+        return real(start, count, **kw)
 
-    loader._maker.scan = scan  # type: ignore[method-assign]
+    perm.scan_positions = scan  # type: ignore[method-assign]
     return calls
 
 
 def batches(uri: Any, path: str, group: int | None = None, **kw: Any) -> tuple[List[Any], List[int], lancefeed.DataLoader]:
     kw.setdefault("cache", False)  # a cached dataset is read once, by neither path
     loader = lancefeed.DataLoader(uri, **kw)
-    loader._read_path = path
+    loader.reader.read = path
     if group is not None:
-        loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+        loader.reader.rows_per_take = group * kw["batch_size"]
     calls = counting_scans(loader)
     return list(loader), calls, loader
 
@@ -193,7 +201,7 @@ def assert_same(a: List[Any], b: List[Any]) -> None:
 
 
 @pytest.mark.parametrize("group", [None, 1, 3])
-def test_scan_gives_the_take_paths_batches(uri: str, group: int | None) -> None:
+def test_scan_gives_the_take_paths_batches(uri: str, group: int | None, through_lance: None) -> None:
     kw: Dict[str, Any] = dict(batch_size=6, output="dict", columns=["image", "label", "idx", "boxes", "filename", "tags"],
                               transform=lancefeed.RandomHorizontalFlip(), seed=2)
     taken, take_calls, _ = batches(uri, "take", group, **kw)
@@ -207,7 +215,7 @@ def test_scan_gives_the_take_paths_batches(uri: str, group: int | None) -> None:
         assert scan_calls == list(range(0, N, 6))  # one scan per batch, across fragments
 
 
-def test_scan_resume_and_ranks_match_the_take_path(uri: str) -> None:
+def test_scan_resume_and_ranks_match_the_take_path(uri: str, through_lance: None) -> None:
     for rank in range(2):
         kw: Dict[str, Any] = dict(batch_size=4, rank=rank, world_size=2, cache=False)
         taken, _, _ = batches(uri, "take", 1, **kw)
@@ -223,7 +231,7 @@ def test_scan_resume_and_ranks_match_the_take_path(uri: str) -> None:
         state = first.state_dict()
         it.close()
         resumed = lancefeed.DataLoader(uri, **kw)
-        resumed._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
+        resumed.reader.rows_per_take = 4
         calls = counting_scans(resumed)
         resumed.load_state_dict(state)
         rest = list(resumed)
@@ -232,22 +240,22 @@ def test_scan_resume_and_ranks_match_the_take_path(uri: str) -> None:
         assert len(rest) == len(taken) - 3
 
 
-def test_scan_names_the_same_row_in_a_decode_error(tmp_path: Path) -> None:
+def test_scan_names_the_same_row_in_a_decode_error(tmp_path: Path, through_lance: None) -> None:
     bad = make_dataset(tmp_path, bad=(13,))
     messages = []
     for path in ("take", "scan"):
         loader = lancefeed.DataLoader(bad, batch_size=4)
-        loader._read_path = path
+        loader.reader.read = path
         with pytest.raises(DecodeError) as info:
             list(loader)
         messages.append(str(info.value))
         skipping = lancefeed.DataLoader(bad, batch_size=4, on_error="skip")
-        skipping._read_path = path
+        skipping.reader.read = path
         assert 13 not in epoch_ids(skipping) and len(skipping.skipped) == 1
     assert messages[0] == messages[1] and "position 13 " in messages[0]
 
 
-def test_scan_after_deletions_and_not_for_shuffled_or_filtered_permutations(tmp_path: Path) -> None:
+def test_scan_after_deletions_and_not_for_shuffled_or_filtered_permutations(tmp_path: Path, through_lance: None) -> None:
     uri = make_dataset(tmp_path)
     lance.dataset(uri).delete("idx % 7 = 3")
     kw: Dict[str, Any] = dict(batch_size=5, output="dict", columns=["image", "idx", "tags"])
@@ -262,7 +270,7 @@ def test_scan_after_deletions_and_not_for_shuffled_or_filtered_permutations(tmp_
     table = lancefeed.permutation_builder(uri).split_sequential(ratios=[0.5, 0.5]).execute()
     second = lancefeed.Permutation.from_tables(uri, table, split=1)
     part, calls, loader = batches(second, "auto", None, batch_size=5)
-    assert calls == [] and not loader._uses_scan()
+    assert calls == [] and not loader.reader.use_scan
     # Forced to scan, a permutation whose positions are not scan offsets still reads right:
     # each scan is checked against the row ids and falls back to a take.
     forced, _, _ = batches(second, "scan", 1, batch_size=5)

@@ -70,6 +70,62 @@ PNG_VARIANTS = {
 }
 
 
+def _trailer_variants() -> dict[str, bytes]:
+    """JPEGs whose scan is whole but whose end is not: what cameras, editors and copies
+    cut short leave behind. Pillow returns the whole image where nothing but data after
+    the last scanline is missing, and refuses a marker that is there but wrong."""
+    out = {}
+    for name, base in (("baseline", jpeg(64, 48, seed=1)), ("progressive", jpeg(64, 48, seed=2, progressive=True)),
+                       ("gray-restart", jpegtran(encode(photo(40, 40)[..., 0], "JPEG", quality=90), "-restart", "1"))):
+        assert base[-2:] == b"\xff\xd9"
+        out.update({
+            f"{name}-no-eoi": base[:-2],
+            f"{name}-eoi-ff-flipped": base[:-2] + b"\xfe\xd9",
+            f"{name}-eoi-as-dqt": base[:-1] + b"\xdb",
+            f"{name}-eoi-as-rst": base[:-1] + b"\xd0",
+            f"{name}-eoi-as-soi": base[:-1] + b"\xd8",
+            f"{name}-eoi-unknown": base[:-1] + b"\x59",
+            f"{name}-bogus-dht-after-scan": base[:-2] + b"\xff\xc4\x00\x03\x00\xff\xd9",
+            f"{name}-app1-after-scan": base[:-2] + b"\xff\xe1\x00\x04ab\xff\xd9",
+            f"{name}-garbage-after-eoi": base + b"garbage!",
+            f"{name}-cut-in-the-scan": base[: len(base) * 2 // 3],
+        })
+    return out
+
+
+TRAILERS = _trailer_variants()
+
+
+@pytest.mark.parametrize("variant", sorted(TRAILERS))
+def test_damaged_trailing_markers_read_as_pillow_reads_them(variant: str) -> None:
+    import io
+
+    from PIL import ImageFile
+
+    data = TRAILERS[variant]
+    for pad in (False, True):
+        ImageFile.LOAD_TRUNCATED_IMAGES = pad
+        try:
+            want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except OSError:
+            want = None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        truncated = "pad" if pad else "error"
+        if want is None:
+            with pytest.raises(lancefeed.DecodeError):
+                lancefeed.decode_image(data, truncated=truncated)
+            continue
+        try:
+            got = lancefeed.decode_image(data, truncated=truncated)
+        except lancefeed.DecodeError:
+            # Pillow hands back an image it never decoded (a progressive file whose
+            # scans end in a bad marker: all zeros, with LOAD_TRUNCATED_IMAGES): an error here.
+            assert pad and variant.startswith("progressive") and want.max() == 0, f"truncated={truncated!r}: refused what Pillow reads"
+            continue
+        assert np.array_equal(got, want), f"truncated={truncated!r}"
+
+
 @pytest.mark.parametrize("variant", sorted(PNG_VARIANTS))
 def test_png_variants_equal_pillow(variant):
     data = PNG_VARIANTS[variant]()

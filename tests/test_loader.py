@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import lancefeed
 from lancefeed.sampler import epoch_order, num_batches, plan_epoch, rank_shard
@@ -39,7 +39,11 @@ def encode(i: int) -> bytes:
     a[..., 1] = i // 256
     a[..., 2] = np.arange(W) * 40  # a left-to-right ramp: flipped images run right-to-left
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
+    # A text chunk makes each file 300+ bytes, as real images are: Lance stores values
+    # under 256 bytes in another layout (mini-block) that is never read in place.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "lancefeed test image " * 16)
+    Image.fromarray(a).save(buf, "PNG", pnginfo=info)
     return buf.getvalue()
 
 
@@ -148,8 +152,29 @@ def test_tuple_batches_are_uint8_nhwc_with_class_indices(uri: str) -> None:
     assert ids == list(range(N))  # no shuffle: dataset order
     got = torch.cat([b[1] for b in batches]).tolist()
     assert got == [sorted(LABELS).index(LABELS[i % 3]) for i in range(N)]
-    # The tensor is the decoded buffer itself, not a copy of it.
-    assert images.numpy().base is not None or images.is_contiguous()
+
+
+def test_batches_are_the_decoded_buffers_not_copies(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lancefeed.loader as loader_module
+
+    decoded: List[Tuple[int, int]] = []
+    real = loader_module.decode_batch
+
+    def recording(*args: Any, **kw: Any) -> Any:
+        images, info = real(*args, **kw)
+        decoded.append((images.ctypes.data, images.nbytes))
+        return images, info
+
+    monkeypatch.setattr(loader_module, "decode_batch", recording)
+    for kw in ({}, {"transform": lancefeed.Resize((4, W))}):
+        decoded.clear()
+        batches = [images for images, _ in lancefeed.DataLoader(uri, batch_size=16, **kw)]
+        # Each tensor lies in what a decode wrote (one decode may write several
+        # batches of a take, each a view of it): the decoded buffer itself, no copy.
+        for b in batches:
+            start, end = b.data_ptr(), b.data_ptr() + b.numel()
+            assert any(p <= start and end <= p + n for p, n in decoded), "a batch copied out of its decode"
+        assert sum(b.numel() for b in batches) == sum(n for _, n in decoded)
 
 
 def test_dict_output_columns_lists_and_strings(uri: str) -> None:
@@ -200,15 +225,15 @@ def test_label_not_in_classes_is_refused_with_the_row(uri: str) -> None:
 
 def test_an_exception_in_the_background_surfaces_in_the_loop(uri: str) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=4, prefetch=1)
-    loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
-    real_take = loader._maker.take
+    loader.reader.rows_per_take = 4
+    real_take = loader.reader.take
 
     def failing_take(positions: np.ndarray) -> Any:
         if positions[0] == 8:
             raise OSError("object store went away")
         return real_take(positions)
 
-    loader._maker.take = failing_take  # type: ignore[method-assign]
+    loader.reader.take = failing_take  # type: ignore[method-assign]
     seen = []
     with pytest.raises(OSError, match="object store went away"):
         for images, _ in loader:
@@ -257,7 +282,7 @@ def test_half_precision_batches_are_the_float32_ones_rounded_once(uri: str, dtyp
 def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str, group: int) -> None:
     transform = lancefeed.Compose([lancefeed.Resize((4, W)), lancefeed.RandomHorizontalFlip()])
     loader = lancefeed.DataLoader(uri, batch_size=4, shuffle=True, transform=transform, normalize=((0.5,), (0.25,)))
-    loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+    loader.reader.rows_per_take = 4 * group
     loader.set_epoch(3)
     held = [images for images, _ in loader]  # every batch kept: no buffer may be reused
     copies, pointers = [], []
@@ -278,7 +303,7 @@ def test_reused_float_buffers_never_overwrite_a_batch_still_held(uri: str, group
 def test_reused_uint8_buffers_never_overwrite_a_batch_or_view_still_held(uri: str, group: int) -> None:
     transform = lancefeed.Compose([lancefeed.Resize((4, W)), lancefeed.RandomHorizontalFlip()])
     loader = lancefeed.DataLoader(uri, batch_size=4, shuffle=True, transform=transform)
-    loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+    loader.reader.rows_per_take = 4 * group
     loader.set_epoch(3)
     want = [images.clone() for images, _ in loader]
     # Held in every form a loop keeps a batch: the tensor, a slice of it, a numpy view,
@@ -330,68 +355,75 @@ def test_images_of_different_sizes_come_as_a_list(tmp_path: Path) -> None:
 
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> List[Tuple[int, int]]:
-    """(start, count) of every scan any loader's reader makes from now on (the prefill
-    starts on a thread of its own while the loader is built)."""
-    import lancefeed.loader as loader_module
-
+    """(start, count) of every scan any permutation makes from now on (a loader's
+    prefill starts on a thread of its own while the loader is built)."""
     scans: List[Tuple[int, int]] = []
-    real = loader_module._BatchMaker.scan
+    real = lancefeed.Permutation.scan_positions
 
     def scan(self: Any, start: int, count: int, **kw: Any) -> Any:
         scans.append((start, count))
         return real(self, start, count, **kw)
 
-    monkeypatch.setattr(loader_module._BatchMaker, "scan", scan)
+    monkeypatch.setattr(lancefeed.Permutation, "scan_positions", scan)
     return scans
+
+
+def _rows_read(loader: Any) -> int:
+    """Rows the loader's reader has read from the dataset (in place or by Lance)."""
+    stats = loader.reader.stats()
+    return stats["rows_in_place"] + stats["rows_through_lance"]
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
 @pytest.mark.parametrize("prefill", [False, True])
-def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int, prefill: bool,
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_cached_dataset_gives_the_same_batches_and_is_read_once(uri: str, world_size: int, prefill: bool, in_place: bool,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import lancefeed.reads.reader as reader_module
+
     kw: dict = dict(batch_size=7, shuffle=True, seed=9, transform=lancefeed.RandomHorizontalFlip(), output="dict",
                     columns=["image", "label", "idx", "boxes", "tags"], world_size=world_size)
+    monkeypatch.setenv("LANCEFEED_IN_PLACE", "1" if in_place else "0")
+    if not prefill:
+        monkeypatch.setattr(reader_module, "SCAN_ROW_BYTES", 0)  # no row is small: nothing read up front
     for rank in range(world_size):
-        if not prefill:
-            import lancefeed.loader as loader_module
-
-            monkeypatch.setattr(loader_module._BatchMaker, "wants_prefill", lambda self: False)
         scans = _count_scans(monkeypatch)
         cached = lancefeed.DataLoader(uri, cache=True, rank=rank, **kw)
         plain = lancefeed.DataLoader(uri, cache=False, rank=rank, **kw)
-        assert cached._maker.prefill == prefill and not plain._maker.prefill  # small rows: scanned first
-        reads: List[int] = []
-        real = cached._maker.take_perm.take_positions_sorted
-        cached._maker.take_perm.take_positions_sorted = lambda p: reads.append(len(p)) or real(p)
+        assert cached.reader.prefill == prefill and not plain.reader.prefill
         per_epoch = []
         for _ in range(3):  # later epochs read only rows not read before
-            before = sum(reads)
+            before = _rows_read(cached)
             for a, b in zip(list(cached), list(plain)):
                 assert a.keys() == b.keys()
                 assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
                 assert all(torch.equal(x, y) for x, y in zip(a["boxes"], b["boxes"]))
                 assert a["tags"] == b["tags"]
-            per_epoch.append(sum(reads) - before)
-        if prefill:  # every row by one scan before the first batch, then no read at all
-            assert per_epoch == [0, 0, 0] and scans == [(0, N)]
+            per_epoch.append(_rows_read(cached) - before)
+        assert cached.stats()["read_path"] == ("in_place" if in_place else "lance")
+        if prefill:  # every row read before the first batch (once), then no read at all
+            assert _rows_read(cached) == N and per_epoch[1:] == [0, 0]
+            assert scans == ([] if in_place else [(0, N)])
         else:
             assert per_epoch[0] == len(cached.permutation) // world_size  # read as it goes, pipelined
             if world_size == 1:
                 assert per_epoch[1:] == [0, 0]  # every row kept: no read after the first epoch
-        assert int((cached._maker._rows.where >= 0).sum()) <= N  # each row kept once
+        assert cached.reader.kept_rows <= N  # each row kept once
 
 
 def test_small_rows_are_scanned_first_in_parts_side_by_side(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lancefeed.loader as loader_module
+    import lancefeed.reads.cache as cache_module
+    import lancefeed.reads.reader as reader_module
 
-    # Three decode threads, three scans of neighbouring ranges; the batches are a take's.
-    monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", 5)
+    # Read through Lance: three decode threads, three scans of neighbouring ranges.
+    monkeypatch.setenv("LANCEFEED_IN_PLACE", "0")
+    monkeypatch.setattr(reader_module, "SCAN_PART_ROWS", 5)
     kw: dict = dict(batch_size=6, shuffle=True, seed=2, transform=lancefeed.RandomHorizontalFlip(), num_threads=3)
     scans = _count_scans(monkeypatch)
     cached = lancefeed.DataLoader(uri, **kw)
     plain = lancefeed.DataLoader(uri, cache=False, **kw)
-    assert cached._maker.prefill
-    cached._maker.take_perm.take_positions_sorted = None  # a take would fail
+    assert cached.reader.prefill
+    cached.reader.take_perm.take_positions_sorted = None  # a take would fail
     for _ in range(2):
         got, want = list(cached), list(plain)
         assert len(got) == len(want)
@@ -400,65 +432,71 @@ def test_small_rows_are_scanned_first_in_parts_side_by_side(uri: str, monkeypatc
     assert sorted(scans) == [(0, N // 3), (N // 3, 2 * N // 3 - N // 3), (2 * N // 3, N - 2 * N // 3)]
     # The scans' rows stay as they came (no copy into one array); the decode picks
     # each batch's rows across them.
-    assert cached._maker._rows.table.column("image").num_chunks == 3
+    assert cached.reader.kept_chunks == 3
     # More parts than the cache keeps apart: joined into one array, the same batches.
-    monkeypatch.setattr(loader_module, "_KEPT_CHUNKS", 2)
+    monkeypatch.setattr(cache_module, "KEPT_CHUNKS", 2)
     joined = lancefeed.DataLoader(uri, **kw)
     for (xa, ya), (xb, yb) in zip(joined, lancefeed.DataLoader(uri, cache=False, **kw)):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    assert joined._maker._rows.table.column("image").num_chunks == 1
-    monkeypatch.setattr(loader_module, "_KEPT_CHUNKS", 4)
+    assert joined.reader.kept_chunks == 1
+    monkeypatch.setattr(cache_module, "KEPT_CHUNKS", 4)
     # Too few rows for two parts: one scan.
-    monkeypatch.setattr(loader_module, "_SCAN_PART_ROWS", N)
+    monkeypatch.setattr(reader_module, "SCAN_PART_ROWS", N)
     scans.clear()
     list(lancefeed.DataLoader(uri, **kw))
     assert scans == [(0, N)]
 
 
-def test_the_scans_start_while_the_loader_is_built_and_a_failure_surfaces_in_the_loop(
+def test_the_prefill_starts_while_the_loader_is_built_and_a_failure_surfaces_in_the_loop(
     uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lancefeed.loader as loader_module
+    import lancefeed.reads.inplace as inplace_module
 
     kw: dict = dict(batch_size=6, shuffle=True, seed=5, transform=lancefeed.RandomHorizontalFlip())
     want = [(x, y) for x, y in lancefeed.DataLoader(uri, cache=False, **kw)]
-    real = loader_module._BatchMaker.scan
     calls: List[str] = []
+    for in_place in (True, False):
+        monkeypatch.setenv("LANCEFEED_IN_PLACE", "1" if in_place else "0")
+        # The first read of each kind: an in-place read of the whole column, or a scan.
+        owner, name = (inplace_module.InPlaceColumn, "read") if in_place else (lancefeed.Permutation, "scan_positions")
+        real = getattr(owner, name)
 
-    def failing(self: Any, start: int, count: int, **k: Any) -> Any:
-        calls.append(threading.current_thread().name)
-        if len(calls) <= fails:
-            raise OSError(f"store went away reading {uri}")
-        return real(self, start, count, **k)
+        def failing(self: Any, *a: Any, real: Any = real, **k: Any) -> Any:
+            calls.append(threading.current_thread().name)
+            if len(calls) <= fails:
+                raise OSError(f"store went away reading {uri}")
+            return real(self, *a, **k)
 
-    monkeypatch.setattr(loader_module._BatchMaker, "scan", failing)
-    # The background scan fails: the first batch scans again, and the epoch is whole.
-    fails = 1
-    loader = lancefeed.DataLoader(uri, **kw)
-    got = list(loader)
-    assert calls[0] == "lancefeed-prefill" and len(calls) == 2
-    assert len(got) == len(want) and all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
-    # Every scan fails: the error comes out of the loop, naming the dataset.
-    calls.clear()
-    fails = 10
-    with pytest.raises(OSError, match=re.escape(uri)):
-        list(lancefeed.DataLoader(uri, **kw))
-    # Nothing to read before the first batch (no cache): no thread, no scan.
-    calls.clear()
-    assert list(lancefeed.DataLoader(uri, cache=False, **kw)) and calls == []
+        monkeypatch.setattr(owner, name, failing)
+        # The background read fails: the first batch reads again, and the epoch is whole.
+        calls.clear()
+        fails = 1
+        loader = lancefeed.DataLoader(uri, **kw)
+        got = list(loader)
+        assert calls[0] == "lancefeed-prefill" and len(calls) == 2
+        assert len(got) == len(want) and all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
+        # Every read fails: the error comes out of the loop, naming the dataset.
+        calls.clear()
+        fails = 10
+        with pytest.raises(OSError, match=re.escape(uri)):
+            list(lancefeed.DataLoader(uri, **kw))
+        # Nothing to read before the first batch (no cache): no thread reads.
+        calls.clear()
+        fails = 0
+        assert list(lancefeed.DataLoader(uri, cache=False, **kw)) and "lancefeed-prefill" not in calls
+        monkeypatch.setattr(owner, name, real)
 
 
 def test_cache_auto_keeps_only_small_datasets(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lancefeed.loader as loader_module
+    import lancefeed.reads.cache as cache_module
 
-    assert lancefeed.DataLoader(uri, batch_size=4)._maker.cache  # a few KB
-    monkeypatch.setattr(loader_module, "_CACHE_BYTES", 16)
-    # Over the budget: no row is kept (this dataset's tiny rows cannot be read in place
-    # either, see test_mapped.py: its first take finds out and reads as usual).
+    assert lancefeed.DataLoader(uri, batch_size=4).reader.cache  # a few KB
+    monkeypatch.setattr(cache_module, "CACHE_BYTES", 16)
+    # Over the budget: no row is kept; each epoch reads its rows (in place here).
     over = lancefeed.DataLoader(uri, batch_size=4)
-    assert len(epoch_ids(over)) == N
-    assert not over._maker.cache and over._maker._rows.rows == 0
-    assert lancefeed.DataLoader(uri, batch_size=4, cache=True)._maker.cache
+    assert len(epoch_ids(over)) == N and len(epoch_ids(over)) == N
+    assert not over.reader.cache and over.reader.kept_rows == 0 and _rows_read(over) == 2 * N
+    assert lancefeed.DataLoader(uri, batch_size=4, cache=True).reader.cache
     with pytest.raises(ValueError, match="cache must be"):
         lancefeed.DataLoader(uri, batch_size=4, cache="yes")
 
@@ -661,7 +699,7 @@ def test_bad_rows_raise_with_the_row_or_are_skipped(tmp_path: Path) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=4)
     it = iter(loader)
     next(it)
-    with pytest.raises(lancefeed.DecodeError, match=r"row 5 \(position 5 of the loader's permutation, epoch 0\)"):
+    with pytest.raises(lancefeed.DecodeError, match=r"row 5 of the dataset \(filename 'img5.png'\), position 5 of the loader's permutation \(epoch 0\)"):
         next(it)
     del it
     skip = lancefeed.DataLoader(uri, batch_size=4, on_error="skip", label_column="idx")
@@ -678,7 +716,7 @@ def test_shuffled_columns_stay_with_their_images_around_skipped_rows(tmp_path: P
     # column of a batch must still line up with its image, also where a bad row drops out.
     uri = make_dataset(tmp_path, n=30, bad=(7, 19))
     loader = lancefeed.DataLoader(uri, batch_size=5, shuffle=True, seed=2, output="dict", on_error="skip")
-    loader._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+    loader.reader.rows_per_take = 5 * group
     seen = []
     for batch in loader:
         ids = sample_ids(batch["image"])
@@ -710,7 +748,7 @@ def test_a_takes_batches_decoded_together_are_the_batches_decoded_alone(tmp_path
     runs = {}
     for group in (1, 6):
         loader = lancefeed.DataLoader(uri, batch_size=5, shuffle=True, seed=4, on_error="skip", label_column="idx", **kw)
-        loader._maker.batches_per_take = lambda batch_size, g=group: g  # type: ignore[method-assign]
+        loader.reader.rows_per_take = 5 * group
         runs[group] = [(x.clone(), y.clone()) for x, y in loader]
         assert sorted(r for r, _ in loader.skipped) == [3, 4, 17]
     alone, together = runs[1], runs[6]
@@ -726,9 +764,9 @@ def test_a_takes_batches_decoded_together_are_the_batches_decoded_alone(tmp_path
 def test_a_bad_row_raises_after_the_batches_before_its_own_in_a_joint_take(tmp_path: Path) -> None:
     uri = make_dataset(tmp_path, n=30, bad=(13,))
     loader = lancefeed.DataLoader(uri, batch_size=4, label_column="idx")
-    loader._maker.batches_per_take = lambda batch_size: 6  # type: ignore[method-assign]
+    loader.reader.rows_per_take = 24
     got = []
-    with pytest.raises(lancefeed.DecodeError, match=r"row 13 \(position 13 of the loader's permutation, epoch 0\)"):
+    with pytest.raises(lancefeed.DecodeError, match=r"row 13 of the dataset \(filename 'img13.png'\), position 13 of the loader's permutation \(epoch 0\)"):
         for _, y in loader:
             got.append(y.tolist())
     assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
@@ -764,10 +802,10 @@ def test_source_may_be_a_dataset_or_a_permutation(uri: str) -> None:
 def test_one_take_for_several_batches_changes_nothing(uri: str, group: int) -> None:
     kw: dict[str, Any] = dict(batch_size=4, shuffle=True, seed=6, transform=lancefeed.RandomHorizontalFlip())
     loader = lancefeed.DataLoader(uri, **kw)
-    assert loader._maker.batches_per_take(4) == 256  # tiny images: 1024 rows a take
+    assert loader.reader.batches_per_take(4) == 256  # tiny images: 1024 rows a take
     expect = [(sample_ids(x), flipped(x), y.tolist()) for x, y in loader]
     grouped = lancefeed.DataLoader(uri, **kw)
-    grouped._maker.batches_per_take = lambda batch_size: group  # type: ignore[method-assign]
+    grouped.reader.rows_per_take = 4 * group
     assert [(sample_ids(x), flipped(x), y.tolist()) for x, y in grouped] == expect
     assert [len(b[0]) for b in expect] == [4] * 12 + [2]
 
@@ -803,15 +841,15 @@ def test_break_exception_and_del_leave_no_thread(uri: str) -> None:
 
 def test_pipeline_keeps_a_bounded_number_of_batches(uri: str) -> None:
     loader = lancefeed.DataLoader(uri, batch_size=2, prefetch=2, io_threads=1)
-    loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
+    loader.reader.rows_per_take = 2
     taken: List[int] = []
-    real_take = loader._maker.take
+    real_take = loader.reader.take
 
     def counting_take(positions: np.ndarray) -> Any:
         taken.append(int(positions[0]))
         return real_take(positions)
 
-    loader._maker.take = counting_take  # type: ignore[method-assign]
+    loader.reader.take = counting_take  # type: ignore[method-assign]
     it = iter(loader)
     next(it)
     # Let the pipeline fill up while the loop "trains": wait for the batch handed out
@@ -863,7 +901,7 @@ def test_exit_while_the_prefill_scan_runs_is_clean(tmp_path: Path) -> None:
         f"""
         import lancefeed
         loader = lancefeed.DataLoader({path!r}, batch_size=256, shuffle=True)
-        print("ok", loader._maker.prefill, flush=True)
+        print("ok", loader.reader.prefill, flush=True)
         """
     )
     for _ in range(6):
@@ -872,10 +910,14 @@ def test_exit_while_the_prefill_scan_runs_is_clean(tmp_path: Path) -> None:
 
 
 def test_del_loader_mid_epoch_frees_it(uri: str) -> None:
+    import weakref
+
     loader = lancefeed.DataLoader(uri, batch_size=2)
     for i, _ in enumerate(loader):
         if i == 2:
             break
+    gone = weakref.ref(loader)
     del loader
     gc.collect()
+    assert gone() is None  # nothing holds the loader: its memory is freed
     assert our_threads() == []

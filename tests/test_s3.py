@@ -78,19 +78,13 @@ def within(seconds: float, fn: Callable[[], Any]) -> Tuple[Any, BaseException | 
     return out.get("value"), out.get("error"), elapsed
 
 
-def one_batch_per_take(loader: lancefeed.DataLoader) -> lancefeed.DataLoader:
-    # Tiny test images would fit the whole epoch in one take; real images (or a bigger
-    # dataset) give one take per batch or few, which is what these tests need to see.
-    loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
-    loader._maker.cache = False  # nor would it be cached whole (cache="auto")
+def one_batch_per_take(uri: str, batch_size: int, **kw: Any) -> lancefeed.DataLoader:
+    # Tiny test images would fit the whole epoch in one take, and be cached whole
+    # (cache="auto"); real images (or a bigger dataset) give one take per batch or few,
+    # which is what these tests need to see.
+    loader = lancefeed.DataLoader(uri, batch_size, cache=False, **kw)
+    loader.reader.rows_per_take = batch_size
     return loader
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with S3Server() as server:
-        server.create_bucket("lancefeed")
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -128,23 +122,21 @@ def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri
     kw: Dict[str, Any] = dict(batch_size=8, shuffle=True, seed=4, transform=lancefeed.RandomHorizontalFlip())
     remote = lancefeed.DataLoader(s3_uri, storage_options=s3.storage_options(), **kw)
     local = lancefeed.DataLoader(local_uri, **kw)
-    assert remote._maker.prefill and local._maker.prefill  # a local disk is scanned first too
+    assert remote.reader.prefill and local.reader.prefill  # a local disk's are read whole first too (in place)
     takes: List[int] = []
-    real = remote._maker.take_perm.take_positions_sorted
-    remote._maker.take_perm.take_positions_sorted = lambda p: takes.append(len(p)) or real(p)  # type: ignore[method-assign]
+    real = remote.reader.take_perm.take_positions_sorted
+    remote.reader.take_perm.take_positions_sorted = lambda p: takes.append(len(p)) or real(p)  # type: ignore[method-assign]
     for _ in range(2):
         for (xa, ya), (xb, yb) in zip(list(remote), list(local)):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert takes == []
     # The store gone before the scan (none started while the loader was built): an error
     # naming the dataset, not a hang.
-    import lancefeed.loader as loader_module
-
-    monkeypatch.setattr(loader_module._BatchMaker, "start_prefill", lambda self: None)
+    monkeypatch.setattr(lancefeed.reads.RowReader, "start_prefill", lambda self: None)
     proxy = LatencyProxy(s3.port)
     try:
         gone = lancefeed.DataLoader(s3_uri, storage_options=s3.storage_options(port=proxy.port, retry_timeout_s=5), **kw)
-        assert gone._maker.prefill
+        assert gone.reader.prefill
         proxy.stop()
         _, error, _ = within(BOUND_S, lambda: list(gone))
     finally:
@@ -154,7 +146,7 @@ def test_small_rows_on_an_object_store_are_read_by_one_scan(s3: S3Server, s3_uri
     opts = s3.storage_options()
     tbl = lancefeed.permutation_builder(s3_uri, storage_options=opts).split_random(ratios=[0.75, 0.25], seed=1).execute()
     split = lancefeed.Permutation.from_tables(s3_uri, tbl, split=0, storage_options=opts)
-    assert not lancefeed.DataLoader(split, storage_options=opts, **kw)._maker.prefill
+    assert not lancefeed.DataLoader(split, **kw).reader.prefill
 
 
 @pytest.mark.skipif(not S3sFsServer.available(), reason="s3s-fs (the benchmark's server) is not installed")
@@ -224,7 +216,7 @@ def test_a_connection_dropped_mid_epoch_raises_in_the_loop_without_a_partial_bat
     proxy = LatencyProxy(s3.port, delay_ms=5)
     try:
         opts = s3.storage_options(port=proxy.port)
-        loader = one_batch_per_take(lancefeed.DataLoader(s3_uri, BATCH, shuffle=True, seed=5, storage_options=opts, prefetch=1))
+        loader = one_batch_per_take(s3_uri, BATCH, shuffle=True, seed=5, storage_options=opts, prefetch=1)
         order = epoch_order(N, shuffle=True, seed=5, epoch=0).tolist()
         got: List[List[int]] = []
 
@@ -251,7 +243,7 @@ def test_through_latency_the_epoch_is_the_same_and_takes_in_flight_stay_bounded(
 ) -> None:
     with LatencyProxy(s3.port, delay_ms=delay_ms) as proxy:
         opts = s3.storage_options(port=proxy.port)
-        loader = one_batch_per_take(lancefeed.DataLoader(s3_uri, BATCH, shuffle=True, seed=2, storage_options=opts))
+        loader = one_batch_per_take(s3_uri, BATCH, shuffle=True, seed=2, storage_options=opts)
         ids, error, _ = within(BOUND_S * 2, lambda: [i for x, _ in loader for i in sample_ids(x)])
         assert error is None, error
         assert proxy.requests > 0 or delay_ms == 0
@@ -268,9 +260,7 @@ def test_through_latency_the_epoch_is_the_same_and_takes_in_flight_stay_bounded(
 
 def test_takes_in_flight_stay_under_the_byte_bound(s3: S3Server, s3_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with LatencyProxy(s3.port, delay_ms=20) as proxy:
-        loader = one_batch_per_take(
-            lancefeed.DataLoader(s3_uri, BATCH, storage_options=s3.storage_options(port=proxy.port), prefetch=1)
-        )
+        loader = one_batch_per_take(s3_uri, BATCH, storage_options=s3.storage_options(port=proxy.port), prefetch=1)
         # Room for 3 takes' worth of columns: the window stops growing there.
         take_bytes = loader.permutation.take_positions(np.arange(BATCH)).nbytes
         monkeypatch.setattr(lancefeed.pipeline, "MAX_IN_FLIGHT_BYTES", 3 * take_bytes)
@@ -283,9 +273,8 @@ def test_takes_in_flight_stay_under_the_byte_bound(s3: S3Server, s3_uri: str, mo
 
 def test_io_threads_still_fixes_the_takes_in_flight(s3: S3Server, s3_uri: str) -> None:
     with LatencyProxy(s3.port, delay_ms=20) as proxy:
-        loader = one_batch_per_take(
-            lancefeed.DataLoader(s3_uri, BATCH, storage_options=s3.storage_options(port=proxy.port), io_threads=2, prefetch=1)
-        )
+        loader = one_batch_per_take(s3_uri, BATCH, storage_options=s3.storage_options(port=proxy.port), io_threads=2,
+                                    prefetch=1)
         ids, error, _ = within(BOUND_S * 2, lambda: [i for x, _ in loader for i in sample_ids(x)])
     assert error is None and ids == list(range(N))
     stats = loader.stats()

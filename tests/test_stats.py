@@ -43,7 +43,7 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def per_batch(loader: lancefeed.DataLoader) -> lancefeed.DataLoader:
     # One take per batch (tiny images would make the epoch one take): more events to count.
-    loader._maker.batches_per_take = lambda batch_size: 1  # type: ignore[method-assign]
+    loader.reader.rows_per_take = loader.batch_size
     return loader
 
 
@@ -80,7 +80,7 @@ def test_a_slow_training_step_waits_for_no_batch(uri: str) -> None:
 
 def test_slow_takes_show_as_io_bound_and_grow_the_takes_in_flight(uri: str) -> None:
     loader = per_batch(lancefeed.DataLoader(uri, 4))
-    real = loader._maker.take
+    real = loader.reader.take
     running, most = [0], [0]
     lock = threading.Lock()
 
@@ -93,7 +93,7 @@ def test_slow_takes_show_as_io_bound_and_grow_the_takes_in_flight(uri: str) -> N
             running[0] -= 1
         return real(positions)
 
-    loader._maker.take = slow_take  # type: ignore[method-assign]
+    loader.reader.take = slow_take  # type: ignore[method-assign]
     ids = [int(x[0, 0, 0, 0]) for x, _ in loader]
     s = loader.stats()
     assert ids == list(range(0, N, 4))

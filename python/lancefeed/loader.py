@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import re
 import weakref
 from dataclasses import dataclass
@@ -83,10 +82,13 @@ from lancefeed.labels import (
     is_string_type,
     read_column,
 )
-from lancefeed.mapped import mapped_column, value_bytes
 from lancefeed.memory import keep_freed_memory_unless_disabled
 from lancefeed.permutation import Permutation
 from lancefeed.pipeline import Meter, Pipeline, PipelineStats
+from lancefeed.reads import RowReader, in_storage_order
+from lancefeed.reads.cache import memory_budget
+from lancefeed.reads.reader import TAKE_ROWS
+from lancefeed.reads.take import describe_row
 from lancefeed.sampler import Segment, num_batches, plan_epoch, remaining, shard_length
 from lancefeed.staging import CpuStage, Normalize, NormalizeArg
 from lancefeed.targets import ClassSelection, TargetSpec, assemble, select_boxes
@@ -95,32 +97,12 @@ SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset, Permutation]
 _CHANNELS = {"RGB": 3, "L": 1}
 _ROW_PREFIX = re.compile(r"^(row|item|index) \d+: ")
 _STATE_KEYS = ("epoch", "batches_consumed", "seed")
-_TAKE_ROWS = 1024
 _FLOATS = ("float32", "float16", "bfloat16")
 # Preloaded label dtypes gathered through numpy (see _BatchMaker._columns).
 _NUMPY_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.float64, torch.float32, torch.float16)
-_TAKE_BYTES = 8 << 20
 # The batches of one take are decoded by one call when their output fits this
 # (_BatchMaker.joins): 4 batches of 256 CIFAR-10 images are 3 MB.
 _JOINT_BYTES = 32 << 20
-# cache="auto" keeps a dataset's read columns in memory when they take at most this much
-# (and at most an eighth of the machine's memory).
-_CACHE_BYTES = 2 << 30
-# With the cache on, a dataset whose image rows average at most this many bytes is read
-# by Lance scans before the first batch instead of by random takes. On an object store a
-# take asks for every row on its own (CIFAR-10 on S3: 50,000 requests an epoch, 6,400
-# img/s), a scan for a few large ranges. On a local disk a take costs ~12 us of CPU a
-# small row, on the cores the decoder needs, a scan under 3 (CIFAR-10: 600-700 ms of CPU
-# an epoch against ~170 ms): the epoch takes as long (the scan is not overlapped with
-# decoding), its batches after the first come ~25% faster, and it leaves CPU to training.
-_SCAN_ROW_BYTES = 16 << 10
-# Rows per scan at least, when the scans before the first batch run side by side.
-_SCAN_PART_ROWS = 4096
-# The row cache keeps up to this many chunks (the side-by-side scans) uncombined.
-_KEPT_CHUNKS = 4
-
-_UNREAD = object()
-
 # What loader.stats() reports (one name for users; the pipeline fills it in).
 LoaderStats = PipelineStats
 
@@ -137,11 +119,14 @@ class _Progress:
 
 
 class _BatchMaker:
-    """Everything the background thread needs to turn a take into a batch."""
+    """Everything the background thread needs to turn a take into a batch: the rows
+    come from ``reader`` (:class:`lancefeed.reads.RowReader`), the pixels from the
+    decode."""
 
     def __init__(
         self,
         perm: Permutation,
+        reader: RowReader,
         image_column: str,
         other_columns: List[str],
         class_maps: Dict[str, ClassMap],
@@ -159,34 +144,12 @@ class _BatchMaker:
         targets: Optional["_TargetConfig"] = None,
     ) -> None:
         self.targets = targets
-        self.use_scan = False
-        # cache=True: every row read is kept; a take of rows all kept is a gather.
-        self.cache = False
-        # Targets read their boxes and masks from the cached rows too: one chunk for them.
-        self._rows = _RowCache(len(perm), chunked=targets is None)
+        self.reader = reader
         # Whole decoded images by position (see _resolve_pixel_cache), used from epoch 1.
         self.pixels: Optional[_core.PixelCache] = None
-        # prefill (with the cache, small rows): the first take reads every row of the
-        # permutation by scans into the cache; takes are then gathers.
-        self.prefill = False
-        # map_first (with the cache, larger rows, a local dataset): the first take maps
-        # the image column in place (lancefeed.mapped); if it cannot, takes fill the cache.
-        self.map_first = False
-        # map_only: the cache is on only because the column maps (a dataset over the
-        # cache's budget, within the page cache's); if it cannot, no row is kept.
-        self.map_only = False
-        self._stats: Any = _UNREAD  # see _disk_bytes
-        self._prefill_lock = threading.Lock()
-        self._prefilled = False
-        self._prefill_bytes = 0
-        # A maker whose prefill started in the background while the loader was being
-        # built (start_prefill), and that this one takes the rows from (adopt).
-        self._early: Optional["_BatchMaker"] = None
-        self._thread: Optional[threading.Thread] = None
         # Preloaded columns (the labels) are indexed by position; the take reads the rest.
         self.preloaded = preloaded
         self._preloaded_np = {k: v.numpy() for k, v in preloaded.items() if v.device.type == "cpu" and v.dtype in _NUMPY_DTYPES}
-        self.take_perm = perm.select_columns([c for c in perm.columns if c not in preloaded])
         self.perm = perm
         self.image_column = image_column
         self.other_columns = other_columns
@@ -207,234 +170,6 @@ class _BatchMaker:
         self.shape: Optional[Tuple[int, int, int]] = (
             (int(size[0]), int(size[1]), channels) if size is not None and channels is not None else None
         )
-
-    def take(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray, int]:
-        """The rows at ``positions`` in storage order, where each position's row is (the
-        decoder gathers the images by pointer instead of a copy into sample order), and
-        the bytes this call read from the dataset (0 for rows from the cache).
-
-        With ``use_scan`` (set per epoch by the loader: positions in storage order),
-        contiguous positions are read by one scan of their range instead, when it
-        returns exactly their rows; the result is the same."""
-        read = 0
-        if self.cache:
-            if (self.prefill or self.map_first) and not self._prefilled:
-                read = self._prefill()
-            hit = self._rows.get(positions)
-            if hit is not None:
-                return hit[0], hit[1], read
-        rows, order = self._read(positions)
-        if self.cache:
-            self._rows.add(rows, order, positions)
-        return rows, order, read + rows.nbytes
-
-    def _prefill(self) -> int:
-        """Every row of the permutation read by scans into the cache, once (when the
-        permutation is in storage order; otherwise the takes fill it as they read).
-        Returns the bytes this call read (0 where another call did the reading)."""
-        # Takes in flight on other threads wait here for the scan (and then gather).
-        with self._prefill_lock:
-            if self._prefilled:
-                return 0
-            early, self._early = self._early, None
-            if early is not None and early._thread is not None:
-                early._thread.join()
-                if early._prefilled:  # else it failed: scan again, and raise here
-                    self._rows, self._prefilled = early._rows, True
-                    self.cache = self.cache and early.cache  # a refused map_only keeps nothing
-                    return early._prefill_bytes
-            n = len(self.take_perm)
-            got = self._mapped()
-            if got is not None:
-                mapped, index = got
-                # Each chunk (page) with the permutation's positions whose rows are in it.
-                by_row = np.argsort(index, kind="stable")
-                start = 0
-                for chunk in mapped.chunks:
-                    lo, hi = np.searchsorted(index, [start, start + len(chunk)], sorter=by_row)
-                    where = by_row[lo:hi].astype(np.int64)
-                    batch = pa.RecordBatch.from_arrays([chunk], names=[self.image_column])
-                    self._rows.add(batch, index[where] - start, where)
-                    start += len(chunk)
-                # The images' bytes, read from the page cache as the decode gets to them.
-                self._prefill_bytes = value_bytes(mapped)
-                self._prefilled = True
-                return self._prefill_bytes
-            if not self.prefill:  # larger rows: the takes read them, as they go
-                self.cache = self.cache and not self.map_only
-                self._prefilled = True
-                return 0
-            size = self.cache_bytes()
-            # One scan per core over its share of the rows, each one batch (Lance hands it
-            # over as one chunk; a 32-bit offset array holds < 2 GiB), kept side by side
-            # in the cache (see _RowCache.get). A scan spends its time waiting on reads
-            # and on fresh pages, so two overlap where one leaves a core idle.
-            one = size is not None and size < (1 << 30)
-            parts = _scan_parts(n, self.num_threads)
-            bounds = [(i * n // parts, (i + 1) * n // parts) for i in range(parts)] if n else []
-
-            def part(bound: Tuple[int, int]) -> Optional[pa.RecordBatch]:
-                start, stop = bound
-                return self.scan(start, stop - start, batch_size=(stop - start) if one else None)
-
-            if len(bounds) > 1:
-                with ThreadPoolExecutor(len(bounds), thread_name_prefix="lancefeed-prefill") as pool:
-                    got = list(pool.map(part, bounds))
-            else:
-                got = [part(b) for b in bounds]
-            if got and all(rows is not None for rows in got):
-                for (start, stop), rows in zip(bounds, got):
-                    where = np.arange(start, stop, dtype=np.int64)
-                    self._rows.add(rows, where - start, where)
-            self._prefill_bytes = sum(rows.nbytes for rows in got if rows is not None)
-            self._prefilled = True
-            return self._prefill_bytes
-
-    def _mapped(self) -> Optional[Tuple[pa.ChunkedArray, np.ndarray]]:
-        """The image column of every row of the dataset, read in place from the mapped
-        data files (see :mod:`lancefeed.mapped`), and where each position's row is in it,
-        when the take reads only that column and the dataset is a local one that reader
-        can check; else None (scans or takes read it). Any permutation: a split, a filter
-        or a shuffled table picks its rows from the mapped ones."""
-        perm = self.take_perm
-        if not self.may_map():
-            return None
-        got = mapped_column(perm.dataset, self.image_column)
-        if got is None:
-            return None
-        mapped, ids = got
-        wanted = np.asarray(perm.row_ids, dtype=np.uint64)
-        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-            return None  # fragments out of id order: not looked up here
-        index = np.searchsorted(ids, wanted)
-        if len(wanted) and (int(index.max()) >= len(ids) or not np.array_equal(ids[index], wanted)):
-            return None  # a row id the files do not hold (stable row ids, say)
-        return mapped, index.astype(np.int64)
-
-    def start_prefill(self) -> None:
-        """Runs the prefill's scans on a thread of their own, now. A failure is left to
-        the loader's first take, which scans again and raises it where the batches are
-        asked for."""
-
-        def run() -> None:
-            try:
-                self._prefill()
-            except BaseException:  # noqa: BLE001 - raised again by the first take
-                pass
-
-        # Not a daemon: the interpreter's shutdown stops a daemon thread where it next
-        # takes the GIL, which during a scan is inside Arrow's C++ (an abort, "terminate
-        # called without an active exception"). Exit waits for the scan instead; the
-        # scan's own threads are joined at exit anyway (concurrent.futures).
-        self._thread = threading.Thread(target=run, name="lancefeed-prefill")
-        self._thread.start()
-
-    def adopt(self, early: Optional["_BatchMaker"]) -> None:
-        """Takes the rows ``early``'s background prefill reads, when it reads what this
-        maker's would (the same rows and columns)."""
-        if early is not None and early.perm is self.perm and early.take_perm.columns == self.take_perm.columns:
-            self._early = early
-
-    def may_map(self) -> bool:
-        """Whether the take reads the image column alone from a local dataset: then
-        :meth:`_mapped` may read it in place (it checks the files themselves when it runs)."""
-        perm = self.take_perm
-        if os.environ.get("LANCEFEED_MMAP", "1") == "0" or not perm._plain or list(perm._read) != [self.image_column]:
-            return False
-        return self.image_column not in self.perm.blob_columns and "://" not in perm.uri.replace("file://", "", 1)
-
-    def wants_prefill(self) -> bool:
-        """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
-        column statistics; False when unknown) and are not a blob column."""
-        # A split or filtered permutation is not one scan's rows: its takes stay.
-        return self.small_rows() and _in_storage_order(self.take_perm)
-
-    def small_rows(self) -> bool:
-        """Whether the image rows average at most _SCAN_ROW_BYTES encoded bytes (Lance's
-        column statistics; False when unknown) and are not a blob column."""
-        if self.image_column in self.perm.blob_columns:
-            return False
-        per_row = self._image_bytes_per_row()
-        return per_row is not None and per_row <= _SCAN_ROW_BYTES
-
-    def _read(self, positions: np.ndarray) -> Tuple[pa.RecordBatch, np.ndarray]:
-        if self.use_scan and len(positions) and _contiguous(positions):
-            rows = self.scan(int(positions[0]), len(positions))
-            if rows is not None:
-                return rows, np.arange(len(positions), dtype=np.int64)
-        return self.take_perm.take_positions_sorted(positions)
-
-    def _disk_bytes(self) -> Optional[Tuple[Dict[str, int], int]]:
-        """Each column's bytes on disk in the dataset and its row count (Lance's column
-        statistics), or None when they are not known (an object store without
-        statistics, say): they size reads and caches, an optimization. Read once: the
-        permutation pins its dataset's version, and every epoch's take size asks."""
-        if self._stats is _UNREAD:
-            try:
-                ds = self.perm.dataset
-                ids = {f.name(): f.id() for f in ds.lance_schema.fields()}
-                sizes = {f.id: f.bytes_on_disk for f in ds.stats.data_stats().fields}
-                self._stats = {name: sizes[i] for name, i in ids.items() if i in sizes}, int(ds.count_rows())
-            except Exception:  # statistics are an optimization
-                self._stats = None
-        return self._stats
-
-    def _image_bytes_per_row(self) -> Optional[float]:
-        """The image column's mean encoded bytes a row, or None when not known."""
-        stats = self._disk_bytes()
-        if stats is None or self.image_column not in stats[0]:
-            return None
-        return stats[0][self.image_column] / max(1, stats[1])
-
-    def cache_bytes(self) -> Optional[int]:
-        """The encoded bytes a cache of the permutation's read columns would hold, from
-        Lance's column statistics (scaled from the dataset to the permutation's rows), or
-        None when they are not known."""
-        stats = self._disk_bytes()
-        if stats is None:
-            return None
-        sizes, rows = stats
-        total = sum(sizes.get(c, 0) for c in self.take_perm.columns)
-        return int(total * len(self.take_perm) / max(1, rows))
-
-    def scan(self, start: int, count: int, batch_size: Optional[int] = None) -> Optional[pa.RecordBatch]:
-        """Positions ``start .. start+count-1`` read by one Lance scan (``offset``/
-        ``limit``, read-ahead within and across fragments), or None when the rows it
-        returns are not those positions' rows (the permutation is not in scan order)."""
-        perm = self.take_perm
-        if perm.blob_columns:
-            return None  # blob columns are read apart, by take
-        columns = list(perm._read)
-        try:
-            table = perm.dataset.to_table(
-                columns=columns, offset=start, limit=count, with_row_id=True, scan_in_order=True,
-                **({} if batch_size is None else {"batch_size": batch_size}),
-            )
-        except pa.ArrowInvalid as e:
-            # A scan reports the store's I/O failures as ArrowInvalid, a take as OSError:
-            # one type for both, so that `except OSError` catches a store that went away.
-            if "LanceError(IO)" in str(e):
-                raise OSError(str(e)) from e
-            raise
-        want = perm.row_ids[start : start + count]
-        got = table.column("_rowid").to_numpy()
-        if len(got) != len(want) or not np.array_equal(got, want):
-            return None
-        arrays = [table.column(c).combine_chunks() for c in columns]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=perm._read_schema)
-        return perm._output(batch, want)
-
-    def batches_per_take(self, batch_size: int) -> int:
-        """How many batches one take reads: enough for ~_TAKE_ROWS rows, at most
-        _TAKE_BYTES of encoded images (from Lance's column statistics), at least one."""
-        if batch_size >= _TAKE_ROWS or self.image_column in self.perm.blob_columns:
-            return 1
-        per_row = self._image_bytes_per_row()
-        if per_row is None:  # without statistics, read batch by batch
-            return 1
-        by_rows = -(-_TAKE_ROWS // batch_size)
-        by_bytes = int(_TAKE_BYTES // max(1.0, per_row * batch_size))
-        return max(1, min(by_rows, by_bytes))
 
     def build(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int, stage: Any) -> Any:
         """One batch: ``rows.take(order)`` holds the rows of ``positions``, in that order."""
@@ -465,7 +200,7 @@ class _BatchMaker:
             return False
         rows = sum(len(p) for p in parts)
         if self.shape is None:
-            return self.small_rows() and rows <= _TAKE_ROWS
+            return self.reader.small_rows() and rows <= TAKE_ROWS
         fused = stage.fused_normalize
         per_value = 1 if fused is None else (4 if fused.dtype == "float32" else 2)
         return rows * self.shape[0] * self.shape[1] * self.shape[2] * per_value <= _JOINT_BYTES
@@ -550,10 +285,10 @@ class _BatchMaker:
         row_ids = self.perm.row_ids[positions]
         if self.on_error == "raise":
             index, message = info.errors[0]
+            row = describe_row(self.perm.dataset, int(row_ids[index]))
             raise DecodeError(
-                f"row {int(row_ids[index])} (position {int(positions[index])} of the loader's "
-                f"permutation, epoch {epoch}), column {self.image_column!r}: "
-                f"{_ROW_PREFIX.sub('', str(message))}"
+                f"{row}, position {int(positions[index])} of the loader's permutation (epoch {epoch}), "
+                f"column {self.image_column!r}: {_ROW_PREFIX.sub('', str(message))}"
             )
         self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
 
@@ -891,11 +626,14 @@ class DataLoader:
         self.dataset = self.permutation  # what torch and Lightning look for on a loader
         self.label_column = label_column if label_column in self.columns and label_column != image_column else None
         _check_image_column(self.permutation.schema, image_column)
-        # Small rows are read by scans before the first batch (_BatchMaker._prefill):
-        # they start now, beside what building the loader reads (classes, labels), which
-        # on an object store costs round trips of its own.
-        early = None if self.target_spec is not None else _start_prefill(self.permutation, image_column, self.columns,
-                                                                         self.label_column, cache, mode, num_threads)
+        # Small rows are read before the first batch (RowReader's prefill): it starts
+        # now, beside what building the loader reads (classes, labels), which on an
+        # object store costs round trips of its own.
+        self.reader: Optional[RowReader] = None
+        if self.target_spec is None:
+            self.reader = RowReader(self.permutation, image_column, preloaded=_preloadable(self.permutation, self.label_column),
+                                    cache=cache, num_threads=num_threads)
+            self.reader.start_prefill()
 
         class_maps: Dict[str, ClassMap] = {}
         self.classes: Optional[List[str]] = None
@@ -973,8 +711,13 @@ class DataLoader:
         self.num_threads = num_threads
         self.skipped: List[Tuple[int, str]] = []
         preloaded = _preload_labels(self.permutation, self.label_column, class_maps, label_table)
+        if self.reader is None or set(self.reader.preloaded) != set(preloaded):
+            # Labels that could not be read whole, or boxes and masks read with each take.
+            self.reader = RowReader(self.permutation, image_column, preloaded=list(preloaded), cache=cache,
+                                    num_threads=num_threads, chunked=target_config is None)
         self._maker = _BatchMaker(
             self.permutation,
+            self.reader,
             image_column,
             [c for c in self.columns if c != image_column],
             class_maps,
@@ -991,9 +734,6 @@ class DataLoader:
             self.device,
             target_config,
         )
-        _plan_reads(self._maker, cache)
-        if self._maker.prefill or self._maker.map_first:
-            self._maker.adopt(early)
         self._maker.pixels = _resolve_pixel_cache(pixel_cache, self._maker, len(self.permutation), mode)
         self.sampler = _SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
@@ -1003,9 +743,6 @@ class DataLoader:
         self._progress: Optional[_Progress] = None
         self._prefetcher: Any = None
         self._meter = Meter(self.log_every, label=f"{self.permutation.uri}: ")
-        # How batches are read: "auto" (scans when unshuffled over the whole dataset in
-        # storage order, else takes), "scan" or "take" (tests and benchmarks force one).
-        self._read_path = "auto"
         self._scannable: Optional[bool] = None
 
     def stats(self) -> Dict[str, Any]:
@@ -1021,7 +758,11 @@ class DataLoader:
         ``in_flight_mean``/``_max``/``_limit``/``_bound`` (takes read ahead: seen,
         the window now, the most it may grow to); ``io_bound`` (the decode waited on
         reads longer than it worked); ``elapsed_s`` since the loader was made;
-        ``pixel_cache_rows``/``pixel_cache_bytes``: what the pixel cache holds.
+        ``pixel_cache_rows``/``pixel_cache_bytes``: what the pixel cache holds;
+        ``read_path`` (``"in_place"``: the image column read from the data files,
+        ``"lance"``: by Lance's takes or scans, ``"mixed"``), ``read_path_reason`` (why
+        not every row in place), ``rows_in_place``/``rows_through_lance``: see
+        :meth:`lancefeed.reads.RowReader.stats`.
 
         Example:
             >>> for batch in loader: ...  # doctest: +SKIP
@@ -1032,7 +773,20 @@ class DataLoader:
         pixels = self._maker.pixels
         stats["pixel_cache_rows"] = 0 if pixels is None else pixels.cached
         stats["pixel_cache_bytes"] = 0 if pixels is None else pixels.nbytes
+        stats.update(self.reader.stats())
         return stats
+
+    @property
+    def pixel_cache(self) -> Optional[_core.PixelCache]:
+        """The loader's cache of whole decoded images (``pixel_cache=``), or None. From
+        epoch 1 on, with one, every row's crop is cut from its whole decoded image, as
+        ``decode_batch(decode_crop=False)`` does (held or not).
+
+        Example:
+            >>> DataLoader("cifar.lance", 256, shuffle=True).pixel_cache  # doctest: +SKIP
+            PixelCache(rows=50000, cached=0, nbytes=0, max_bytes=2147483648, mode='RGB')
+        """
+        return self._maker.pixels
 
     # -- sizes and epochs ---------------------------------------------------------
 
@@ -1191,18 +945,18 @@ class DataLoader:
         maker = self._maker
 
         # One take feeds `group` consecutive batches: Lance's cost per row drops with
-        # bigger takes (small images), while a take stays under _TAKE_BYTES.
-        group = maker.batches_per_take(self.batch_size)
+        # bigger takes (small images), while a take stays under TAKE_BYTES.
+        group = maker.reader.batches_per_take(self.batch_size)
         keys = [range(k, min(k + group, len(plan))) for k in range(start, len(plan), group)]
 
         meter, uri = self._meter, self.permutation.uri
-        maker.use_scan = self._uses_scan()
+        maker.reader.use_scan = self._uses_scan()
 
         def fetch(batches: range) -> Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]:
             parts = [plan.batch(k) for k in batches]
             positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
             try:
-                rows, order, nbytes = maker.take(positions)
+                rows, order, nbytes = maker.reader.take(positions)
             except (OSError, ValueError) as exc:  # Lance's I/O errors name the HTTP request, not the dataset
                 raise _read_error(uri, batches, exc) from exc
             meter.add_bytes(nbytes)
@@ -1227,15 +981,12 @@ class DataLoader:
         return pipeline, progress
 
     def _uses_scan(self) -> bool:
-        """Whether this epoch reads by scans (see ``_read_path``)."""
-        if self._read_path == "take":
-            return False
-        if self._read_path == "scan":
-            return True
+        """Whether this epoch's positions are in storage order (unshuffled, over the
+        whole dataset): then contiguous positions may be read by scans."""
         if self.shuffle:
             return False
         if self._scannable is None:
-            self._scannable = _in_storage_order(self._maker.take_perm)
+            self._scannable = in_storage_order(self.reader.take_perm)
         return self._scannable
 
     def _target_config(self, classes: Any, detection: bool, mask_fill: int, min_area: Optional[float],
@@ -1297,32 +1048,6 @@ class DataLoader:
         )
 
 
-def _contiguous(positions: np.ndarray) -> bool:
-    """Whether ``positions`` are consecutive ascending integers."""
-    return int(positions[-1]) - int(positions[0]) == len(positions) - 1 and bool(np.all(np.diff(positions) == 1))
-
-
-def _scan_parts(rows: int, num_threads: Optional[int]) -> int:
-    """How many scans read ``rows`` rows side by side: one per decode thread (the
-    cores), none with fewer than _SCAN_PART_ROWS rows."""
-    if num_threads is None:
-        num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(int(num_threads), rows // _SCAN_PART_ROWS))
-
-
-def _in_storage_order(perm: Permutation) -> bool:
-    """Whether ``perm`` may be read by scans: every row of its dataset (a filtered or
-    split permutation has fewer), with ascending row ids, and no blob column (read
-    apart). Each scan still checks the row ids it returns."""
-    ids = perm.row_ids
-    if perm.blob_columns or not len(ids) or (len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1]))):
-        return False
-    try:
-        return int(perm.dataset.count_rows()) == len(ids)
-    except (OSError, ValueError):
-        return False
-
-
 def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
     """``exc`` with the dataset URI and the batches in its message, same type where it
     can be made (so ``except OSError`` still catches it)."""
@@ -1333,134 +1058,10 @@ def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
         return OSError(message)
 
 
-class _RowCache:
-    """The rows the loader has read, kept as the takes returned them (no copy), and
-    where each position's row is among them. Filled as the first epoch reads (so reading
-    stays pipelined with decoding); a take whose rows are all here is then a gather by
-    pointer, without Lance. Each row is kept once: a take that holds a row already kept
-    is not added, so the cache never holds more than the permutation's rows."""
-
-    def __init__(self, n: int, chunked: bool = False) -> None:
-        # chunked: a few takes' or scans' rows stay as they came (see get).
-        self.chunked = chunked
-        self.where = np.full(n, -1, dtype=np.int64)
-        self.batches: List[pa.RecordBatch] = []
-        self.rows = 0
-        self.table: Optional[pa.Table] = None
-        self.lock = threading.Lock()
-        self.broken = False
-
-    def get(self, positions: np.ndarray) -> Optional[Tuple[Any, np.ndarray]]:
-        with self.lock:
-            idx = self.where[np.asarray(positions, dtype=np.int64)]
-            if self.broken or len(idx) == 0 or (idx < 0).any():
-                return None
-            if self.table is None:
-                try:
-                    # One chunk per column: a decode call then hands the core one array,
-                    # not one per take. Copied once; the takes' buffers are let go. The
-                    # prefill's few scans stay as they are (the core picks rows across
-                    # a few chunks): their copy (CIFAR-10: 44 MB, 15 ms on fresh pages)
-                    # held back the first batch with the decode threads idle.
-                    self.table = pa.Table.from_batches(self.batches)
-                    if not (self.chunked and len(self.batches) <= _KEPT_CHUNKS):
-                        self.table = self.table.combine_chunks()
-                except (pa.ArrowInvalid, ValueError):  # takes of differing schemas: read as before
-                    self.broken = True
-                    return None
-                self.batches = []
-            return self.table, idx
-
-    def add(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray) -> None:
-        with self.lock:
-            pos = np.asarray(positions, dtype=np.int64)
-            # Frozen once gathered from (a rank whose shards move between epochs reads
-            # the rows it has not kept, as without a cache).
-            if self.broken or self.table is not None or (self.where[pos] >= 0).any() or _repeats(pos):
-                return
-            self.where[pos] = self.rows + np.asarray(order, dtype=np.int64)
-            self.batches.append(rows)
-            self.rows += rows.num_rows
-
-
-def _repeats(positions: np.ndarray) -> bool:
-    """Whether ``positions`` (non-negative) holds a value twice: by counting, as a sort
-    of a whole epoch's positions (``np.unique``) took milliseconds on the way to the
-    first batch."""
-    return bool(len(positions)) and int(np.bincount(positions).max()) > 1
-
-
-def _start_prefill(perm: Permutation, image_column: str, columns: List[str], label_column: Optional[str],
-                   cache: Union[bool, str], mode: str, num_threads: Optional[int]) -> Optional[_BatchMaker]:
-    """A maker reading what the loader's will, its prefill started in the background,
-    when the loader will prefill; else None. The label column is taken to be preloaded
-    where its type allows (numbers, strings); the loader's maker checks that it reads the
-    same columns before it takes the rows (adopt)."""
-    labels = {}
-    if label_column is not None:
-        ltype = perm.schema.field(label_column).type
-        if is_numeric_type(ltype) or is_string_type(ltype):
-            labels[label_column] = torch.empty(0)
-    others = [c for c in columns if c != image_column]
-    early = _BatchMaker(perm, image_column, others, {}, None, mode, num_threads, "raise", 0, [], labels)
-    try:
-        _plan_reads(early, cache)
-    except ValueError:  # a bad cache= value: the loader's own check raises it
-        return None
-    if not (early.prefill or early.map_first):
-        return None
-    early.start_prefill()
-    return early
-
-
-def _plan_reads(maker: _BatchMaker, cache: Union[bool, str]) -> None:
-    """How ``maker`` reads its rows: whether it keeps them (``cache``), scans small
-    rows before the first batch (``prefill``) or maps the image column in place first
-    (``map_first``; with ``cache="auto"`` also a dataset over the cache's budget that
-    the page cache holds: mapped rows are the page cache's, not the loader's memory)."""
-    maker.cache = _resolve_cache(cache, maker)
-    maker.prefill = maker.cache and maker.wants_prefill()
-    maker.map_first = maker.cache and not maker.prefill and maker.may_map()
-    if not maker.cache and cache == "auto" and maker.may_map():
-        size = maker.cache_bytes()
-        if size is not None and 0 < size <= _page_cache_budget():
-            maker.cache = maker.map_first = maker.map_only = True
-
-
-def _resolve_cache(cache: Union[bool, str], maker: _BatchMaker) -> bool:
-    """``cache="auto"``: keep the rows read in memory when the permutation's are known to be
-    small (at most _CACHE_BYTES and an eighth of the machine's memory): small images are
-    where reading costs as much CPU as decoding."""
-    if isinstance(cache, bool):
-        return cache
-    if cache != "auto":
-        raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
-    size = maker.cache_bytes()
-    return size is not None and 0 < size <= _memory_budget()
-
-
-def _memory_budget() -> int:
-    """What a cache may hold: _CACHE_BYTES, and at most an eighth of the machine's memory."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = 8 * _CACHE_BYTES
-    return min(_CACHE_BYTES, memory // 8)
-
-
-def _page_cache_budget() -> int:
-    """The largest image column read in place when the row cache would not hold it:
-    half the machine's memory, so that the page cache keeps it from one epoch to the next."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def _resolve_pixel_cache(pixel_cache: Union[bool, str], maker: _BatchMaker, rows: int, mode: str) -> Optional[_core.PixelCache]:
     """``pixel_cache="auto"``: keep whole decoded images from epoch 1 on where the loader
-    already keeps the encoded rows of small images (see _SCAN_ROW_BYTES), read by scans or
-    in place: there a JPEG's decode costs several times its crop and resize.
+    already keeps the encoded rows of small images, read whole before the first batch
+    (see lancefeed.reads.reader): there a JPEG's decode costs several times its crop and resize.
     Within the memory budget of the row cache; rows past it are decoded every epoch."""
     if pixel_cache not in (True, False, "auto"):
         raise ValueError(f"pixel_cache must be True, False or 'auto', got {pixel_cache!r}")
@@ -1470,12 +1071,12 @@ def _resolve_pixel_cache(pixel_cache: Union[bool, str], maker: _BatchMaker, rows
         return None
     # Small rows kept whole: scanned, or read in place (any permutation, the seeds' splits
     # among them), within the row cache's budget.
-    kept = maker.prefill or (maker.map_first and not maker.map_only and maker.small_rows())
+    kept = maker.reader.prefill
     if pixel_cache == "auto" and not kept:
         return None
     if not pixel_cache or rows == 0:
         return None
-    return _core.PixelCache(rows, _memory_budget(), mode)
+    return _core.PixelCache(rows, memory_budget(), mode)
 
 
 def _read_before(num_samples: int, history: Sequence[Segment]) -> int:
@@ -1525,6 +1126,15 @@ def _output_as_normalize(output: Sequence[OutputStep]) -> Optional[Tuple[Tuple[f
     return None
 
 
+def _preloadable(perm: Permutation, label_column: Optional[str]) -> List[str]:
+    """The columns :func:`_preload_labels` will most likely read whole (a number or
+    string label column): the early reader leaves them out of its takes."""
+    if label_column is None:
+        return []
+    ltype = perm.schema.field(label_column).type
+    return [label_column] if is_numeric_type(ltype) or is_string_type(ltype) else []
+
+
 def _preload_labels(
     perm: Permutation, label_column: Optional[str], class_maps: Dict[str, ClassMap], table: Optional[pa.Table] = None
 ) -> Dict[str, torch.Tensor]:
@@ -1549,6 +1159,11 @@ def _as_permutation(
     if isinstance(source, Permutation):
         if version is not None:
             raise ValueError("version= applies to a URI or a LanceDataset; a Permutation is already pinned")
+        if storage_options is not None:
+            raise ValueError(
+                "storage_options= applies to a URI or a LanceDataset; a Permutation opens its dataset with the "
+                "options it was built with: pass them to Permutation.identity/from_tables"
+            )
         return source
     if isinstance(source, (str, os.PathLike, lance.LanceDataset)):
         return Permutation.identity(source, version=version, storage_options=storage_options)

@@ -159,7 +159,15 @@ def dataset_options(ds: lance.LanceDataset) -> Optional[Dict[str, str]]:
         >>> dataset_options(lance.dataset("s3://b/ds.lance", storage_options={"region": "eu"}))  # doctest: +SKIP
         {'region': 'eu'}
     """
-    options = getattr(ds, "_storage_options", None)
+    if hasattr(type(ds), "initial_storage_options"):  # public in recent pylance (a property)
+        options = ds.initial_storage_options
+        if callable(options):  # a method in some releases
+            options = options()
+        # pylance adds its own user agent to what it was given; it adds it again on reopening.
+        if options and str(options.get("user_agent", "")).startswith("pylance/"):
+            options = {k: v for k, v in options.items() if k != "user_agent"}
+    else:  # older pylance: only the attribute it keeps them in
+        options = getattr(ds, "_storage_options", None)
     return dict(options) if options else None
 
 

@@ -182,33 +182,40 @@ impl Decompressor {
         unsafe { CStr::from_ptr(raw::tj3GetErrorStr(self.handle)) }.to_string_lossy().into_owned()
     }
 
-    /// (a fatal error, the data ran out) since the last `fresh`.
-    fn status(&self, rc: i32) -> (bool, bool) {
+    /// (a fatal error, the data ran out, an error only in the trailing markers after
+    /// the image was whole) since the last `fresh`.
+    fn status(&self, rc: i32) -> (bool, bool, bool) {
         #[cfg(jpeg_state)]
         if self.tracked {
             let s = unsafe { lancefeed_tj_status(self.handle) };
-            return (rc != 0 && s & 1 != 0, s & 2 != 0);
+            return (rc != 0 && s & 1 != 0, s & 2 != 0, rc != 0 && s & 4 != 0);
         }
         // Without the hooks, TurboJPEG's own account: its code says "warning" if any
         // warning came, even before an error; its message is the first warning's, or
         // the error's, which overwrites it. So only libjpeg's corrupt-data warnings
         // and its end-of-file warning count as warnings here; anything else fails.
         if rc == 0 {
-            return (false, false);
+            return (false, false, false);
         }
         let msg = self.message();
         let warning = unsafe { raw::tj3GetErrorCode(self.handle) } == raw::TJERR_TJERR_WARNING as i32;
         let eof = msg == "Premature end of JPEG file";
-        (!(warning && (eof || msg.starts_with("Corrupt JPEG data:"))), eof)
+        (!(warning && (eof || msg.starts_with("Corrupt JPEG data:"))), eof, false)
     }
 
     /// The outcome of a TurboJPEG call that returned `rc`. Warnings alone (extraneous
     /// bytes before a marker, a corrupt data segment) leave a complete image, which
     /// Pillow accepts too; data that ends early is an error unless `pad`, as in Pillow
-    /// with and without `LOAD_TRUNCATED_IMAGES`.
+    /// with and without `LOAD_TRUNCATED_IMAGES`; so is a damaged marker after the last
+    /// scanline (the image is whole: Pillow refuses the file unless it loads truncated
+    /// images, and then returns the whole image).
     fn check(&mut self, rc: i32, what: &str, pad: bool) -> Result<()> {
-        let (fatal, ran_out) = self.status(rc);
+        let (early, ran_out, late) = self.status(rc);
+        let fatal = early || late && !pad;
         if rc == 0 && !ran_out || !fatal && (!ran_out || pad) {
+            if late {
+                let _ = self.replace(); // libjpeg failed: nothing of it carries over
+            }
             return Ok(());
         }
         let err = format!("{what}: {}", self.message());

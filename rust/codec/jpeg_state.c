@@ -80,19 +80,42 @@ typedef struct {
   void *(*alloc_small) (j_common_ptr, int, size_t);
   int failed;       /* a libjpeg error (longjmp) since the last reset */
   int ran_out;      /* the data ended early (JWRN_JPEG_EOF) since the last reset */
+  int ended_after;  /* the data ended only after the image's last scanline was output */
+  int failed_after; /* a libjpeg error after the last scanline (in the trailing markers) */
   int keep_header;  /* skip tj3DecompressHeader's closing abort (LF_KEEP_HEADER) */
   int spares;       /* detached tables, ready for reuse */
   void *spare[LF_SPARE];
   size_t spare_size[LF_SPARE];
 } lf_state;
 
+/* Whether every scanline of the image was output: only its trailing markers are left.
+ * Never for a progressive image: another scan may follow the last one read until its
+ * EOI says otherwise (Pillow reads it as truncated without one). */
+static int
+lf_whole(j_common_ptr cinfo)
+{
+  j_decompress_ptr d = (j_decompress_ptr)cinfo;
+
+  /* output_height and output_scanline keep the previous image's values until the
+   * next image's decompression starts: only a decompression under way (or ending)
+   * counts, never a header read. */
+  return cinfo->is_decompressor && d->global_state >= DSTATE_SCANNING && d->global_state <= DSTATE_STOPPING &&
+         !d->progressive_mode && d->output_height > 0 && d->output_scanline >= d->output_height;
+}
+
 static void
 lf_emit_message(j_common_ptr cinfo, int msg_level)
 {
   lf_state *s = (lf_state *)cinfo->client_data;
 
-  if (msg_level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF)
-    s->ran_out = 1;
+  if (msg_level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    /* After the last scanline only the trailing markers are left to read (a missing or
+     * damaged EOI, say). Pillow never asks for more data there: its image is whole. */
+    if (lf_whole(cinfo))
+      s->ended_after = 1;
+    else
+      s->ran_out = 1;
+  }
   s->emit_message(cinfo, msg_level);
 }
 
@@ -101,7 +124,10 @@ lf_error_exit(j_common_ptr cinfo)
 {
   lf_state *s = (lf_state *)cinfo->client_data;
 
-  s->failed = 1;
+  if (lf_whole(cinfo))
+    s->failed_after = 1;
+  else
+    s->failed = 1;
   s->error_exit(cinfo);   /* longjmps back into TurboJPEG */
 }
 
@@ -200,6 +226,8 @@ lancefeed_tj_reset(tjhandle handle)
   t->jpegHeight = -1;
   s->failed = 0;
   s->ran_out = 0;
+  s->ended_after = 0;
+  s->failed_after = 0;
 }
 
 #ifdef LF_KEEP_HEADER
@@ -240,13 +268,20 @@ lancefeed_tj_header(tjhandle handle, const unsigned char *buf, size_t size)
 }
 
 /* After a TurboJPEG call returned -1: bit 0 set if it failed (a libjpeg error or
- * one of TurboJPEG's own), clear if there were only warnings; bit 1 set if the data
- * ran out (a truncated stream). */
+ * one of TurboJPEG's own) before the image was whole, clear if there were only
+ * warnings; bit 1 set if the data ran out (a truncated stream); bit 2 set if libjpeg
+ * failed in the trailing markers, after the last scanline (Pillow refuses such a file,
+ * or with LOAD_TRUNCATED_IMAGES returns its whole image). Data that ran out after the
+ * last scanline is none of these: libjpeg then reads the end-of-image marker it made up
+ * in its place, and what goes wrong from there (a DQT cut short reads it as table
+ * bytes) is of its own making. */
 int
 lancefeed_tj_status(tjhandle handle)
 {
   lf_tjinstance *t = (lf_tjinstance *)handle;
   lf_state *s = (lf_state *)t->dinfo.client_data;
 
-  return ((s->failed || t->isInstanceError) ? 1 : 0) | (s->ran_out ? 2 : 0);
+  if (s->ended_after && !s->ran_out && !s->failed && !t->isInstanceError)
+    return 0;
+  return ((s->failed || t->isInstanceError) ? 1 : 0) | (s->ran_out ? 2 : 0) | (s->failed_after ? 4 : 0);
 }

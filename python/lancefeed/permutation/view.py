@@ -23,7 +23,7 @@ from lancefeed.permutation.interop import (
     resolve_split,
     split_names,
 )
-from lancefeed.rows import take_rows, take_rows_sorted
+from lancefeed.reads.take import take_rows, take_rows_sorted
 from lancefeed.source import (
     SourceLike,
     VersionLike,
@@ -261,6 +261,47 @@ class Permutation:
         ids = self._row_ids[self._check_positions(positions)]
         batch, order = take_rows_sorted(self.dataset, ids, self._read, **self._take_options())
         return self._output(batch, np.sort(ids, kind="stable")), order
+
+    def scan_positions(self, start: int, count: int, batch_size: Optional[int] = None) -> Optional[pa.RecordBatch]:
+        """Positions ``start .. start+count-1`` read by one Lance scan (``offset``/
+        ``limit``, Lance's read-ahead within and across fragments), or None when the
+        rows the scan returns are not those positions' rows (the permutation is not in
+        storage order there) or a blob column is selected (read apart, by take).
+
+        Example:
+            >>> Permutation.identity("cifar.lance").scan_positions(0, 256).num_rows  # doctest: +SKIP
+            256
+        """
+        if self._read_blobs:
+            return None
+        try:
+            table = self.dataset.to_table(
+                columns=list(self._read), offset=start, limit=count, with_row_id=True, scan_in_order=True,
+                **({} if batch_size is None else {"batch_size": batch_size}),
+            )
+        except pa.ArrowInvalid as e:
+            # A scan reports the store's I/O failures as ArrowInvalid, a take as OSError:
+            # one type for both, so that `except OSError` catches a store that went away.
+            if "LanceError(IO)" in str(e):
+                raise OSError(str(e)) from e
+            raise
+        want = self._row_ids[start : start + count]
+        got = table.column("_rowid").to_numpy()
+        if len(got) != len(want) or not np.array_equal(got, want):
+            return None
+        arrays = [table.column(c).combine_chunks() for c in self._read]
+        return self._output(pa.RecordBatch.from_arrays(arrays, schema=self._read_schema), want)
+
+    def source_column(self, column: str) -> Optional[str]:
+        """The dataset column that selected column ``column`` reads (its name before a
+        rename), or None for ``_rowid`` or a name not selected.
+
+        Example:
+            >>> perm.rename_column("image", "x").source_column("x")  # doctest: +SKIP
+            'image'
+        """
+        src = self._selection.get(column)
+        return None if src is None or src == ROWID else src
 
     def take_offsets(self, offsets: Union[Sequence[int], np.ndarray]) -> Any:
         """The rows at ``offsets`` in the permutation's format (lancedb's ``take_offsets``).

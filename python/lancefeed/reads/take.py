@@ -6,9 +6,13 @@ reads each fragment front to back, then one ``Table.take`` restores the order. B
 encoded columns are materialized with Lance's planned blob reader into a binary
 column, so callers never see blob descriptions.
 
+Lance's take by row id (``LanceDataset._take_rows``) is marked internal by pylance;
+where it is missing or changed, rows are taken by their index in the dataset with the
+public ``LanceDataset.take`` instead (:func:`row_indices` finds them), to the same rows.
+
 Example:
     >>> import numpy as np
-    >>> from lancefeed.rows import take_rows
+    >>> from lancefeed.reads.take import take_rows
     >>> batch = take_rows(ds, np.array([7, 2, 5], np.uint64), ["image", "label"])  # doctest: +SKIP
     >>> batch.num_rows  # doctest: +SKIP
     3
@@ -16,13 +20,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import threading
+from typing import Dict, Optional, Sequence, Tuple
 
 import lance
 import numpy as np
 import pyarrow as pa
 
-from lancefeed.source import live_row_ids
+from lancefeed.source import has_stable_row_ids, live_row_ids
 
 
 def take_rows(
@@ -92,7 +97,7 @@ def take_rows_sorted(
     plain = [c for c in columns if c not in blob_set]
     arrays: dict[str, pa.Array] = {}
     if plain:
-        table = _take(ds, pa.array(sorted_ids, type=pa.uint64()), plain, ids_are_live)
+        table = _take(ds, _uint64s(sorted_ids), plain, ids_are_live)
         if table.num_rows != n:
             _raise_missing(ds, sorted_ids, plain)
         for name in plain:
@@ -100,7 +105,7 @@ def take_rows_sorted(
     for name in blob_set:
         if name not in columns:
             continue
-        values = _read_blobs(ds, name, pa.array(sorted_ids, type=pa.uint64()))
+        values = _read_blobs(ds, name, _uint64s(sorted_ids))
         if len(values) != n:
             _raise_missing(ds, sorted_ids, [name])
         arrays[name] = pa.array(values, type=pa.large_binary())
@@ -115,10 +120,111 @@ def take_rows_sorted(
 
 
 def _take(ds: lance.LanceDataset, ids: pa.Array, columns: Sequence[str], ids_are_live: bool) -> pa.Table:
+    take_rows_by_id = getattr(ds, "_take_rows", None)
+    if take_rows_by_id is not None and _BY_ID.get("works", True):
+        try:
+            try:
+                return take_rows_by_id(ids, columns=list(columns), ignore_deletions=ids_are_live)
+            except TypeError:  # pylance before ignore_deletions= existed
+                return take_rows_by_id(ids, columns=list(columns))
+        except TypeError:  # its signature changed: the public take from now on
+            _BY_ID["works"] = False
+    return take_by_index(ds, ids.to_numpy(), columns)
+
+
+# Whether pylance's internal take by row id still takes the arguments used here.
+_BY_ID: Dict[str, bool] = {}
+
+
+def take_by_index(ds: lance.LanceDataset, sorted_ids: np.ndarray, columns: Sequence[str]) -> pa.Table:
+    """The rows ``sorted_ids`` (ascending row ids) through the public
+    ``LanceDataset.take``, by their index in the dataset; ids not in the dataset are
+    left out (as Lance's take by row id does).
+
+    Example:
+        >>> take_by_index(ds, np.array([0, 4294967296], np.uint64), ["label"]).num_rows  # doctest: +SKIP
+        2
+    """
+    live, order = _live_ids(ds)
+    k = np.searchsorted(live, sorted_ids, sorter=order)
+    k = np.minimum(k, max(len(live) - 1, 0))
+    found = order[k] if len(live) else np.zeros(0, np.int64)
+    hit = live[found] == sorted_ids if len(live) else np.zeros(len(sorted_ids), bool)
+    indices = np.asarray(found[hit], dtype=np.int64)
+    return ds.take(indices.tolist(), columns=list(columns))
+
+
+def row_indices(ds: lance.LanceDataset, row_ids: np.ndarray) -> np.ndarray:
+    """Each row id's index in the dataset (its position in a scan; what
+    ``LanceDataset.take`` takes), -1 for an id not in this version.
+
+    Example:
+        >>> row_indices(ds, np.array([4294967297], np.uint64))  # doctest: +SKIP
+        array([1001])
+    """
+    live, order = _live_ids(ds)
+    ids = np.asarray(row_ids, dtype=np.uint64)
+    if not len(live):
+        return np.full(len(ids), -1, np.int64)
+    k = order[np.minimum(np.searchsorted(live, ids, sorter=order), len(live) - 1)]
+    return np.where(live[k] == ids, k, -1).astype(np.int64)
+
+
+def describe_row(ds: lance.LanceDataset, row_id: int, name_column: str = "filename") -> str:
+    """A row as a user can find it: its index in the dataset (``ds.take([index])``),
+    the row id where it differs (as fragment and offset where the id is an address),
+    and its ``name_column`` value where the dataset has such a string column.
+
+    Example:
+        >>> describe_row(ds, 4294967347)  # doctest: +SKIP
+        "row 1051 of the dataset (row id 4294967347: fragment 1, offset 51; filename 'n01440764_18.JPEG')"
+    """
+    row_id = int(row_id)
     try:
-        return ds._take_rows(ids, columns=list(columns), ignore_deletions=ids_are_live)
-    except TypeError:  # pylance before ignore_deletions= existed
-        return ds._take_rows(ids, columns=list(columns))
+        index = int(row_indices(ds, np.array([row_id], np.uint64))[0])
+    except Exception:  # noqa: BLE001 - only words a message: the id alone then
+        index = -1
+    details = []
+    if index != row_id:
+        if has_stable_row_ids(ds):
+            details.append(f"row id {row_id}")
+        else:
+            details.append(f"row id {row_id}: fragment {row_id >> 32}, offset {row_id & 0xFFFFFFFF}")
+    field = ds.schema.field(name_column) if name_column in ds.schema.names else None
+    if index >= 0 and field is not None and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+        try:
+            name = ds.take([index], columns=[name_column]).column(0)[0].as_py()
+            details.append(f"{name_column} {name!r}")
+        except Exception:  # noqa: BLE001 - only words a message
+            pass
+    head = f"row {index} of the dataset" if index >= 0 else f"row id {row_id} (not in version {ds.version} of the dataset)"
+    return head + (f" ({'; '.join(details)})" if details and index >= 0 else "")
+
+
+# (uri, version) -> live row ids in dataset order and their argsort; a few kept.
+_LIVE: Dict[Tuple[str, int], Tuple[np.ndarray, np.ndarray]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _live_ids(ds: lance.LanceDataset) -> Tuple[np.ndarray, np.ndarray]:
+    key = (str(ds.uri), int(ds.version))
+    with _LIVE_LOCK:
+        got = _LIVE.get(key)
+    if got is None:
+        live = live_row_ids(ds)
+        got = (live, np.argsort(live, kind="stable"))
+        with _LIVE_LOCK:
+            if len(_LIVE) >= 8:
+                _LIVE.pop(next(iter(_LIVE)))
+            _LIVE[key] = got
+    return got
+
+
+def _uint64s(ids: np.ndarray) -> pa.Array:
+    """A uint64 numpy array as an Arrow array over the same memory (``pa.array`` of a
+    numpy array imports ``numpy.ma`` on its first call: 15 ms of a first batch)."""
+    ids = np.ascontiguousarray(ids, dtype=np.uint64)
+    return pa.Array.from_buffers(pa.uint64(), len(ids), [None, pa.py_buffer(ids)])
 
 
 def _read_blobs(ds: lance.LanceDataset, column: str, ids: pa.Array) -> list:
