@@ -47,7 +47,7 @@ import torch
 
 import lancefeed
 from lancefeed.bench.transforms import pil_hflip, pil_random_resized_crop, pil_resize
-from lancefeed.sampler import plan_epoch
+from lancefeed.loader.sampler import plan_epoch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import data  # noqa: E402  (benches/data.py: the reference archives)

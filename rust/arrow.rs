@@ -135,3 +135,55 @@ pub unsafe fn binary_values<'a>(
     }
     Ok(())
 }
+
+/// The blobs of rows `order[i]` of the arrays' rows end to end (a chunked array's), in
+/// that order; only the rows picked are looked at. `Err` says why: an index out of
+/// range (`OutOfRange`), or an array that is not a binary one.
+///
+/// # Safety
+/// Each pair must be valid, unreleased C Data Interface structs whose buffers outlive `'a`.
+pub unsafe fn pick<'a>(arrays: &[(*const ArrowSchema, *const ArrowArray)], order: &[u64]) -> Result<Vec<Option<&'a [u8]>>, PickError> {
+    let other = PickError::Other;
+    if let [(s, a)] = arrays[..] {
+        let mut blobs = Vec::new();
+        binary_values(s, a, &mut blobs, Some(order)).map_err(|e| if e.starts_with("order holds") { PickError::OutOfRange(e) } else { other(e) })?;
+        return Ok(blobs);
+    }
+    // starts[c]: the first row of chunk c, counted over all chunks.
+    let mut starts = Vec::with_capacity(arrays.len());
+    let mut total = 0u64;
+    for &(_, a) in arrays {
+        starts.push(total);
+        total += array_length(a).map_err(other)? as u64;
+    }
+    // Each chunk's rows picked (its own indices) and the output rows they go to.
+    let mut picks: Vec<(Vec<u64>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); arrays.len()];
+    for (k, &j) in order.iter().enumerate() {
+        if j >= total {
+            return Err(PickError::OutOfRange(format!("order holds {j}, out of range for {total} images")));
+        }
+        let c = starts.partition_point(|&s| s <= j) - 1;
+        picks[c].0.push(j - starts[c]);
+        picks[c].1.push(k);
+    }
+    let mut blobs = vec![None; order.len()];
+    let mut got = Vec::new();
+    for (&(s, a), (rows, to)) in arrays.iter().zip(&picks) {
+        if rows.is_empty() {
+            continue;
+        }
+        got.clear();
+        binary_values(s, a, &mut got, Some(rows)).map_err(other)?;
+        for (&k, &blob) in to.iter().zip(&got) {
+            blobs[k] = blob;
+        }
+    }
+    Ok(blobs)
+}
+
+/// Why `pick` failed.
+#[derive(Debug)]
+pub enum PickError {
+    OutOfRange(String),
+    Other(String),
+}

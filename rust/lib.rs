@@ -24,7 +24,7 @@ use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
-use crate::batch::{BatchError, Config, Target};
+use crate::batch::{gather, BatchError, Config, Target};
 use crate::codec::Channels;
 use crate::plan::Op;
 
@@ -50,21 +50,39 @@ fn channels(mode: &str) -> PyResult<Channels> {
     }
 }
 
-/// The transform's ops split into the leading ones the decode fuses and the steps
-/// after them (`augment.rs`), each step with its index in the whole list.
-fn split_ops(ops: &[(String, Vec<f64>)]) -> PyResult<(Vec<Op>, Vec<(usize, augment::Step)>)> {
-    let mut fused = Vec::new();
+/// `ops` as the core runs them: the first `fused` through the decode (`plan::Op`), the
+/// rest as steps after it (`augment`), each step with its index in the whole list.
+fn core_ops(ops: &[(String, Vec<f64>)], fused: usize) -> PyResult<(Vec<Op>, Vec<(usize, augment::Step)>)> {
+    let mut plan = Vec::new();
     let mut steps = Vec::new();
     for (i, (name, args)) in ops.iter().enumerate() {
         if !augment::NAMES.contains(&name.as_str()) {
             return Err(PyValueError::new_err(format!("unknown transform op {name:?}")));
         }
         match Op::from_name(name, args).map_err(PyValueError::new_err)? {
-            Some(op) if steps.is_empty() => fused.push(op),
+            Some(op) if i < fused => plan.push(op),
+            None if i < fused => return Err(PyValueError::new_err(format!("op {i} ({name:?}) is not one the decode fuses"))),
             _ => steps.push((i, augment::Step { name: name.clone(), args: args.clone() })),
         }
     }
-    Ok((fused, steps))
+    Ok((plan, steps))
+}
+
+/// How many leading ops of `ops` the decode fuses (the rest run after it): decided here,
+/// once per transform plan (`lancefeed.transforms.TransformPlan`).
+#[pyfunction]
+fn fused_prefix(ops: Vec<(String, Vec<f64>)>) -> PyResult<usize> {
+    let mut n = 0;
+    for (name, args) in &ops {
+        if !augment::NAMES.contains(&name.as_str()) {
+            return Err(PyValueError::new_err(format!("unknown transform op {name:?}")));
+        }
+        if Op::from_name(name, args).map_err(PyValueError::new_err)?.is_none() {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn default_max_pixels(max_pixels: Option<u64>) -> u64 {
@@ -225,179 +243,206 @@ type TargetResult<'py> = (
     Option<Bound<'py, PyArray1<u8>>>,
 );
 
-/// The engine behind `lancefeed.decode_batch` (see there): `images` is a list of
-/// Arrow arrays (`arrow=True`) or of bytes/None.
-#[pyfunction]
-#[pyo3(signature = (images, *, arrow, ops, mode, num_threads, out, skip_errors, seed, epoch, positions, max_pixels, dct_scaling, decode_crop, order = None, truncated = "error", normalize = None, boxes = None, masks = None, mask_fill = 0, box_filter = (1.0, 1.0, 0.0), ragged = false, normalize_dtype = 0, normalize_out = None, pixel_cache = None))]
-#[allow(clippy::too_many_arguments)]
-fn decode_batch<'py>(
-    py: Python<'py>,
-    images: Vec<Bound<'py, PyAny>>,
+/// One `decode` call's options: `lancefeed.decode.CoreCall`, read field by field (the
+/// same struct on both sides of the binding).
+#[derive(FromPyObject)]
+struct CoreCall<'py> {
+    #[pyo3(attribute)]
     arrow: bool,
+    #[pyo3(attribute)]
     ops: Vec<(String, Vec<f64>)>,
-    mode: &str,
+    #[pyo3(attribute)]
+    fused: usize,
+    #[pyo3(attribute)]
+    mode: String,
+    #[pyo3(attribute)]
     num_threads: Option<usize>,
+    #[pyo3(attribute)]
     out: Option<Bound<'py, PyArrayDyn<u8>>>,
+    #[pyo3(attribute)]
     skip_errors: bool,
+    #[pyo3(attribute)]
     seed: u64,
+    #[pyo3(attribute)]
     epoch: u64,
+    #[pyo3(attribute)]
     positions: Option<PyReadonlyArray1<'py, u64>>,
+    #[pyo3(attribute)]
     max_pixels: Option<u64>,
+    #[pyo3(attribute)]
     dct_scaling: bool,
+    #[pyo3(attribute)]
     decode_crop: bool,
+    #[pyo3(attribute)]
     order: Option<PyReadonlyArray1<'py, u64>>,
-    truncated: &str,
+    #[pyo3(attribute)]
+    truncated: String,
+    #[pyo3(attribute)]
     normalize: Option<(Vec<f32>, Vec<f32>, bool)>,
-    boxes: Option<(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i64>)>,
-    masks: Option<Vec<Bound<'py, PyAny>>>,
-    mask_fill: u8,
-    box_filter: (f64, f64, f64),
-    ragged: bool,
+    #[pyo3(attribute)]
     normalize_dtype: u8,
+    #[pyo3(attribute)]
     normalize_out: Option<Bound<'py, PyAny>>,
-    pixel_cache: Option<PyRef<'py, PixelCache>>,
-) -> PyResult<BatchResult<'py>> {
-    let float = ops::output::Float::from_code(normalize_dtype).map_err(PyValueError::new_err)?;
-    let ch = channels(mode)?;
-    let pixel_cache = match pixel_cache {
-        Some(c) if c.inner.channels != ch => {
-            return Err(PyValueError::new_err(format!("pixel_cache holds {} images; this batch is mode {mode:?}", c.mode())))
-        }
-        Some(_) if positions.is_none() => return Err(PyValueError::new_err("pixel_cache needs positions= (its keys)")),
-        Some(_) if boxes.is_some() || masks.is_some() || ragged => {
-            return Err(PyValueError::new_err("pixel_cache does not go with boxes, masks or ragged batches"))
-        }
-        Some(c) => Some(Arc::clone(&c.inner)),
-        None => None,
-    };
-    let pad = pad_truncated(truncated)?;
-    if let Some((scale, shift, _)) = &normalize {
-        if scale.len() != ch.count() || shift.len() != ch.count() || out.is_some() {
-            return Err(PyValueError::new_err(format!(
-                "normalize needs one scale and one shift per channel ({}) and no out=, got {} and {}",
-                ch.count(),
-                scale.len(),
-                shift.len()
-            )));
-        }
-    }
-    let (ops, steps) = split_ops(&ops)?;
+    #[pyo3(attribute)]
+    boxes: Option<(PyReadonlyArray1<'py, f64>, PyReadonlyArray1<'py, i64>)>,
+    #[pyo3(attribute)]
+    masks: Option<Vec<Bound<'py, PyAny>>>,
+    #[pyo3(attribute)]
+    mask_fill: u8,
+    #[pyo3(attribute)]
+    box_filter: (f64, f64, f64),
+    #[pyo3(attribute)]
+    ragged: bool,
+    #[pyo3(attribute)]
+    pixel_cache: Option<Bound<'py, PixelCache>>,
+}
 
-    // Borrow every blob where it lives; the capsules and bytes stay alive below.
-    let capsules = arrow_capsules(&images, arrow)?;
-    // One Arrow array and an order (a gather from a cache of rows, say): only the rows
-    // picked are looked at.
-    // (A few chunks too: the loader's cache keeps its side-by-side scans as they came.)
-    let picked = arrow && !capsules.is_empty() && masks.is_none() && boxes.is_none();
-    let mut blobs = match (&order, picked) {
-        (Some(order), true) => blobs_picked(&capsules, order.as_slice()?)?,
-        _ => blobs_of(&images, &capsules, arrow, "images")?,
-    };
-    let mask_capsules = match &masks {
-        Some(m) => arrow_capsules(m, arrow)?,
-        None => Vec::new(),
-    };
-    let mut mask_blobs = match &masks {
-        Some(m) => Some(blobs_of(m, &mask_capsules, arrow, "masks")?),
-        None => None,
-    };
-    if let Some(m) = &mask_blobs {
-        if m.len() != blobs.len() {
-            return Err(PyValueError::new_err(format!("masks has {} rows for {} images", m.len(), blobs.len())));
-        }
-    }
-    let box_values = match &boxes {
-        Some((values, _)) => Some(values.as_slice()?),
-        None => None,
-    };
-    let mut row_boxes: Option<Vec<&[[f64; 4]]>> = match (&boxes, box_values) {
-        (Some((_, offsets)), Some(values)) => Some(split_boxes(values, offsets.as_slice()?, blobs.len())?),
-        _ => None,
-    };
-
-    // Output row i decodes input row order[i]: a sorted take is gathered here, by
-    // pointer, instead of having its bytes reordered first.
-    if let Some(order) = &order {
-        let order = order.as_slice()?;
-        if !picked {
-            blobs = gather(&blobs, order)?;
-        }
-        if let Some(m) = &mask_blobs {
-            mask_blobs = Some(gather(m, order)?);
-        }
-        if let Some(b) = &row_boxes {
-            row_boxes = Some(gather(b, order)?);
-        }
-    }
-
-    let positions: Vec<u64> = match &positions {
-        Some(p) => {
-            let p = p.as_slice()?.to_vec();
-            if p.len() != blobs.len() {
-                return Err(PyValueError::new_err(format!("positions has {} entries for {} images", p.len(), blobs.len())));
-            }
-            p
-        }
-        None => (0..blobs.len() as u64).collect(),
-    };
-    let cfg = Config {
-        ops,
-        steps,
-        channels: ch,
-        seed,
-        epoch,
-        max_pixels: default_max_pixels(max_pixels),
-        skip_errors,
-        dct_scaling,
-        decode_crop,
-        pad_truncated: pad,
-        threads: num_threads.unwrap_or_else(pool::default_threads).max(1),
-        pixel_cache,
-    };
-
-    let mut out_rw = match &out {
-        Some(o) => Some(o.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writable: {e}")))?),
-        None => None,
-    };
-    let target = match (&out, &mut out_rw) {
-        (Some(o), Some(rw)) => {
-            let shape = o.shape().to_vec();
-            if shape.len() != 4 {
-                return Err(PyValueError::new_err(format!("out must be 4-D (N, H, W, C), got shape {shape:?}")));
-            }
-            let buf = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
-            Target::Caller { buf, rows: shape[0], height: shape[1] as u32, width: shape[2] as u32, channels: shape[3] }
-        }
-        _ => Target::Owned,
-    };
-
-    let with_targets = row_boxes.is_some() || mask_blobs.is_some() || ragged;
-    if with_targets && (out.is_some() || normalize.is_some()) {
+/// The engine behind `lancefeed.decode_batch` and `decode_targets` (see there):
+/// `images` is a list of Arrow arrays (`call.arrow`) or of bytes/None.
+#[pyfunction]
+fn decode<'py>(py: Python<'py>, images: Vec<Bound<'py, PyAny>>, call: CoreCall<'py>) -> PyResult<BatchResult<'py>> {
+    let ch = channels(&call.mode)?;
+    let cfg = config_of(&call, ch)?;
+    let with_targets = call.boxes.is_some() || call.masks.is_some() || call.ragged;
+    if with_targets && (call.out.is_some() || call.normalize.is_some()) {
         return Err(PyValueError::new_err("out= and normalize= do not go with boxes, masks or ragged batches"));
     }
-    let (min_area, min_size, min_visibility) = box_filter;
-    let row_targets = batch::RowTargets {
-        boxes: row_boxes,
-        masks: mask_blobs,
-        mask_fill,
-        filter: ops::targets::Filter { min_area, min_size, min_visibility },
-    };
-    let result = py.detach(|| {
-        if with_targets {
-            batch::decode_targets(&blobs, &positions, &cfg, &row_targets, ragged)
-        } else {
-            batch::decode_batch(&blobs, &positions, &cfg, target)
+    if let Some((scale, shift, _)) = &call.normalize {
+        if scale.len() != ch.count() || shift.len() != ch.count() || call.out.is_some() {
+            let (a, b) = (scale.len(), shift.len());
+            return Err(PyValueError::new_err(format!("normalize needs one scale and one shift per channel ({}) and no out=, got {a} and {b}", ch.count())));
         }
-    });
+    }
+    // Borrow every blob where it lives; the capsules and bytes stay alive below.
+    let capsules = arrow_capsules(&images, call.arrow)?;
+    let order = match &call.order {
+        Some(o) => Some(o.as_slice()?),
+        None => None,
+    };
+    // One Arrow array (or a few chunks) and an order: only the rows picked are looked at.
+    let picked = call.arrow && !capsules.is_empty() && !with_targets;
+    // Output row i decodes input row order[i]: gathered by pointer, never copied.
+    let (blobs, inputs) = if let (Some(order), true) = (order, picked) {
+        (blobs_picked(&capsules, order)?, 0)
+    } else {
+        let all = blobs_of(&images, &capsules, call.arrow, "images")?;
+        let inputs = all.len();
+        (if let Some(order) = order { gathered(all, order)? } else { all }, inputs)
+    };
+    let positions: Vec<u64> = match &call.positions {
+        Some(p) => p.as_slice()?.to_vec(),
+        None => (0..blobs.len() as u64).collect(),
+    };
+    if positions.len() != blobs.len() {
+        return Err(PyValueError::new_err(format!("positions has {} entries for {} images", positions.len(), blobs.len())));
+    }
+    let mask_capsules = match &call.masks {
+        Some(m) => arrow_capsules(m, call.arrow)?,
+        None => Vec::new(),
+    };
+    let result = if with_targets {
+        let targets = row_targets(&call, &mask_capsules, inputs, order)?;
+        py.detach(|| batch::decode_targets(&blobs, &positions, &cfg, &targets, call.ragged))
+    } else {
+        let mut out_rw = match &call.out {
+            Some(o) => Some(o.try_readwrite().map_err(|e| PyValueError::new_err(format!("out is not writable: {e}")))?),
+            None => None,
+        };
+        let target = caller_target(call.out.as_ref(), out_rw.as_mut())?;
+        py.detach(|| batch::decode_batch(&blobs, &positions, &cfg, target))
+    };
     let outcome = result.map_err(|e| match e {
         BatchError::Row { row, message } => DecodeError::new_err(format!("row {row}: {message}")),
         BatchError::Sizes(message) => SizeMismatchError::new_err(message),
         BatchError::Invalid(message) => PyValueError::new_err(message),
     })?;
-    drop(out_rw);
+    outcome_to_py(py, outcome, &call, ch, cfg.threads, with_targets)
+}
 
+/// The decode's `batch::Config` from a call's options.
+fn config_of(call: &CoreCall<'_>, ch: Channels) -> PyResult<Config> {
+    let pixel_cache = match &call.pixel_cache {
+        Some(c) if c.get().inner.channels != ch => {
+            return Err(PyValueError::new_err(format!("pixel_cache holds {} images; this batch is mode {:?}", c.get().mode(), call.mode)))
+        }
+        Some(_) if call.positions.is_none() => return Err(PyValueError::new_err("pixel_cache needs positions= (its keys)")),
+        Some(_) if call.boxes.is_some() || call.masks.is_some() || call.ragged => {
+            return Err(PyValueError::new_err("pixel_cache does not go with boxes, masks or ragged batches"))
+        }
+        Some(c) => Some(Arc::clone(&c.get().inner)),
+        None => None,
+    };
+    let (ops, steps) = core_ops(&call.ops, call.fused)?;
+    Ok(Config {
+        ops,
+        steps,
+        channels: ch,
+        seed: call.seed,
+        epoch: call.epoch,
+        max_pixels: default_max_pixels(call.max_pixels),
+        skip_errors: call.skip_errors,
+        dct_scaling: call.dct_scaling,
+        decode_crop: call.decode_crop,
+        pad_truncated: pad_truncated(&call.truncated)?,
+        threads: call.num_threads.unwrap_or_else(pool::default_threads).max(1),
+        pixel_cache,
+    })
+}
+
+/// A call's boxes and masks for its `inputs` input rows, after `order`.
+fn row_targets<'a>(
+    call: &'a CoreCall<'_>,
+    mask_capsules: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)],
+    inputs: usize,
+    order: Option<&[u64]>,
+) -> PyResult<batch::RowTargets<'a>> {
+    let picked = |rows: Vec<_>| match order {
+        Some(o) => gather::gather(&rows, o).map_err(PyIndexError::new_err),
+        None => Ok(rows),
+    };
+    let masks = match &call.masks {
+        Some(m) => {
+            let all = blobs_of(m, mask_capsules, call.arrow, "masks")?;
+            if all.len() != inputs {
+                return Err(PyValueError::new_err(format!("masks has {} rows for {inputs} images", all.len())));
+            }
+            Some(picked(all)?)
+        }
+        None => None,
+    };
+    let boxes = match &call.boxes {
+        Some((values, offsets)) => {
+            let rows = gather::split_boxes(values.as_slice()?, offsets.as_slice()?, inputs).map_err(PyValueError::new_err)?;
+            Some(match order {
+                Some(o) => gather::gather(&rows, o).map_err(PyIndexError::new_err)?,
+                None => rows,
+            })
+        }
+        None => None,
+    };
+    let (min_area, min_size, min_visibility) = call.box_filter;
+    Ok(batch::RowTargets { boxes, masks, mask_fill: call.mask_fill, filter: ops::targets::Filter { min_area, min_size, min_visibility } })
+}
+
+/// The caller's `out=` array as the batch's target, or a new buffer.
+fn caller_target<'a>(out: Option<&Bound<'_, PyArrayDyn<u8>>>, rw: Option<&'a mut numpy::PyReadwriteArrayDyn<'_, u8>>) -> PyResult<Target<'a>> {
+    let (Some(o), Some(rw)) = (out, rw) else { return Ok(Target::Owned) };
+    let shape = o.shape().to_vec();
+    if shape.len() != 4 {
+        return Err(PyValueError::new_err(format!("out must be 4-D (N, H, W, C), got shape {shape:?}")));
+    }
+    let buf = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    Ok(Target::Caller { buf, rows: shape[0], height: shape[1] as u32, width: shape[2] as u32, channels: shape[3] })
+}
+
+/// The decode's outcome as the Python layer takes it (see `BatchResult`).
+fn outcome_to_py<'py>(py: Python<'py>, outcome: batch::Outcome, call: &CoreCall<'py>, ch: Channels, threads: usize, with_targets: bool) -> PyResult<BatchResult<'py>> {
     let n = outcome.kept.len();
     let (h, w, c) = (outcome.height as usize, outcome.width as usize, ch.count());
+    let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
+    let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
+    let flips = PyArray1::from_vec(py, outcome.flips);
+    let vflips = PyArray1::from_vec(py, outcome.vflips);
     if with_targets {
         let pixels = PyArray1::from_vec(py, outcome.pixels.unwrap_or_default()).into_any();
         let shapes: Vec<u32> = outcome.shapes.iter().flat_map(|&(h, w)| [h, w]).collect();
@@ -406,29 +451,22 @@ fn decode_batch<'py>(
         let index = PyArray1::from_vec(py, outcome.box_index.concat().iter().map(|&k| k as i64).collect());
         let masks = outcome.masks.map(|m| PyArray1::from_vec(py, m));
         let extra = (PyArray1::from_vec(py, shapes), tboxes, PyArray1::from_vec(py, counts), index, masks);
-        let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
-        let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
-        let flips = PyArray1::from_vec(py, outcome.flips);
-        let vflips = PyArray1::from_vec(py, outcome.vflips);
         return Ok((Some(pixels), kept, outcome.errors, boxes, flips, vflips, outcome.applied, Some(extra)));
     }
-    let pixels = match (outcome.pixels, normalize) {
+    let float = ops::output::Float::from_code(call.normalize_dtype).map_err(PyValueError::new_err)?;
+    let pixels = match (outcome.pixels, &call.normalize) {
         (Some(v), Some((scale, shift, channels_last))) => {
-            let shape = if channels_last { [n, h, w, c] } else { [n, c, h, w] };
-            Some(normalized(py, &v, h * w, (&scale, &shift), channels_last, float, normalize_out, shape, cfg.threads)?)
+            let shape = if *channels_last { [n, h, w, c] } else { [n, c, h, w] };
+            Some(normalized(py, &v, h * w, (scale, shift), *channels_last, float, call.normalize_out.clone(), shape, threads)?)
         }
         (Some(v), None) => Some(PyArray1::from_vec(py, v).reshape([n, h, w, c])?.to_dyn().clone().into_any()),
         (None, _) => None,
     };
-    let kept = PyArray1::from_vec(py, outcome.kept.iter().map(|&r| r as i64).collect());
-    let boxes = PyArray1::from_vec(py, outcome.boxes.concat()).reshape([n, 4])?;
-    let flips = PyArray1::from_vec(py, outcome.flips);
-    let vflips = PyArray1::from_vec(py, outcome.vflips);
     Ok((pixels, kept, outcome.errors, boxes, flips, vflips, outcome.applied, None))
 }
 
 /// The normalised batch: float32, or float16/bfloat16 bits as uint16, in `out` (its
-/// first rows; a C-contiguous array of that type holding at least `shape`) or new.
+/// first values; a C-contiguous array of that type holding at least `shape`) or new.
 #[allow(clippy::too_many_arguments)]
 fn normalized<'py>(
     py: Python<'py>,
@@ -441,50 +479,34 @@ fn normalized<'py>(
     shape: [usize; 4],
     threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use ops::output::{bf16_bits, f16_bits, normalize_into, Float};
+    use ops::output::{normalize_batch, Float, FloatOut};
     let len = shape.iter().product::<usize>();
     let planar = !channels_last;
-    let run = |f: &mut (dyn FnMut() + Send)| -> PyResult<()> {
-        let pool = pool::get(threads).map_err(PyValueError::new_err)?;
-        pool.install(f);
-        Ok(())
+    let run = |dst: FloatOut| py.detach(|| normalize_batch(v, hw, scale, shift, planar, threads, dst)).map_err(PyValueError::new_err);
+    let Some(o) = out else {
+        return Ok(if float == Float::F32 {
+            let mut buf = vec![0f32; len];
+            run(FloatOut::F32(&mut buf))?;
+            PyArray1::from_vec(py, buf).reshape(shape)?.to_dyn().clone().into_any()
+        } else {
+            let mut buf = vec![0u16; len];
+            run(FloatOut::Bits(&mut buf, float))?;
+            PyArray1::from_vec(py, buf).reshape(shape)?.to_dyn().clone().into_any()
+        });
     };
-    let wrong = |what: &str| PyValueError::new_err(format!("normalize out= must be a C-contiguous {what} array of at least {len} values"));
-    match (float, out) {
-        (Float::F32, Some(o)) => {
-            let arr = o.cast::<PyArrayDyn<f32>>().map_err(|_| wrong("float32"))?;
-            let mut rw = arr.try_readwrite().map_err(|e| PyValueError::new_err(format!("normalize out= is not writable: {e}")))?;
-            let buf = rw.as_slice_mut().map_err(|_| wrong("float32"))?;
-            let buf = buf.get_mut(..len).ok_or_else(|| wrong("float32"))?;
-            py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, buf, |x| x)))?;
-            drop(rw);
-            Ok(arr.call_method1("reshape", (-1,))?.get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?.call_method1("reshape", (shape.to_vec(),))?)
-        }
-        (Float::F32, None) => {
-            let mut out = vec![0f32; len];
-            py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, &mut out, |x| x)))?;
-            Ok(PyArray1::from_vec(py, out).reshape(shape)?.to_dyn().clone().into_any())
-        }
-        (half, o) => {
-            let store: fn(f32) -> u16 = if half == Float::F16 { f16_bits } else { bf16_bits };
-            match o {
-                Some(o) => {
-                    let arr = o.cast::<PyArrayDyn<u16>>().map_err(|_| wrong("uint16"))?;
-                    let mut rw = arr.try_readwrite().map_err(|e| PyValueError::new_err(format!("normalize out= is not writable: {e}")))?;
-                    let buf = rw.as_slice_mut().map_err(|_| wrong("uint16"))?;
-                    let buf = buf.get_mut(..len).ok_or_else(|| wrong("uint16"))?;
-                    py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, buf, store)))?;
-                    drop(rw);
-                    Ok(arr.call_method1("reshape", (-1,))?.get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?.call_method1("reshape", (shape.to_vec(),))?)
-                }
-                None => {
-                    let mut out = vec![0u16; len];
-                    py.detach(|| run(&mut || normalize_into(v, hw, scale, shift, planar, &mut out, store)))?;
-                    Ok(PyArray1::from_vec(py, out).reshape(shape)?.to_dyn().clone().into_any())
-                }
-            }
-        }
+    let what = if float == Float::F32 { "float32" } else { "uint16" };
+    let wrong = || PyValueError::new_err(format!("normalize out= must be a C-contiguous {what} array of at least {len} values"));
+    let unwritable = |e| PyValueError::new_err(format!("normalize out= is not writable: {e}"));
+    if float == Float::F32 {
+        let arr = o.cast::<PyArrayDyn<f32>>().map_err(|_| wrong())?;
+        let mut rw = arr.try_readwrite().map_err(unwritable)?;
+        run(FloatOut::F32(rw.as_slice_mut().map_err(|_| wrong())?.get_mut(..len).ok_or_else(wrong)?))?;
+    } else {
+        let arr = o.cast::<PyArrayDyn<u16>>().map_err(|_| wrong())?;
+        let mut rw = arr.try_readwrite().map_err(unwritable)?;
+        run(FloatOut::Bits(rw.as_slice_mut().map_err(|_| wrong())?.get_mut(..len).ok_or_else(wrong)?, float))?;
     }
+    Ok(o.call_method1("reshape", (-1,))?.get_item(pyo3::types::PySlice::new(py, 0, len as isize, 1))?.call_method1("reshape", (shape.to_vec(),))?)
 }
 
 /// The C Data Interface capsules of each Arrow array in `items` (none for bytes).
@@ -524,74 +546,21 @@ fn blobs_of<'a>(items: &'a [Bound<'_, PyAny>], capsules: &'a [(Bound<'_, PyAny>,
     Ok(blobs)
 }
 
-/// The blobs of rows `order[i]` of the arrays' rows end to end (a chunked array's), in
-/// that order; only the rows picked are looked at.
+/// `blobs[order[i]]` for each i; an index out of range is an `IndexError`.
+fn gathered<'a>(blobs: Vec<Option<&'a [u8]>>, order: &[u64]) -> PyResult<Vec<Option<&'a [u8]>>> {
+    gather::gather(&blobs, order).map_err(PyIndexError::new_err)
+}
+
+/// The blobs of rows `order[i]` of the capsules' arrays end to end (`arrow::pick`).
 fn blobs_picked<'a>(capsules: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)], order: &[u64]) -> PyResult<Vec<Option<&'a [u8]>>> {
-    let arrow_error = |e: String| if e.starts_with("order holds") { PyIndexError::new_err(e) } else { PyTypeError::new_err(e) };
     let ptrs = capsules
         .iter()
         .map(|(s, a)| Ok((capsule_ptr(s, c"arrow_schema")?, capsule_ptr(a, c"arrow_array")?)))
         .collect::<PyResult<Vec<_>>>()?;
-    if let [(s, a)] = ptrs[..] {
-        let mut blobs = Vec::new();
-        unsafe { arrow::binary_values(s, a, &mut blobs, Some(order)) }.map_err(arrow_error)?;
-        return Ok(blobs);
-    }
-    // starts[c]: the first row of chunk c, counted over all chunks.
-    let mut starts = Vec::with_capacity(ptrs.len());
-    let mut total = 0u64;
-    for &(_, a) in &ptrs {
-        starts.push(total);
-        total += unsafe { arrow::array_length(a) }.map_err(PyTypeError::new_err)? as u64;
-    }
-    // Each chunk's rows picked (its own indices) and the output rows they go to.
-    let mut picks: Vec<(Vec<u64>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); ptrs.len()];
-    for (k, &j) in order.iter().enumerate() {
-        if j >= total {
-            return Err(PyIndexError::new_err(format!("order holds {j}, out of range for {total} images")));
-        }
-        let c = starts.partition_point(|&s| s <= j) - 1;
-        picks[c].0.push(j - starts[c]);
-        picks[c].1.push(k);
-    }
-    let mut blobs = vec![None; order.len()];
-    let mut got = Vec::new();
-    for (&(s, a), (rows, to)) in ptrs.iter().zip(&picks) {
-        if rows.is_empty() {
-            continue;
-        }
-        got.clear();
-        unsafe { arrow::binary_values(s, a, &mut got, Some(rows)) }.map_err(arrow_error)?;
-        for (&k, &blob) in to.iter().zip(&got) {
-            blobs[k] = blob;
-        }
-    }
-    Ok(blobs)
-}
-
-/// `items[order[i]]` for each i.
-fn gather<T: Copy>(items: &[T], order: &[u64]) -> PyResult<Vec<T>> {
-    let picked: Option<Vec<T>> = order.iter().map(|&j| items.get(j as usize).copied()).collect();
-    picked.ok_or_else(|| {
-        let bad = order.iter().find(|&&j| j as usize >= items.len()).copied().unwrap_or_default();
-        PyIndexError::new_err(format!("order holds {bad}, out of range for {} images", items.len()))
+    unsafe { arrow::pick(&ptrs, order) }.map_err(|e| match e {
+        arrow::PickError::OutOfRange(m) => PyIndexError::new_err(m),
+        arrow::PickError::Other(m) => PyTypeError::new_err(m),
     })
-}
-
-/// Row i's boxes are `values[offsets[i]..offsets[i + 1]]`, (n, 4) flattened.
-fn split_boxes<'a>(values: &'a [f64], offsets: &[i64], rows: usize) -> PyResult<Vec<&'a [[f64; 4]]>> {
-    if offsets.len() != rows + 1 || values.len() % 4 != 0 {
-        return Err(PyValueError::new_err(format!("boxes need {} offsets and 4 values a box, got {} and {}", rows + 1, offsets.len(), values.len())));
-    }
-    let (quads, rest) = values.as_chunks::<4>();
-    debug_assert!(rest.is_empty());
-    offsets
-        .windows(2)
-        .map(|w| {
-            let (a, b) = (w[0] as usize, w[1] as usize);
-            quads.get(a..b).ok_or_else(|| PyValueError::new_err(format!("box offsets {a}..{b} are out of range for {} boxes", quads.len())))
-        })
-        .collect()
 }
 
 /// Whole decoded images kept between batches, keyed by row position.
@@ -730,7 +699,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PixelCache>()?;
     m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(image_info, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add_function(wrap_pyfunction!(fused_prefix, m)?)?;
     m.add_function(wrap_pyfunction!(random_uniforms, m)?)?;
     m.add_function(wrap_pyfunction!(apply_op, m)?)?;
     m.add_function(wrap_pyfunction!(run_ops, m)?)?;

@@ -76,7 +76,7 @@ def test_output_steps_give_torchvision_layout_and_values():
 
 
 def test_a_lambda_and_an_unknown_torchvision_op_run_per_sample_with_one_warning():
-    lancefeed.transforms.compose._warned.clear()
+    lancefeed.transforms.slow.reset_warnings()
     chain = tv.Compose([tv.CenterCrop(40), tv.Lambda(lambda x: 255 - x), tv.RandomChoice([tv.RandomRotation((90, 90))])])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -460,7 +460,7 @@ def test_batch_transform_gets_images_and_labels(uri):
 
 def test_normalize_in_the_core_equals_torchs_pass():
     # The decode threads write (x * scale - shift) in float32 as torch's mul + sub_ do.
-    from lancefeed.staging import Normalize, normalize_batch
+    from lancefeed.loader.staging import Normalize, normalize_batch
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     raw = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40))
@@ -468,7 +468,10 @@ def test_normalize_in_the_core_equals_torchs_pass():
     planar = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40), normalize=(mean, std))
     assert planar.shape == (len(BLOBS), 3, 40, 40) and planar.dtype == np.float32
     assert torch.equal(torch.from_numpy(planar), want)
-    nhwc = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40), normalize=(mean, std), _channels_last=True)
+    from lancefeed.decode.core import DecodeOptions, decode_images
+
+    nhwc, _ = decode_images(BLOBS, lancefeed.TransformPlan.of(lancefeed.CenterCrop(40)),
+                            DecodeOptions(normalize=(mean, std), channels_last=True).checked())
     assert torch.equal(torch.from_numpy(nhwc).permute(0, 3, 1, 2), want)
     gray = lancefeed.decode_batch(BLOBS, transform=lancefeed.CenterCrop(40), mode="L", normalize=([0.5], [0.5]))
     assert gray.shape == (len(BLOBS), 1, 40, 40)

@@ -16,7 +16,7 @@ import torch
 
 import lancefeed
 from lancefeed._core import DecodeError
-from lancefeed.sampler import epoch_order, plan_epoch
+from lancefeed.loader.sampler import epoch_order, plan_epoch
 from test_loader import N, make_dataset, sample_ids
 
 K = 4

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import lancefeed
-from lancefeed.cuda import CpuBackend, CudaPrefetcher, HostRing, Launched
+from lancefeed.loader.cuda import CpuBackend, CudaPrefetcher, HostRing, Launched
 
 N = 40
 W = 6

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 import lancefeed
-from lancefeed.sampler import epoch_order, num_batches, plan_epoch, rank_shard
+from lancefeed.loader.sampler import epoch_order, num_batches, plan_epoch, rank_shard
 
 N = 50
 W = 6
@@ -155,17 +155,17 @@ def test_tuple_batches_are_uint8_nhwc_with_class_indices(uri: str) -> None:
 
 
 def test_batches_are_the_decoded_buffers_not_copies(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lancefeed.loader as loader_module
+    import lancefeed.loader.batches as batches_module
 
     decoded: List[Tuple[int, int]] = []
-    real = loader_module.decode_batch
+    real = batches_module.decode_images
 
     def recording(*args: Any, **kw: Any) -> Any:
         images, info = real(*args, **kw)
         decoded.append((images.ctypes.data, images.nbytes))
         return images, info
 
-    monkeypatch.setattr(loader_module, "decode_batch", recording)
+    monkeypatch.setattr(batches_module, "decode_images", recording)
     for kw in ({}, {"transform": lancefeed.Resize((4, W))}):
         decoded.clear()
         batches = [images for images, _ in lancefeed.DataLoader(uri, batch_size=16, **kw)]

@@ -23,7 +23,7 @@ from PIL import Image
 
 import lancefeed
 from images import encode, photo
-from lancefeed.sampler import plan_epoch
+from lancefeed.loader.sampler import plan_epoch
 
 N = 40
 

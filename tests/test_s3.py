@@ -25,7 +25,7 @@ from PIL import Image
 pytest.importorskip("moto.server", reason="needs moto[server] (the test extras)")
 
 import lancefeed  # noqa: E402
-from lancefeed.sampler import epoch_order  # noqa: E402
+from lancefeed.loader.sampler import epoch_order  # noqa: E402
 from s3server import LatencyProxy, S3Server, S3sFsServer  # noqa: E402
 
 N = 60
@@ -251,7 +251,7 @@ def test_through_latency_the_epoch_is_the_same_and_takes_in_flight_stay_bounded(
     stats = loader.stats()
     assert stats["batches"] == len(loader) and stats["takes"] == len(loader)
     # The memory bound: never more takes read ahead than the window may grow to.
-    assert stats["in_flight_max"] <= stats["in_flight_bound"] <= lancefeed.pipeline.MAX_IN_FLIGHT
+    assert stats["in_flight_max"] <= stats["in_flight_bound"] <= lancefeed.loader.pipeline.MAX_IN_FLIGHT
     if delay_ms == 50:
         # 50 ms per request against a decode of microseconds: the window grew.
         assert stats["in_flight_limit"] > loader.prefetch + 1
@@ -263,7 +263,7 @@ def test_takes_in_flight_stay_under_the_byte_bound(s3: S3Server, s3_uri: str, mo
         loader = one_batch_per_take(s3_uri, BATCH, storage_options=s3.storage_options(port=proxy.port), prefetch=1)
         # Room for 3 takes' worth of columns: the window stops growing there.
         take_bytes = loader.permutation.take_positions(np.arange(BATCH)).nbytes
-        monkeypatch.setattr(lancefeed.pipeline, "MAX_IN_FLIGHT_BYTES", 3 * take_bytes)
+        monkeypatch.setattr(lancefeed.loader.pipeline, "MAX_IN_FLIGHT_BYTES", 3 * take_bytes)
         ids, error, _ = within(BOUND_S * 2, lambda: [i for x, _ in loader for i in sample_ids(x)])
     assert error is None, error
     assert ids == list(range(N))

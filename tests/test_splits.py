@@ -1,4 +1,4 @@
-"""Split sizes, hash assignment and clump shuffles (lancefeed.splits)."""
+"""Split sizes, hash assignment and clump shuffles (lancefeed.permutation.splits)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from lancefeed import splits
+from lancefeed.permutation import splits
 
 
 @pytest.mark.parametrize(

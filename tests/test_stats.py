@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import lancefeed
-from lancefeed.pipeline import Pipeline
+from lancefeed.loader.pipeline import Pipeline
 
 N = 48
 

@@ -17,38 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from lancefeed._core import DecodeError, PixelCache, SizeMismatchError, decode_image, image_info
 from lancefeed.decode import BatchInfo, decode_batch, decode_targets
-from lancefeed.transforms import (
-    AutoAugment,
-    CenterCrop,
-    ColorJitter,
-    Compose,
-    GaussianBlur,
-    Grayscale,
-    Pad,
-    RandAugment,
-    RandomAdjustSharpness,
-    RandomAffine,
-    RandomApply,
-    RandomIoUCrop,
-    RandomSizedBBoxSafeCrop,
-    ResizeWithPad,
-    SanitizeBoundingBoxes,
-    RandomAutocontrast,
-    RandomEqualize,
-    RandomErasing,
-    RandomGrayscale,
-    RandomHorizontalFlip,
-    RandomInvert,
-    RandomPosterize,
-    RandomResizedCrop,
-    RandomRotation,
-    RandomSolarize,
-    RandomVerticalFlip,
-    Resize,
-    SlowPathWarning,
-    TransformError,
-    TrivialAugmentWide,
-)
+from lancefeed import transforms
+from lancefeed.transforms import *  # noqa: F403 - transforms.__all__, listed once there
 
 __version__ = "0.1.0"
 
@@ -60,7 +30,7 @@ _LAZY = {
     "Permutations": "lancefeed.permutation",
     "open_source": "lancefeed.source",
     "DataLoader": "lancefeed.loader",
-    "CudaPrefetcher": "lancefeed.cuda",
+    "CudaPrefetcher": "lancefeed.loader.cuda",
     "ingest_folder": "lancefeed.ingest",
     "ingest_coco": "lancefeed.ingest",
     "IngestSummary": "lancefeed.ingest",
@@ -71,7 +41,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from lancefeed.cuda import CudaPrefetcher
+    from lancefeed.loader.cuda import CudaPrefetcher
     from lancefeed.ingest import IngestError, IngestSummary, ingest_coco, ingest_folder
     from lancefeed.loader import DataLoader, LoaderStats
     from lancefeed.restart import add_restart_index, index_dataset
@@ -93,48 +63,19 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AutoAugment",
+    *transforms.__all__,
     "BatchInfo",
-    "CenterCrop",
-    "ColorJitter",
-    "Compose",
     "CudaPrefetcher",
     "DataLoader",
     "DecodeError",
-    "GaussianBlur",
-    "Grayscale",
     "IngestError",
     "IngestSummary",
     "LoaderStats",
-    "Pad",
     "Permutation",
     "PermutationBuilder",
     "Permutations",
     "PixelCache",
-    "RandAugment",
-    "RandomAdjustSharpness",
-    "RandomAffine",
-    "RandomApply",
-    "RandomIoUCrop",
-    "RandomSizedBBoxSafeCrop",
-    "ResizeWithPad",
-    "SanitizeBoundingBoxes",
-    "RandomAutocontrast",
-    "RandomEqualize",
-    "RandomErasing",
-    "RandomGrayscale",
-    "RandomHorizontalFlip",
-    "RandomInvert",
-    "RandomPosterize",
-    "RandomResizedCrop",
-    "RandomRotation",
-    "RandomSolarize",
-    "RandomVerticalFlip",
-    "Resize",
     "SizeMismatchError",
-    "SlowPathWarning",
-    "TransformError",
-    "TrivialAugmentWide",
     "add_restart_index",
     "decode_batch",
     "decode_targets",

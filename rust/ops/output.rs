@@ -106,6 +106,25 @@ pub fn normalize_into<T: Copy + Send + Sync>(pixels: &[u8], hw: usize, scale: &[
     }
 }
 
+/// Where a batch's normalised values go: float32, or the bits of float16/bfloat16.
+pub enum FloatOut<'a> {
+    F32(&'a mut [f32]),
+    Bits(&'a mut [u16], Float),
+}
+
+/// `normalize_into` of a whole batch on lancefeed's pool of `threads` threads.
+pub fn normalize_batch(pixels: &[u8], hw: usize, scale: &[f32], shift: &[f32], planar: bool, threads: usize, out: FloatOut) -> Result<(), String> {
+    let pool = crate::pool::get(threads)?;
+    match out {
+        FloatOut::F32(buf) => pool.install(|| normalize_into(pixels, hw, scale, shift, planar, buf, |x| x)),
+        FloatOut::Bits(buf, float) => {
+            let store: fn(f32) -> u16 = if float == Float::F16 { f16_bits } else { bf16_bits };
+            pool.install(|| normalize_into(pixels, hw, scale, shift, planar, buf, store))
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -9,7 +9,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from lancefeed import splits as _splits
+from lancefeed.permutation import splits as _splits
 from lancefeed.permutation._common import (
     BASE_VERSION_KEY,
     ROW_ID_COLUMN,

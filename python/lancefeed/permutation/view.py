@@ -292,6 +292,17 @@ class Permutation:
         arrays = [table.column(c).combine_chunks() for c in self._read]
         return self._output(pa.RecordBatch.from_arrays(arrays, schema=self._read_schema), want)
 
+    def with_row_ids(self, row_ids: np.ndarray) -> "Permutation":
+        """A permutation of the rows ``row_ids`` of the same dataset version, in that
+        order, with this one's columns and format (rows dropped by a loader's
+        ``drop_empty``, say).
+
+        Example:
+            >>> len(perm.with_row_ids(perm.row_ids[:10]))  # doctest: +SKIP
+            10
+        """
+        return self._replace(row_ids=row_ids)
+
     def source_column(self, column: str) -> Optional[str]:
         """The dataset column that selected column ``column`` reads (its name before a
         rename), or None for ``_rowid`` or a name not selected.

@@ -22,8 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from lancefeed.transforms.base import Op, Size, Transform, _pair
-from lancefeed.transforms.compose import Compose, RandomApply, SlowPathWarning, TransformError, as_ops, split
+from lancefeed.transforms.base import Op, Size, Transform, pair
+from lancefeed.transforms.compose import Compose, RandomApply, as_compose, as_ops, split
 from lancefeed.transforms.detection import (
     ClampBoundingBoxes,
     RandomIoUCrop,
@@ -55,8 +55,12 @@ from lancefeed.transforms.photometric import (
     RandomSolarize,
 )
 from lancefeed.transforms.policies import AutoAugment, RandAugment, TrivialAugmentWide
+from lancefeed.transforms.plan import TransformPlan
+from lancefeed.transforms.slow import SlowPathWarning, TransformError
 from lancefeed.transforms.torchvision import OutputStep, from_torchvision
 
+# What ``import lancefeed`` offers at the top level too (``lancefeed/__init__.py`` takes
+# this list as it is): the transforms, Compose, and the slow path's warning and error.
 __all__ = [
     "AutoAugment",
     "CenterCrop",
@@ -65,36 +69,29 @@ __all__ = [
     "Compose",
     "GaussianBlur",
     "Grayscale",
-    "Op",
-    "OutputStep",
     "Pad",
     "RandAugment",
-    "RandomApply",
-    "RandomIoUCrop",
-    "RandomSizedBBoxSafeCrop",
-    "ResizeWithPad",
-    "SanitizeBoundingBoxes",
     "RandomAdjustSharpness",
     "RandomAffine",
+    "RandomApply",
     "RandomAutocontrast",
     "RandomEqualize",
     "RandomErasing",
     "RandomGrayscale",
     "RandomHorizontalFlip",
     "RandomInvert",
+    "RandomIoUCrop",
     "RandomPosterize",
     "RandomResizedCrop",
     "RandomRotation",
+    "RandomSizedBBoxSafeCrop",
     "RandomSolarize",
     "RandomVerticalFlip",
     "Resize",
-    "Size",
+    "ResizeWithPad",
+    "SanitizeBoundingBoxes",
     "SlowPathWarning",
-    "Transform",
     "TransformError",
+    "TransformPlan",
     "TrivialAugmentWide",
-    "as_ops",
-    "from_torchvision",
-    "split",
-    "_pair",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from lancefeed.transforms.base import Op, Size, Transform, _pair
+from lancefeed.transforms.base import Op, Size, Transform, pair
 
 __all__ = ["ClampBoundingBoxes", "RandomIoUCrop", "RandomSizedBBoxSafeCrop", "ResizeWithPad", "SanitizeBoundingBoxes"]
 
@@ -29,7 +29,7 @@ class RandomSizedBBoxSafeCrop(Transform):
     """
 
     def __init__(self, height: int, width: int, erosion_rate: float = 0.0) -> None:
-        self.height, self.width = _pair((height, width), "RandomSizedBBoxSafeCrop")
+        self.height, self.width = pair((height, width), "RandomSizedBBoxSafeCrop")
         if not 0.0 <= erosion_rate <= 1.0:
             raise ValueError(f"RandomSizedBBoxSafeCrop erosion_rate must be in [0, 1], got {erosion_rate}")
         self.erosion_rate = float(erosion_rate)
@@ -99,7 +99,7 @@ class ResizeWithPad(Transform):
     """
 
     def __init__(self, size: Size) -> None:
-        self.size = _pair(size, "ResizeWithPad")
+        self.size = pair(size, "ResizeWithPad")
 
     def ops(self) -> list[Op]:
         return [("letterbox", (float(self.size[0]), float(self.size[1])))]

@@ -6,7 +6,7 @@ import math
 import numbers
 from typing import Sequence
 
-from lancefeed.transforms.base import Op, Size, Transform, _pair
+from lancefeed.transforms.base import PAD_MODES, Op, Size, Transform, fill_values, interpolation_code, pair, value_range
 
 __all__ = [
     "CenterCrop",
@@ -18,50 +18,6 @@ __all__ = [
     "RandomVerticalFlip",
     "Resize",
 ]
-
-_INTERPOLATIONS = {"nearest": 0, "bilinear": 1}
-_PAD_MODES = {"constant": 0, "edge": 1, "reflect": 2, "symmetric": 3}
-
-
-def _interpolation(value: object, what: str) -> int:
-    """torchvision's InterpolationMode (or its string): nearest and bilinear are fused."""
-    name = str(getattr(value, "value", value)).lower()
-    if name not in _INTERPOLATIONS:
-        raise ValueError(f"{what} interpolation must be 'nearest' or 'bilinear', got {value!r}")
-    return _INTERPOLATIONS[name]
-
-
-def _fill(fill: object, what: str) -> tuple[float, float, float]:
-    """torchvision's ``fill``: None (0), a number, or one number per channel."""
-    if fill is None:
-        return (0.0, 0.0, 0.0)
-    if isinstance(fill, numbers.Number):
-        return (float(fill),) * 3  # type: ignore[arg-type]
-    values = [float(v) for v in fill]  # type: ignore[union-attr]
-    if len(values) == 1:
-        return (values[0],) * 3
-    if len(values) != 3:
-        raise ValueError(f"{what} fill must be a number or one per channel, got {fill!r}")
-    return (values[0], values[1], values[2])
-
-
-def _range(value: float | Sequence[float], what: str, center: float = 0.0, lower: float | None = None) -> tuple[float, float]:
-    """torchvision's convention for degrees and the like: a number d is (center - d,
-    center + d); a pair is itself."""
-    if isinstance(value, numbers.Number):
-        if value < 0:  # type: ignore[operator]
-            raise ValueError(f"{what} must be non-negative when a single number, got {value}")
-        lo, hi = center - float(value), center + float(value)  # type: ignore[arg-type]
-    else:
-        if len(value) != 2:  # type: ignore[arg-type]
-            raise ValueError(f"{what} must be a number or a (min, max) pair, got {value!r}")
-        lo, hi = float(value[0]), float(value[1])  # type: ignore[index]
-    if lower is not None:
-        lo = max(lo, lower)
-    if lo > hi:
-        raise ValueError(f"{what} must have min <= max, got {value!r}")
-    return lo, hi
-
 
 class Resize(Transform):
     """Resize, antialiased bilinear.
@@ -80,9 +36,9 @@ class Resize(Transform):
                 raise ValueError(f"Resize size must be positive, got {size}")
             self.size: int | tuple[int, int] = int(size)
         elif isinstance(size, Sequence) and len(size) == 1:
-            self.size = _pair(size[0], "Resize")[0]
+            self.size = pair(size[0], "Resize")[0]
         else:
-            self.size = _pair(size, "Resize")
+            self.size = pair(size, "Resize")
             if max_size is not None:
                 raise ValueError("Resize max_size is only allowed with an int size, as in torchvision")
         if max_size is not None and max_size <= self.size:  # type: ignore[operator]
@@ -107,7 +63,7 @@ class CenterCrop(Transform):
     """
 
     def __init__(self, size: Size) -> None:
-        self.size = _pair(size, "CenterCrop")
+        self.size = pair(size, "CenterCrop")
 
     def ops(self) -> list[Op]:
         return [("center_crop", (float(self.size[0]), float(self.size[1])))]
@@ -131,7 +87,7 @@ class RandomResizedCrop(Transform):
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
     ) -> None:
-        self.size = _pair(size, "RandomResizedCrop")
+        self.size = pair(size, "RandomResizedCrop")
         scale = tuple(float(s) for s in scale)  # type: ignore[assignment]
         ratio = tuple(float(r) for r in ratio)  # type: ignore[assignment]
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
@@ -207,14 +163,14 @@ class Pad(Transform):
             p = [p[0], p[1], p[0], p[1]]
         if len(p) != 4 or min(p) < 0:
             raise ValueError(f"Pad padding must be 1, 2 or 4 non-negative ints, got {padding!r}")
-        if padding_mode not in _PAD_MODES:
-            raise ValueError(f"Pad padding_mode must be one of {sorted(_PAD_MODES)}, got {padding_mode!r}")
+        if padding_mode not in PAD_MODES:
+            raise ValueError(f"Pad padding_mode must be one of {sorted(PAD_MODES)}, got {padding_mode!r}")
         self.padding = tuple(p)
         self.fill = fill
         self.padding_mode = padding_mode
 
     def ops(self) -> list[Op]:
-        return [("pad", (*map(float, self.padding), float(_PAD_MODES[self.padding_mode]), *_fill(self.fill, "Pad")))]
+        return [("pad", (*map(float, self.padding), float(PAD_MODES[self.padding_mode]), *fill_values(self.fill, "Pad")))]
 
     def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
         if size is None:
@@ -236,13 +192,13 @@ class RandomRotation(Transform):
     def __init__(self, degrees: float | Sequence[float], interpolation: object = "nearest", expand: bool = False, center: object = None, fill: object = 0) -> None:
         if center is not None:
             raise ValueError("RandomRotation center= is not fused; leave it None (the image centre), or use torchvision's RandomRotation (slow path)")
-        self.degrees = _range(degrees, "RandomRotation degrees")
-        self.interpolation = _interpolation(interpolation, "RandomRotation")
+        self.degrees = value_range(degrees, "RandomRotation degrees")
+        self.interpolation = interpolation_code(interpolation, "RandomRotation")
         self.expand = bool(expand)
         self.fill = fill
 
     def ops(self) -> list[Op]:
-        return [("random_rotation", (*self.degrees, float(self.interpolation), float(self.expand), *_fill(self.fill, "RandomRotation")))]
+        return [("random_rotation", (*self.degrees, float(self.interpolation), float(self.expand), *fill_values(self.fill, "RandomRotation")))]
 
     def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
         return None if self.expand else size
@@ -270,7 +226,7 @@ class RandomAffine(Transform):
     ) -> None:
         if center is not None:
             raise ValueError("RandomAffine center= is not fused; leave it None (the image centre), or use torchvision's RandomAffine (slow path)")
-        self.degrees = _range(degrees, "RandomAffine degrees")
+        self.degrees = value_range(degrees, "RandomAffine degrees")
         if translate is not None and (len(translate) != 2 or not all(0.0 <= t <= 1.0 for t in translate)):
             raise ValueError(f"RandomAffine translate must be two fractions in [0, 1], got {translate!r}")
         self.translate = None if translate is None else (float(translate[0]), float(translate[1]))
@@ -280,12 +236,12 @@ class RandomAffine(Transform):
         if shear is None:
             self.shear: tuple[float, ...] | None = None
         elif isinstance(shear, numbers.Number) or len(shear) == 2:  # type: ignore[arg-type]
-            self.shear = _range(shear, "RandomAffine shear")  # type: ignore[arg-type]
+            self.shear = value_range(shear, "RandomAffine shear")  # type: ignore[arg-type]
         elif len(shear) == 4:  # type: ignore[arg-type]
             self.shear = tuple(float(v) for v in shear)  # type: ignore[union-attr]
         else:
             raise ValueError(f"RandomAffine shear must be a number, 2 or 4 numbers, got {shear!r}")
-        self.interpolation = _interpolation(interpolation, "RandomAffine")
+        self.interpolation = interpolation_code(interpolation, "RandomAffine")
         self.fill = fill
 
     def ops(self) -> list[Op]:
@@ -294,7 +250,7 @@ class RandomAffine(Transform):
         s = self.scale or (nan, nan)
         sh = self.shear or (nan, nan)
         shear = (*sh, nan, nan) if len(sh) == 2 else sh
-        args = (*self.degrees, *t, *s, *shear, float(self.interpolation), *_fill(self.fill, "RandomAffine"))
+        args = (*self.degrees, *t, *s, *shear, float(self.interpolation), *fill_values(self.fill, "RandomAffine"))
         return [("random_affine", args)]
 
     def output_size_for(self, size: tuple[int, int] | None) -> tuple[int, int] | None:

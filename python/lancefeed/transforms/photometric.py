@@ -6,8 +6,7 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
-from lancefeed.transforms.base import NONE, Op, Transform
-from lancefeed.transforms.geometric import _range
+from lancefeed.transforms.base import NONE, Op, Transform, value_range
 
 __all__ = [
     "ColorJitter",
@@ -49,7 +48,7 @@ class ColorJitter(_SizeKeeping):
         self.brightness = self._factor(brightness, "brightness")
         self.contrast = self._factor(contrast, "contrast")
         self.saturation = self._factor(saturation, "saturation")
-        self.hue = None if hue is None or hue == 0 else _range(hue, "ColorJitter hue")  # type: ignore[arg-type]
+        self.hue = None if hue is None or hue == 0 else value_range(hue, "ColorJitter hue")  # type: ignore[arg-type]
         if self.hue is not None and not -0.5 <= self.hue[0] <= self.hue[1] <= 0.5:
             raise ValueError(f"ColorJitter hue must be within [-0.5, 0.5], got {hue!r}")
 
@@ -58,7 +57,7 @@ class ColorJitter(_SizeKeeping):
         # torchvision: 0 (or None) leaves the property alone; (1, 1) likewise.
         if value is None or (isinstance(value, numbers.Number) and value == 0):
             return None
-        lo, hi = _range(value, f"ColorJitter {what}", center=1.0, lower=0.0)  # type: ignore[arg-type]
+        lo, hi = value_range(value, f"ColorJitter {what}", center=1.0, lower=0.0)  # type: ignore[arg-type]
         return None if lo == hi == 1.0 else (lo, hi)
 
     def ops(self) -> list[Op]:

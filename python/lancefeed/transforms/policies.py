@@ -4,8 +4,7 @@ op spaces, magnitudes and sampling: TrivialAugmentWide, RandAugment and AutoAugm
 
 from __future__ import annotations
 
-from lancefeed.transforms.base import Op, Transform
-from lancefeed.transforms.geometric import _fill, _interpolation
+from lancefeed.transforms.base import Op, Transform, fill_values, interpolation_code
 
 __all__ = ["AutoAugment", "RandAugment", "TrivialAugmentWide"]
 
@@ -27,11 +26,11 @@ class TrivialAugmentWide(_Policy):
         if num_magnitude_bins < 2:
             raise ValueError(f"TrivialAugmentWide num_magnitude_bins must be at least 2, got {num_magnitude_bins}")
         self.num_magnitude_bins = int(num_magnitude_bins)
-        self.interpolation = _interpolation(interpolation, "TrivialAugmentWide")
+        self.interpolation = interpolation_code(interpolation, "TrivialAugmentWide")
         self.fill = fill
 
     def ops(self) -> list[Op]:
-        return [("trivial_augment_wide", (float(self.num_magnitude_bins), float(self.interpolation), *_fill(self.fill, "TrivialAugmentWide")))]
+        return [("trivial_augment_wide", (float(self.num_magnitude_bins), float(self.interpolation), *fill_values(self.fill, "TrivialAugmentWide")))]
 
 
 class RandAugment(_Policy):
@@ -48,12 +47,12 @@ class RandAugment(_Policy):
         self.num_ops = int(num_ops)
         self.magnitude = int(magnitude)
         self.num_magnitude_bins = int(num_magnitude_bins)
-        self.interpolation = _interpolation(interpolation, "RandAugment")
+        self.interpolation = interpolation_code(interpolation, "RandAugment")
         self.fill = fill
 
     def ops(self) -> list[Op]:
         args = (float(self.num_ops), float(self.magnitude), float(self.num_magnitude_bins), float(self.interpolation))
-        return [("rand_augment", (*args, *_fill(self.fill, "RandAugment")))]
+        return [("rand_augment", (*args, *fill_values(self.fill, "RandAugment")))]
 
 
 _POLICIES = {"imagenet": 0, "cifar10": 1, "svhn": 2}
@@ -73,8 +72,8 @@ class AutoAugment(_Policy):
         if name not in _POLICIES:
             raise ValueError(f"AutoAugment policy must be one of {sorted(_POLICIES)}, got {policy!r}")
         self.policy = name
-        self.interpolation = _interpolation(interpolation, "AutoAugment")
+        self.interpolation = interpolation_code(interpolation, "AutoAugment")
         self.fill = fill
 
     def ops(self) -> list[Op]:
-        return [("auto_augment", (float(_POLICIES[self.policy]), float(self.interpolation), *_fill(self.fill, "AutoAugment")))]
+        return [("auto_augment", (float(_POLICIES[self.policy]), float(self.interpolation), *fill_values(self.fill, "AutoAugment")))]

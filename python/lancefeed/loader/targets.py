@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from lancefeed.decode import _BOX_FORMATS
+from lancefeed.boxes import BOX_FORMATS
 
-__all__ = ["ClassSelection", "TargetSpec", "assemble", "select_boxes"]
+__all__ = ["ClassSelection", "TargetConfig", "TargetSpec", "assemble", "drop_empty", "select_boxes", "target_config"]
 
 _DEFAULT_ROLES = (("categories", "labels"), ("category_ids", "labels"))
 
@@ -85,7 +85,7 @@ class TargetSpec:
         for column, role in targets.items():
             if column not in available:
                 raise ValueError(f"targets names column {column!r}, which is not in the dataset; available: {list(available)}")
-            if role in _BOX_FORMATS:
+            if role in BOX_FORMATS:
                 if spec.box_column is not None:
                     raise ValueError(f"targets has two box columns, {spec.box_column!r} and {column!r}")
                 spec.box_column, spec.box_format = column, role
@@ -97,7 +97,7 @@ class TargetSpec:
                 spec.per_box[column] = role
             else:
                 raise ValueError(
-                    f"targets[{column!r}] is {role!r}: a box format ({', '.join(_BOX_FORMATS)}), 'mask', "
+                    f"targets[{column!r}] is {role!r}: a box format ({', '.join(BOX_FORMATS)}), 'mask', "
                     "or the name a per-box column is handed out under (such as 'labels')"
                 )
         if spec.per_box and spec.box_column is None:
@@ -228,3 +228,79 @@ def assemble(rows: pa.RecordBatch, spec: TargetSpec, sel: Optional[Selected], or
         if spec.mask_column is not None:
             out["mask"].append(torch.from_numpy(t["mask"]))
     return out
+
+
+@dataclass
+class TargetConfig:
+    """What the loader does with targets (see ``DataLoader(targets=)``)."""
+
+    spec: TargetSpec
+    selection: Optional[ClassSelection]
+    detection: bool
+    mask_fill: int = 0
+    min_area: Optional[float] = None
+    min_visibility: float = 0.0
+
+
+def target_config(perm: Any, spec: TargetSpec, classes: Any, detection: bool, mask_fill: int,
+                  min_area: Optional[float], min_visibility: float) -> TargetConfig:
+    """The loader's targets: the class selection on the per-box labels column
+    (``classes``: keep those labels' boxes, as indices in that order; else names map to
+    the sorted distinct labels of the dataset and numbers pass through).
+
+    Example:
+        >>> target_config(perm, spec, ["car"], True, 0, None, 0.0).selection.classes  # doctest: +SKIP
+        ['car']
+    """
+    from lancefeed.loader.labels import distinct_labels, is_string_list_type
+
+    selection = None
+    labels = spec.labels_column
+    if labels is not None:
+        ltype = perm.schema.field(labels).type
+        if isinstance(classes, str) and classes != "auto":
+            raise ValueError(f"classes must be a list of labels or 'auto', got {classes!r}")
+        chosen = None if classes is None or isinstance(classes, str) else list(classes)
+        if is_string_list_type(ltype):
+            names = None if chosen is not None else distinct_labels(perm.dataset, labels)
+            selection = ClassSelection(chosen, names)
+        else:
+            selection = ClassSelection(chosen)
+    elif classes is not None:
+        raise ValueError(f"classes= selects boxes by a per-box labels column; targets {spec.per_box} name none as 'labels'")
+    if not 0.0 <= min_visibility <= 1.0:
+        raise ValueError(f"min_visibility must be in [0, 1], got {min_visibility}")
+    if not 0 <= int(mask_fill) <= 255:
+        raise ValueError(f"mask_fill must be in [0, 255], got {mask_fill}")
+    return TargetConfig(spec, selection, detection, int(mask_fill), min_area, float(min_visibility))
+
+
+def drop_empty(perm: Any, spec: TargetSpec, selection: Optional[ClassSelection]) -> Any:
+    """``perm`` without the rows left with no box (after the class selection), read once
+    now so that every epoch, rank and resume counts only the rows it will hand out.
+
+    Example:
+        >>> len(drop_empty(perm, spec, None)) <= len(perm)  # doctest: +SKIP
+        True
+    """
+    from lancefeed.loader.labels import column_by_position
+
+    column = spec.labels_column if selection is not None and selection.selects else spec.box_column
+    if column is None:
+        raise ValueError("drop_empty=True needs a box column in targets")
+    values = column_by_position(perm.dataset, perm.row_ids, column)
+    if values is None:
+        values = perm.take_positions(np.arange(len(perm))).column(column) if len(perm) else None
+    if values is None or len(values) == 0:
+        return perm
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False))
+    if column == spec.box_column:
+        keep = lengths > 0
+    else:
+        assert selection is not None
+        flat = selection.indices(values.flatten()) >= 0
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        keep = np.bincount(owner[flat], minlength=len(lengths)) > 0
+    return perm.with_row_ids(perm.row_ids[keep])

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from lancefeed.staging import Normalize, NormalizeArg, normalize_batch
+from lancefeed.loader.staging import Normalize, NormalizeArg, normalize_batch
 
 
 # -- backends ---------------------------------------------------------------------
@@ -299,7 +299,7 @@ class CudaPrefetcher:
     def __iter__(self) -> Any:
         # A fresh ring per pass: the previous pass's buffers may still be copying.
         ring = HostRing(self.backend, self.num_buffers)
-        return self.loader._iterate(DeviceStage(self.backend, ring, self.normalize))
+        return self.loader.iterate(DeviceStage(self.backend, ring, self.normalize))
 
     def __len__(self) -> int:
         return len(self.loader)

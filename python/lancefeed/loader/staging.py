@@ -4,7 +4,7 @@ A *stage* sits at the end of the loader's pipeline. In the background thread it 
 lend a buffer to decode into (``buffer``) and turns a decoded uint8 NHWC batch into a
 *ready* item (``finish``); in the training loop's thread it hands the ready item over
 (``deliver``). :class:`CpuStage` keeps batches on the CPU; the CUDA prefetcher
-(``lancefeed.cuda``) is the other stage.
+(``lancefeed.loader.cuda``) is the other stage.
 
 Normalizing is one vectorized pass over the whole batch (not per image), the same
 math on the CPU and the GPU: ``(x / 255 - mean) / std`` with ``mean``/``std`` on the

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -227,3 +227,61 @@ def _rows_to_tensor(rows: Optional[List[Any]]) -> Any:
         width = lengths.pop() if lengths else 0
         return torch.tensor(rows).reshape(len(rows), width)
     return [None if r is None else torch.tensor(r) for r in rows]
+
+
+def resolve_classes(perm: Any, label_column: Optional[str], classes: Any) -> Tuple[Dict[str, ClassMap], Optional[List[str]], Optional[pa.Table]]:
+    """The class maps of a loader's label column (string labels to indices: ``classes``
+    as given, or ``"auto"``/None for the dataset's sorted distinct labels), the class
+    list, and the label column's one scan when it was read for them (for the labels too).
+
+    Example:
+        >>> resolve_classes(perm, "label", "auto")[1]  # doctest: +SKIP
+        ['airplane', 'automobile', ...]
+    """
+    class_maps: Dict[str, ClassMap] = {}
+    if label_column is None:
+        return class_maps, None, None
+    ltype = perm.schema.field(label_column).type
+    table = None
+    if is_string_type(ltype) or is_string_list_type(ltype):
+        if classes is None or (isinstance(classes, str) and classes == "auto"):
+            table = read_column(perm.dataset, label_column)
+            names = distinct_labels(perm.dataset, label_column, table=table)
+        elif isinstance(classes, str):
+            raise ValueError(f"classes must be a list of class names or 'auto', got {classes!r}")
+        else:
+            names = list(classes)
+        class_maps[label_column] = ClassMap(names)
+        return class_maps, class_maps[label_column].classes, table
+    if classes is not None:
+        raise ValueError(
+            f"classes= maps string labels to indices, but column {label_column!r} is {ltype}; "
+            "numeric labels pass through as they are: leave classes=None"
+        )
+    return class_maps, None, None
+
+
+def preloadable(perm: Any, label_column: Optional[str]) -> List[str]:
+    """The columns :func:`preload_labels` will most likely read whole (a number or
+    string label column): a reader made before them leaves them out of its takes."""
+    if label_column is None:
+        return []
+    ltype = perm.schema.field(label_column).type
+    return [label_column] if is_numeric_type(ltype) or is_string_type(ltype) else []
+
+
+def preload_labels(perm: Any, label_column: Optional[str], class_maps: Dict[str, ClassMap],
+                   table: Optional[pa.Table] = None) -> Dict[str, torch.Tensor]:
+    """The label of every position as one int64 tensor, checked now (a label missing
+    from ``classes`` fails at construction, naming its row), or nothing when the labels
+    cannot be scanned (then each batch takes them with its images). ``table``: the
+    column already scanned (:func:`read_column`)."""
+    if label_column is None:
+        return {}
+    ltype = perm.schema.field(label_column).type
+    if not (is_numeric_type(ltype) or (is_string_type(ltype) and label_column in class_maps)):
+        return {}  # lists of labels (COCO categories) are read with each batch
+    values = column_by_position(perm.dataset, perm.row_ids, label_column, table=table)
+    if values is None:
+        return {}
+    return {label_column: collate_column(values, class_map=class_maps.get(label_column), row_ids=perm.row_ids)}
