@@ -272,7 +272,7 @@ def rasteriser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "pycocotools":
         pytest.importorskip("pycocotools")
     else:
-        monkeypatch.setattr("lancefeed.masks._coco_mask", None)
+        monkeypatch.setattr("lancefeed.ingest.masks.POLYGONS", "numpy")
     return request.param
 
 
@@ -358,7 +358,7 @@ def test_coco_mask_errors(tmp_path: Path) -> None:
 
 
 def test_png_encoder_round_trips_through_pillow() -> None:
-    from lancefeed.masks import encode_png
+    from lancefeed.ingest.masks import encode_png
 
     arr = np.random.default_rng(0).integers(0, 256, (7, 13), dtype=np.uint8)
     np.testing.assert_array_equal(_png_array(encode_png(arr)), arr)
@@ -367,7 +367,7 @@ def test_png_encoder_round_trips_through_pillow() -> None:
 
 
 def test_rle_decoding_is_exact() -> None:
-    from lancefeed.masks import decode_rle_string, rasterise
+    from lancefeed.ingest.masks import decode_rle_string, rasterise
 
     rng = np.random.default_rng(1)
     for trial in range(20):
@@ -389,14 +389,14 @@ def test_polygon_fallback_matches_pycocotools() -> None:
     0.5 px of an edge, and on at most one pixel per 2 px of perimeter (measured: at most
     0.25 px away, 0.2 pixels per px of perimeter, over 500 polygons)."""
     cm = pytest.importorskip("pycocotools.mask")
-    from lancefeed.masks import _fill_polygon
+    from lancefeed.ingest.masks import fill_polygon
 
     rng = np.random.default_rng(0)
     h, w = 30, 40
     centres = np.stack(np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5), -1).reshape(-1, 2)
     for trial in range(50):
         pts = rng.uniform([-3, -3], [w + 3, h + 3], (int(rng.integers(3, 10)), 2))
-        ours = _fill_polygon(pts, h, w)
+        ours = fill_polygon(pts, h, w)
         ref = cm.decode(cm.merge(cm.frPyObjects([pts.ravel().tolist()], h, w))).astype(bool)
         a, ab = pts, np.roll(pts, -1, axis=0) - pts
         t = np.clip(((centres[:, None] - a) * ab).sum(-1) / (ab**2).sum(-1), 0, 1)

@@ -1,7 +1,7 @@
 """Interrupted ingests: what a kill leaves behind, the refusals, and resume=True.
 
 The kills run the ingest in a child process (``sys.executable -c CHILD``). The child
-slows the reader down by wrapping ``lancefeed.ingest._load`` in itself (no hook in
+slows the reader down by wrapping ``lancefeed.ingest.common.load`` in itself (no hook in
 the library): each file sleeps a little, and from the file at ``stop_at`` (in ingest
 order) on, the reader thread prints ``stopped`` and hangs, so the parent knows that
 exactly ``stop_at // commit_every`` chunks can commit before it sends SIGKILL.
@@ -36,13 +36,15 @@ CHILD = r"""
 import faulthandler, sys, threading, time
 from pathlib import Path
 import lancefeed.ingest as ingest
+import lancefeed.ingest.common as common
+import lancefeed.ingest.folder as folder
 
 # A child that is never killed (a stuck test) ends itself, printing where it was.
 faulthandler.dump_traceback_later(600, exit=True)
 
 root, out, commit_every, stop_at, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-order = {it.extra["filename"]: i for i, it in enumerate(ingest._folder_items(Path(root)))}
-real_load = ingest._load
+order = {it.extra["filename"]: i for i, it in enumerate(folder.folder_items(Path(root)))}
+real_load = common.load
 
 def slow_load(item, *args):
     if order[item.extra["filename"]] >= stop_at:
@@ -53,7 +55,7 @@ def slow_load(item, *args):
     print("loaded", flush=True)
     return loaded
 
-ingest._load = slow_load
+common.load = slow_load
 ingest.ingest_folder(root, out, progress=False, commit_every=commit_every, batch_size=8, num_threads=2)
 print("finished", flush=True)
 """

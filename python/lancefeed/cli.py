@@ -36,48 +36,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_ingest_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable or non-image file")
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="decode every image fully (also catches truncated files; slower)",
-    )
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    mode.add_argument("--append", action="store_true", help="add rows to an existing OUT")
-    mode.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted ingest into OUT after its last commit (a finished OUT is left as is)",
-    )
-    p.add_argument(
-        "--commit-every",
-        type=_positive_int,
-        default=None,
-        help="files per commit; a kill loses at most this many (10000)",
-    )
-    p.add_argument(
-        "--restart-index",
-        "--restart-interval",
-        dest="restart_index",
-        action="store_true",
-        help="store JPEGs losslessly rewritten with a restart marker after every MCU and an index "
-        "(the same pixels; a random crop entropy-decodes only its own MCUs)",
-    )
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="rows per written batch (256)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="reader threads (default: cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--blob", action="store_true", help="write the image column as a Lance blob v2 column")
-    p.add_argument(
-        "--stable-row-ids",
-        action="store_true",
-        help="give rows stable ids (kept through compaction and updates)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lancefeed`` command."""
+    from lancefeed.ingest.options import IngestOptions
+
     parser = argparse.ArgumentParser(
         prog="lancefeed", description="Feed image training data from Lance datasets to PyTorch."
     )
@@ -100,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="segmentation masks mirroring ROOT (ROOT/a/x.jpg -> DIR/a/x.png); adds a 'mask' "
         "column; ROOT may then be a flat folder of images",
     )
-    _add_ingest_options(folder)
+    IngestOptions.add_arguments(folder)
     coco = isub.add_parser(
         "coco",
         help="a COCO annotation file and its image folder",
@@ -115,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add a 'mask' column: a grayscale PNG of each pixel's category_id (0: background)",
     )
-    _add_ingest_options(coco)
+    IngestOptions.add_arguments(coco)
 
     from lancefeed.bench.peers import PEERS, describe
     from lancefeed.bench.transforms import TRANSFORMS
@@ -184,27 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from lancefeed.ingest import IngestError, ingest_coco, ingest_folder
+    from lancefeed.ingest import IngestError, IngestOptions, ingest_coco_with, ingest_folder_with
 
-    mode = "overwrite" if args.overwrite else "append" if args.append else "create"
-    common = dict(
-        strict=args.strict,
-        batch_size=args.batch_size,
-        num_threads=args.threads,
-        mode=mode,
-        progress=not args.no_progress,
-        verify=args.verify,
-        blob=args.blob,
-        enable_stable_row_ids=args.stable_row_ids,
-        resume=args.resume,
-        restart_index=args.restart_index,
-        **({"commit_every": args.commit_every} if args.commit_every else {}),
-    )
+    opts = IngestOptions.from_arguments(args)
     try:
         if args.source == "folder":
-            summary = ingest_folder(args.root, args.out, masks=args.masks, **common)
+            summary = ingest_folder_with(args.root, args.out, opts, masks=args.masks)
         else:
-            summary = ingest_coco(args.annotations, args.images_dir, args.out, masks=args.masks, **common)
+            summary = ingest_coco_with(args.annotations, args.images_dir, args.out, opts, masks=args.masks)
     except (IngestError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"lancefeed: error: {exc}", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["decode_rle_string", "encode_png", "label_mask", "rasterise"]
+__all__ = ["POLYGONS", "decode_rle_string", "encode_png", "fill_polygon", "label_mask", "rasterise"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -46,6 +46,10 @@ try:  # pycocotools is optional: COCO's reference rasteriser for polygons.
     from pycocotools import mask as _coco_mask
 except ImportError:  # pragma: no cover - depends on the environment
     _coco_mask = None
+
+# Which rasteriser fills polygons: "pycocotools" where it is importable, else "numpy"
+# (:func:`fill_polygon`); set to "numpy" to use the fallback anyway.
+POLYGONS = "pycocotools" if _coco_mask is not None else "numpy"
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -125,7 +129,7 @@ def _decode_rle(counts: Sequence[int], height: int, width: int) -> np.ndarray:
     return np.repeat(values, runs).reshape(width, height).T
 
 
-def _fill_polygon(xy: np.ndarray, height: int, width: int) -> np.ndarray:
+def fill_polygon(xy: np.ndarray, height: int, width: int) -> np.ndarray:
     """Scanline fill (even-odd rule) of one polygon, testing pixel centres.
 
     Each row's centre line ``y + 0.5`` crosses an edge when it lies in the edge's
@@ -167,7 +171,7 @@ def _rasterise_polygons(seg: list[Any], height: int, width: int) -> np.ndarray:
     polys = _polygons(seg)
     if not polys:
         return np.zeros((height, width), bool)
-    if _coco_mask is not None:
+    if POLYGONS == "pycocotools" and _coco_mask is not None:
         # Only polygons of 3+ points reach here: frPyObjects takes a 4-number list for a box.
         rle = _coco_mask.merge(_coco_mask.frPyObjects([p.ravel().tolist() for p in polys], height, width))
         # Its RLE is decoded here, exactly as pycocotools' decode would: that one warns
@@ -175,7 +179,7 @@ def _rasterise_polygons(seg: list[Any], height: int, width: int) -> np.ndarray:
         return _decode_rle(decode_rle_string(rle["counts"]), height, width)
     out = np.zeros((height, width), bool)
     for xy in polys:
-        out |= _fill_polygon(xy, height, width)
+        out |= fill_polygon(xy, height, width)
     return out
 
 
