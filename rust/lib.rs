@@ -32,14 +32,14 @@ create_exception!(
     _core,
     DecodeError,
     PyValueError,
-    "An image could not be decoded: corrupt, truncated, empty, not an image, over the pixel limit, or null. The message names the row."
+    "An image could not be decoded: corrupt, truncated, empty, not an image, over the pixel limit, or null. The message names the row.\n\nExample:\n    >>> import lancefeed\n    >>> try:\n    ...     lancefeed.decode_image(b\"not an image\")\n    ... except lancefeed.DecodeError as e:\n    ...     print(type(e).__name__)\n    DecodeError"
 );
 
 create_exception!(
     _core,
     SizeMismatchError,
     PyValueError,
-    "The rows of a batch come out at different sizes, and one array cannot hold them. The message names two of them and their sizes."
+    "The rows of a batch come out at different sizes, and one array cannot hold them. The message names two of them and their sizes.\n\nExample:\n    >>> import io, lancefeed\n    >>> from PIL import Image\n    >>> def png(w, h):\n    ...     buf = io.BytesIO(); Image.new(\"RGB\", (w, h)).save(buf, \"PNG\"); return buf.getvalue()\n    >>> try:\n    ...     lancefeed.decode_batch([png(8, 8), png(8, 9)])\n    ... except lancefeed.SizeMismatchError as e:\n    ...     print(type(e).__name__)\n    SizeMismatchError"
 );
 
 fn channels(mode: &str) -> PyResult<Channels> {
@@ -99,6 +99,13 @@ fn pad_truncated(truncated: &str) -> PyResult<bool> {
 }
 
 /// Decodes one encoded image (JPEG, PNG or WebP) to an (H, W, 3) or (H, W, 1) uint8 array.
+///
+/// Example:
+///     >>> import io, lancefeed
+///     >>> from PIL import Image
+///     >>> buf = io.BytesIO(); Image.new("RGB", (5, 4), "red").save(buf, "PNG")
+///     >>> lancefeed.decode_image(buf.getvalue()).shape, lancefeed.decode_image(buf.getvalue(), mode="L").shape
+///     ((4, 5, 3), (4, 5, 1))
 #[pyfunction]
 #[pyo3(signature = (data, *, mode = "RGB", max_pixels = None, truncated = "error"))]
 fn decode_image<'py>(py: Python<'py>, data: &[u8], mode: &str, max_pixels: Option<u64>, truncated: &str) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
@@ -111,6 +118,13 @@ fn decode_image<'py>(py: Python<'py>, data: &[u8], mode: &str, max_pixels: Optio
 }
 
 /// Reads only the header: (width, height, format) with format "jpeg", "png" or "webp".
+///
+/// Example:
+///     >>> import io, lancefeed
+///     >>> from PIL import Image
+///     >>> buf = io.BytesIO(); Image.new("RGB", (640, 480)).save(buf, "JPEG")
+///     >>> lancefeed.image_info(buf.getvalue())
+///     (640, 480, 'jpeg')
 #[pyfunction]
 fn image_info(data: &[u8]) -> PyResult<(u32, u32, &'static str)> {
     let h = codec::read_header(data).map_err(|e| DecodeError::new_err(e.0))?;

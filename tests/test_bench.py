@@ -214,12 +214,12 @@ def test_bench_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_failure_messages_name_the_signal_or_the_exception() -> None:
-    from lancefeed.bench import _failure_message
+    from lancefeed.bench.harness import failure_message
 
-    assert _failure_message(-11, "") == "killed by SIGSEGV"
+    assert failure_message(-11, "") == "killed by SIGSEGV"
     stderr = "Traceback (most recent call last):\nRuntimeError: worker died\n  warnings.warn(\n"
-    assert _failure_message(1, stderr) == "RuntimeError: worker died"
-    assert _failure_message(2, "") == "exit status 2"
+    assert failure_message(1, stderr) == "RuntimeError: worker died"
+    assert failure_message(2, "") == "exit status 2"
 
 
 def test_peak_memory_reads_pss_once_a_second_and_scales_rss_between(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,6 @@ from PIL import Image, ImageFile
 import lancefeed
 from images import (
     encode,
-    exif_orientation,
     history_corpus,
     icc_chunk,
     jpeg,

@@ -11,7 +11,6 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from PIL import Image
 
 import lancefeed
@@ -336,11 +335,11 @@ def test_cli_ingest_blob_stable_row_ids(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["hf_paths", "blob_v2_packed", "blob_v1", "encoded_image"])
 def test_bench_reads_image_sizes_of_each_type(datasets: Dict[str, str], name: str, tmp_path: Path) -> None:
-    from lancefeed.bench import _median_short_side
+    from lancefeed.bench.run import median_short_side
     from lancefeed.bench.peers._common import export_files
     from lancefeed.bench.peers.take_pillow import SeedsTakeDataset
 
-    assert _median_short_side(datasets[name]) == H
+    assert median_short_side(datasets[name]) == H
     # The Pillow baselines read the same images.
     seeds = SeedsTakeDataset(datasets[name], lambda img: img, {})
     np.testing.assert_array_equal(seeds[2][0].numpy(), EXPECTED[2])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 
 import lance
-import numpy as np
 import pyarrow as pa
 import pytest
 

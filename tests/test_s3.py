@@ -13,7 +13,7 @@ import io
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import lance
 import numpy as np
@@ -309,7 +309,7 @@ def test_ingest_folder_writes_to_s3_resumably_and_the_loader_reads_it_back(
     # Rows are ordered by label, then path.
     want = sorted(range(12), key=lambda i: (LABELS[i % 3], i))
     assert ids == want and labels == [LABELS[i % 3] for i in want]
-    assert loader._uses_scan()  # unshuffled over the whole dataset: read by scans
+    assert loader.reader.use_scan  # unshuffled over the whole dataset: read by scans
     shuffled = lancefeed.DataLoader(uri, batch_size=5, shuffle=True, shuffle_clump_size=4, storage_options=opts)
     got = [i for x, _ in shuffled for i in sample_ids(x)]
     assert got == [want[p] for p in epoch_order(12, shuffle=True, seed=0, epoch=0, clump_size=4)]

@@ -7,13 +7,12 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from PIL import Image
 
 import lancefeed

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 import lancefeed
-from images import encode, jpeg, photo
+from images import encode, photo
 
 N_SMALL, N_BIG = 40, 14
 SEED = 3

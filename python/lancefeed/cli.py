@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def _positive_int(text: str) -> int:
@@ -37,13 +37,25 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``lancefeed`` command."""
-    from lancefeed.ingest.options import IngestOptions
+    """The argument parser of the ``lancefeed`` command.
 
+    Example:
+        >>> build_parser().parse_args(["bench", "--tiny"]).tiny
+        True
+    """
     parser = argparse.ArgumentParser(
         prog="lancefeed", description="Feed image training data from Lance datasets to PyTorch."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{ingest,bench}")
+    _add_ingest(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _add_ingest(sub: Any) -> None:
+    """``lancefeed ingest folder|coco``: the sources' own arguments, then the
+    :class:`~lancefeed.ingest.options.IngestOptions` both share."""
+    from lancefeed.ingest.options import IngestOptions
 
     ingest = sub.add_parser("ingest", help="write image files to a Lance dataset")
     isub = ingest.add_subparsers(dest="source", required=True, metavar="{folder,coco}")
@@ -79,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     IngestOptions.add_arguments(coco)
 
+
+def _add_bench(sub: Any) -> None:
+    """``lancefeed bench``: :func:`~lancefeed.bench.run_bench`'s arguments."""
     from lancefeed.bench.peers import PEERS, describe
     from lancefeed.bench.transforms import TRANSFORMS
 
@@ -142,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--repeat", type=_positive_int, default=1, help="runs per loader; the median is kept (1)")
     opt("--tiny", action="store_true", help="a very small default dataset (a smoke test)")
     opt("--quiet", action="store_true", help="only print the table")
-    return parser
 
 
 def _ingest(args: argparse.Namespace) -> int:

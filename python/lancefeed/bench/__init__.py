@@ -21,9 +21,9 @@ Example:
 
 from __future__ import annotations
 
-from lancefeed.bench.harness import _failure_message, run_convert, run_loader
+from lancefeed.bench.harness import run_convert, run_loader
 from lancefeed.bench.results import BenchReport, LoaderResult
-from lancefeed.bench.run import DEFAULT_LOADERS, PEER_LOADERS, _median_short_side, run_bench
+from lancefeed.bench.run import DEFAULT_LOADERS, PEER_LOADERS, run_bench
 
 __all__ = [
     "BenchReport",

@@ -235,8 +235,15 @@ class _Watch:
                 return
 
 
-def _failure_message(returncode: int | None, stderr: str) -> str:
-    """Why a worker failed: the signal that killed it, or its last exception line."""
+def failure_message(returncode: int | None, stderr: str) -> str:
+    """Why a worker failed: the signal that killed it, or its last exception line.
+
+    Example:
+        >>> failure_message(-11, "")
+        'killed by SIGSEGV'
+        >>> failure_message(1, "Traceback ...\\nRuntimeError: worker died\\n")
+        'RuntimeError: worker died'
+    """
     if returncode is not None and returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
@@ -322,7 +329,7 @@ def run_loader(
         result.loader_stats = watch.done.get("loader_stats")
         _fill_rates(result, watch.done)
     else:
-        result.message = _failure_message(returncode, stderr_tail)
+        result.message = failure_message(returncode, stderr_tail)
     if result.images and result.seconds > 0:
         result.images_per_s = result.images / result.seconds
     return result
@@ -371,5 +378,5 @@ def run_convert(spec: dict[str, Any], *, timeout: float) -> tuple[float | None, 
     if watch.killed:
         return None, None, f"conversion timeout: {watch.killed}"
     if watch.done is None or returncode != 0:
-        return None, None, f"conversion failed: {_failure_message(returncode, stderr_tail)}"
+        return None, None, f"conversion failed: {failure_message(returncode, stderr_tail)}"
     return float(watch.done["seconds"]), int(watch.done["bytes"]), ""

@@ -37,9 +37,14 @@ PEER_LOADERS = tuple(p.name for p in PEERS.values() if not p.baseline and not p.
 VISIBLE_LOADERS = DEFAULT_LOADERS + PEER_LOADERS
 
 
-def _median_short_side(uri: str, sample: int = 256, storage_options: dict[str, str] | None = None) -> int:
+def median_short_side(uri: str, sample: int = 256, storage_options: dict[str, str] | None = None) -> int:
     """Median short side of the dataset's images (``width``/``height`` columns, or
-    the headers of the first ``sample`` images)."""
+    the headers of the first ``sample`` images).
+
+    Example:
+        >>> median_short_side("imagenet-sample.lance")  # doctest: +SKIP
+        375
+    """
     import numpy as np
 
     from lancefeed.source import open_source
@@ -147,8 +152,114 @@ def run_bench(
         >>> opts = {"aws_region": "us-east-1"}  # keys from AWS_* variables
         >>> run_bench("s3://bucket/cifar10.lance", storage_options=opts, loaders=["lancefeed"])  # doctest: +SKIP
     """
-    uris = [uri] if isinstance(uri, (str, os.PathLike)) else list(uri or [])
-    uris = [os.fspath(u) for u in uris]
+    uris = [os.fspath(u) for u in ([uri] if isinstance(uri, (str, os.PathLike)) else list(uri or []))]
+    names = _checked(uris, transform, loaders, peers, scale, limit, repeat)
+    cores = os.cpu_count() or 1
+    workers = cores if workers is None else workers
+    threads = cores if threads is None else threads
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    limits = {"timeout": timeout, "stall_timeout": stall_timeout, "startup_timeout": startup_timeout}
+    run = {"workers": workers, "threads": threads, "limit": limit, "epochs": epochs, "repeat": repeat, "scale": scale}
+    # The generated datasets keep the image folders they were made from: file-based peers read those.
+    run["own_folders"] = not uris
+
+    with tempfile.TemporaryDirectory(prefix="lancefeed-bench-") as tmp:
+        if not uris:
+            from lancefeed.bench.data import build_default_datasets
+
+            if progress:
+                print("building the default datasets (generated images) ...", file=sys.stderr)
+            datasets = build_default_datasets(tmp, tiny=tiny, progress=progress)
+        else:
+            datasets = {_dataset_name(u): u for u in uris}
+            if len(datasets) < len(uris):
+                raise ValueError(f"datasets must have distinct names; got {', '.join(uris)}")
+        results: list[LoaderResult] = []
+        plans: dict[str, str] = {}
+        available = {name: availability(name) for name in names}
+        for dataset, ds_uri in datasets.items():
+            base = _dataset_spec(dataset, ds_uri, Path(tmp), transform, batch_size, run, storage_options, progress)
+            plans[dataset] = describe_plan(base["plan"])
+            conversions: dict[str, tuple[float | None, int | None, str]] = {}
+            for name in names:
+                results.append(
+                    _run_one(name, available[name], dataset, base, run, limits, Path(tmp), conversions, progress)
+                )
+        _fill_ratios(results)
+    settings = {
+        "datasets": uris or "built-in default (generated images)",
+        "transform": transform,
+        "plans": plans,
+        "batch_size": batch_size or "64 (224 px output) / 256 (small images)",
+        "limit": limit,
+        "repeat": repeat,
+        "timeout_s": timeout,
+        "stall_timeout_s": stall_timeout,
+        "startup_timeout_s": startup_timeout,
+        "workers": workers,
+        "threads": threads,
+        "cores": cores,
+        "python": sys.version.split()[0],
+        "pillow": pillow_name(),
+        "peers": peers,
+        "scale": scale,
+        "epochs": epochs,
+        "storage_options": redacted(storage_options),
+    }
+    report = BenchReport(results=results, settings=settings)
+    write_outputs(report, out_dir)
+    return report
+
+
+def _dataset_spec(
+    dataset: str,
+    uri: str,
+    tmp: Path,
+    transform: str,
+    batch_size: int | None,
+    run: dict[str, Any],
+    storage_options: dict[str, str] | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """What every loader's run on this dataset shares: its (``scale``-repeated) URI,
+    the transform plan sized to its images, the batch size, the image folder (of a
+    generated dataset read at scale 1)."""
+    from lancefeed.bench.data import files_folder, repeat_dataset
+
+    scale = run["scale"]
+    if scale > 1:
+        if progress:
+            print(f"[{dataset}] repeating its rows {scale} times ...", file=sys.stderr)
+        dest = tmp / f"{dataset}-x{scale}.lance"
+        uri = repeat_dataset(uri, scale, dest, storage_options=_remote(uri, storage_options))
+    # --scale's copy is local: the store's options are not for it.
+    remote = _remote(uri, storage_options)
+    side = output_side(median_short_side(uri, storage_options=remote))
+    folder = files_folder(uri) if run["own_folders"] and scale == 1 else None
+    spec = {
+        "uri": uri,
+        "plan": make_plan(transform, side),
+        "batch_size": batch_size or (64 if side > 64 else 256),
+        "shuffle": transform == "train",
+        "folder": str(folder) if folder else None,
+        **{k: run[k] for k in ("limit", "workers", "threads", "epochs")},
+    }
+    if remote:
+        spec["storage_options"] = remote
+    return spec
+
+
+def _checked(
+    uris: list[str],
+    transform: str,
+    loaders: Sequence[str] | None,
+    peers: bool,
+    scale: int,
+    limit: int | None,
+    repeat: int,
+) -> list[str]:
+    """The loaders to run, once every argument of :func:`run_bench` is known good."""
     for u in uris:
         if "://" not in u and not os.path.isdir(u):
             raise FileNotFoundError(f"{u}: no Lance dataset there (expected a dataset folder or URI)")
@@ -166,118 +277,53 @@ def run_bench(
         raise ValueError(f"limit must be >= 1; got {limit}")
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1; got {repeat}")
-    cores = os.cpu_count() or 1
-    workers = cores if workers is None else workers
-    threads = cores if threads is None else threads
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return names
 
-    with tempfile.TemporaryDirectory(prefix="lancefeed-bench-") as tmp:
-        if not uris:
-            from lancefeed.bench.data import build_default_datasets
 
-            if progress:
-                print("building the default datasets (generated images) ...", file=sys.stderr)
-            datasets = build_default_datasets(tmp, tiny=tiny, progress=progress)
-        else:
-            datasets = {_dataset_name(u): u for u in uris}
-            if len(datasets) < len(uris):
-                raise ValueError(f"datasets must have distinct names; got {', '.join(uris)}")
-        results: list[LoaderResult] = []
-        plans: dict[str, str] = {}
-        available = {name: availability(name) for name in names}
-        for dataset, ds_uri in datasets.items():
-            from lancefeed.bench.data import files_folder, repeat_dataset
-
-            folder = files_folder(ds_uri) if not uris and scale == 1 else None
-            if scale > 1:
-                if progress:
-                    print(f"[{dataset}] repeating its rows {scale} times ...", file=sys.stderr)
-                dest = Path(tmp) / f"{dataset}-x{scale}.lance"
-                ds_uri = repeat_dataset(ds_uri, scale, dest, storage_options=_remote(ds_uri, storage_options))
-            # --scale's copy is local: the store's options are not for it.
-            remote = _remote(ds_uri, storage_options)
-            side = output_side(_median_short_side(ds_uri, storage_options=remote))
-            plan = make_plan(transform, side)
-            plans[dataset] = describe_plan(plan)
-            bs = batch_size or (64 if side > 64 else 256)
-            conversions: dict[str, tuple[float | None, int | None, str]] = {}
-            for name in names:
-                ok, reason = available[name]
-                if not ok:
-                    # Listed, never dropped: the reader sees what was not compared and why.
-                    results.append(
-                        LoaderResult(dataset, name, _describe(name, workers, threads), "missing", message=reason)
-                    )
-                    if progress:
-                        print(f"[{dataset}] {name}: {reason}", file=sys.stderr)
-                    continue
-                spec = {
-                    "loader": name,
-                    "uri": ds_uri,
-                    "plan": plan,
-                    "batch_size": bs,
-                    "shuffle": transform == "train",
-                    "limit": limit,
-                    "workers": workers,
-                    "threads": threads,
-                    "folder": str(folder) if folder else None,
-                    "epochs": epochs,
-                }
-                if remote:
-                    spec["storage_options"] = remote
-                module = load(name)
-                converted = _convert(module, spec, Path(tmp), dataset, conversions, startup_timeout, progress)
-                if converted[2]:
-                    results.append(
-                        LoaderResult(dataset, name, _describe(name, workers, threads), "failed", message=converted[2])
-                    )
-                    continue
-                if progress:
-                    print(f"[{dataset}] {name} ...", file=sys.stderr, end="", flush=True)
-                r = _repeated(
-                    spec,
-                    repeat,
-                    dataset=dataset,
-                    description=_describe(name, workers, threads),
-                    timeout=timeout * epochs,
-                    stall_timeout=min(stall_timeout, timeout),
-                    startup_timeout=startup_timeout,
-                )
-                r.convert_s = converted[0]
-                r.disk_mib = _disk_mib(module, spec, converted[1])
-                if progress:
-                    rate = f"{r.images_per_s:,.0f} images/s" if r.images_per_s else "-"
-                    own = f", {r.own_startup_s:.2f} s after import torch" if r.own_startup_s is not None else ""
-                    start = f" (start-up {r.startup_s:.1f} s{own})" if r.startup_s is not None else ""
-                    print(f" {r.status}, {rate}{start}", file=sys.stderr)
-                results.append(r)
-        _fill_ratios(results)
-    report = BenchReport(
-        results=results,
-        settings={
-            "datasets": uris or "built-in default (generated images)",
-            "transform": transform,
-            "plans": plans,
-            "batch_size": batch_size or "64 (224 px output) / 256 (small images)",
-            "limit": limit,
-            "repeat": repeat,
-            "timeout_s": timeout,
-            "stall_timeout_s": stall_timeout,
-            "startup_timeout_s": startup_timeout,
-            "workers": workers,
-            "threads": threads,
-            "cores": cores,
-            "python": sys.version.split()[0],
-            "pillow": pillow_name(),
-            "peers": peers,
-            "scale": scale,
-            "epochs": epochs,
-            "storage_options": redacted(storage_options),
-        },
+def _run_one(
+    name: str,
+    available: tuple[bool, str],
+    dataset: str,
+    base: dict[str, Any],
+    run: dict[str, Any],
+    limits: dict[str, float],
+    tmp: Path,
+    conversions: dict[str, tuple[float | None, int | None, str]],
+    progress: bool,
+) -> LoaderResult:
+    """One loader on one dataset: converted first when it reads its own format, then
+    run ``run["repeat"]`` times; a loader that is missing or whose conversion failed
+    is reported, never dropped."""
+    description = _describe(name, run["workers"], run["threads"])
+    ok, reason = available
+    if not ok:
+        if progress:
+            print(f"[{dataset}] {name}: {reason}", file=sys.stderr)
+        return LoaderResult(dataset, name, description, "missing", message=reason)
+    spec = {"loader": name, **base}
+    module = load(name)
+    converted = _convert(module, spec, tmp, dataset, conversions, limits["startup_timeout"], progress)
+    if converted[2]:
+        return LoaderResult(dataset, name, description, "failed", message=converted[2])
+    if progress:
+        print(f"[{dataset}] {name} ...", file=sys.stderr, end="", flush=True)
+    r = _repeated(
+        spec,
+        run["repeat"],
+        dataset=dataset,
+        description=description,
+        timeout=limits["timeout"] * run["epochs"],
+        stall_timeout=min(limits["stall_timeout"], limits["timeout"]),
+        startup_timeout=limits["startup_timeout"],
     )
-    write_outputs(report, out_dir)
-    return report
+    r.convert_s = converted[0]
+    r.disk_mib = _disk_mib(module, spec, converted[1])
+    if progress:
+        rate = f"{r.images_per_s:,.0f} images/s" if r.images_per_s else "-"
+        own = f", {r.own_startup_s:.2f} s after import torch" if r.own_startup_s is not None else ""
+        start = f" (start-up {r.startup_s:.1f} s{own})" if r.startup_s is not None else ""
+        print(f" {r.status}, {rate}{start}", file=sys.stderr)
+    return r
 
 
 def _repeated(spec: dict[str, Any], repeat: int, **kwargs: Any) -> LoaderResult:

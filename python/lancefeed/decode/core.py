@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -38,6 +38,14 @@ class BatchInfo:
     ``on_error="skip"`` dropped some). ``errors``: (input index, reason) of dropped rows.
     ``boxes``: float32 (n, 4) crop boxes (top, left, height, width) in source pixels, for
     transforming boxes or masks alongside. ``flipped``: bool (n,) horizontal flips.
+
+    Example:
+        >>> import io, lancefeed
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (8, 8)).save(buf, "PNG")
+        >>> batch, info = lancefeed.decode_batch([buf.getvalue(), b"junk"], on_error="skip", return_info=True)
+        >>> info.kept.tolist(), info.errors[0][0]
+        ([0], 1)
     """
 
     kept: np.ndarray

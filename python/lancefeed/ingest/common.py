@@ -71,6 +71,14 @@ class IngestError(ValueError):
 
     The message names the file and the reason, e.g.
     ``"cats/broken.jpg: not an image (unknown format)"``.
+
+    Example:
+        >>> from lancefeed import ingest_folder
+        >>> try:
+        ...     ingest_folder("photos/", "photos.lance", strict=True)  # doctest: +SKIP
+        ... except IngestError as e:
+        ...     print(e)  # doctest: +SKIP
+        cats/broken.jpg: not an image (unknown format)
     """
 
 

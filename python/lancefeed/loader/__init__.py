@@ -1,7 +1,7 @@
 """``lancefeed.DataLoader``: a drop-in for torch's ``DataLoader`` over a Lance dataset.
 
-- :mod:`~lancefeed.loader.dataloader`: the DataLoader (arguments, epochs, resume,
-  iteration) and its iterator;
+- :mod:`~lancefeed.loader.dataloader`: the DataLoader (arguments, epochs, resume);
+- :mod:`~lancefeed.loader.epoch`: one epoch's reads and decodes, and its iterator;
 - :mod:`~lancefeed.loader.options`: its arguments checked and resolved;
 - :mod:`~lancefeed.loader.sampler`: each epoch's order and each rank's shard;
 - :mod:`~lancefeed.loader.state`: where it stands in its epochs (``state_dict``);
@@ -18,6 +18,7 @@ Example:
     >>> loader = DataLoader("cifar.lance", 256, shuffle=True)  # doctest: +SKIP
 """
 
-from lancefeed.loader.dataloader import DataLoader, LoaderIterator, LoaderStats
+from lancefeed.loader.dataloader import DataLoader, LoaderStats
+from lancefeed.loader.epoch import LoaderIterator
 
 __all__ = ["DataLoader", "LoaderIterator", "LoaderStats"]

@@ -54,17 +54,14 @@ Example:
 
 from __future__ import annotations
 
-import os
-import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import lance
-import numpy as np
 import pyarrow as pa
 import torch
 
 from lancefeed import _core
 from lancefeed.loader.batches import BatchColumns, BatchMaker, DecodeSettings
+from lancefeed.loader.epoch import EpochRun, LoaderIterator, SamplerShim
 from lancefeed.loader.labels import preload_labels, preloadable, resolve_classes
 from lancefeed.loader.options import (
     CHANNELS,
@@ -87,65 +84,10 @@ from lancefeed.reads.cache import memory_budget
 from lancefeed.transforms.plan import TransformPlan
 from lancefeed.transforms.torchvision import OutputStep
 
-__all__ = ["DataLoader", "LoaderIterator", "LoaderStats"]
+__all__ = ["DataLoader", "LoaderStats"]
 
 # What loader.stats() reports (one name for users; the pipeline fills it in).
 LoaderStats = PipelineStats
-
-
-class _SamplerShim:
-    """``loader.sampler``: lets PyTorch Lightning call ``set_epoch`` as on a sampler."""
-
-    def __init__(self, loader: "DataLoader") -> None:
-        self._loader = weakref.ref(loader)
-
-    def set_epoch(self, epoch: int) -> None:
-        loader = self._loader()
-        if loader is not None:
-            loader.set_epoch(epoch)
-
-
-class LoaderIterator:
-    """One pass over an epoch; ``close()`` (or dropping it) stops its threads.
-
-    As with torch's ``DataLoader``, the epoch is fixed by the first ``next()``, not by
-    ``iter()``: a ``set_epoch`` in between (PyTorch Lightning does exactly this) still
-    applies, and an iterator that is never advanced starts no thread and uses no epoch.
-
-    Example:
-        >>> it = iter(loader)  # doctest: +SKIP
-        >>> images, labels = next(it)  # doctest: +SKIP
-        >>> it.close()  # doctest: +SKIP
-    """
-
-    def __init__(self, loader: "DataLoader", stage: Any) -> None:
-        self._loader = loader
-        self._stage = stage
-        self._pipeline: Optional[Pipeline[Any, Any, Any]] = None
-        self._progress: Optional[Progress] = None
-        self._closed = False
-
-    def __iter__(self) -> "LoaderIterator":
-        return self
-
-    def __next__(self) -> Any:
-        if self._pipeline is None:
-            if self._closed:
-                raise StopIteration
-            self._pipeline, self._progress = self._loader._start(self._stage)
-        images, columns = self._stage.deliver(next(self._pipeline))
-        assert self._progress is not None
-        self._progress.consumed += 1
-        return self._loader._shape_output(images, columns)
-
-    def __len__(self) -> int:
-        return self._progress.total if self._progress is not None else len(self._loader)
-
-    def close(self) -> None:
-        """Stop the background threads now (also done when the iterator is dropped)."""
-        self._closed = True
-        if self._pipeline is not None:
-            self._pipeline.close()
 
 
 class DataLoader:
@@ -188,7 +130,7 @@ class DataLoader:
     ``cache``: ``"auto"`` keeps the rows the first epoch reads in memory when Lance's
     statistics say they are small (<= 2 GiB and 1/8 of the memory), so later epochs gather
     from memory; ``True``/``False`` force it. Unless ``False``, a local dataset's image
-    column is read in place from its mapped data files where :mod:`lancefeed.mapped` can
+    column is read in place from its data files where :mod:`lancefeed.reads.inplace` can
     check them (no Lance scan or take; with ``"auto"`` also past the cache's budget, up to
     half the machine's memory: those rows are the page cache's). ``LANCEFEED_MMAP=0``
     turns that off.
@@ -303,7 +245,7 @@ class DataLoader:
                                  targets=targets_config)
         self._maker.pixels = resolve_pixel_cache(pixel_cache, self._maker, len(self.permutation), mode)
         self.skipped: List[Tuple[int, str]] = self._maker.skipped
-        self.sampler = _SamplerShim(self)
+        self.sampler = SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
         self._cursor = EpochCursor(num_samples=len(self.permutation), batch_size=self.batch_size,
                                    world_size=self.world_size, drop_last=self.drop_last)
@@ -519,10 +461,14 @@ class DataLoader:
             return iter(self._prefetcher)
         return self.iterate(CpuStage(self.normalize))
 
-    def iterate(self, stage: Any) -> "LoaderIterator":
+    def iterate(self, stage: Any) -> LoaderIterator:
         """An iterator over the next epoch, delivering through ``stage`` (the CPU's, or a
-        :class:`lancefeed.CudaPrefetcher`'s); it starts lazily, at its first ``next()``."""
-        return LoaderIterator(self, stage)
+        :class:`lancefeed.CudaPrefetcher`'s); it starts lazily, at its first ``next()``.
+
+        Example:
+            >>> it = loader.iterate(CpuStage(None))  # what iter(loader) does on the CPU  # doctest: +SKIP
+        """
+        return LoaderIterator(lambda: self._start(stage), stage, self._shape_output, lambda: len(self))
 
     def _start(self, stage: Any) -> Tuple[Pipeline[Any, Any, Any], Progress]:
         """Fix the epoch and resume point, and start its pipeline."""
@@ -534,34 +480,9 @@ class DataLoader:
         )
         progress = Progress(epoch, start, len(plan), history)
         self._cursor.progress = progress
-        maker, reader = self._maker, self._maker.reader
-        # One take feeds `group` consecutive batches: Lance's cost per row drops with
-        # bigger takes (small images), while a take stays under TAKE_BYTES.
-        group = reader.batches_per_take(self.batch_size)
-        keys = [range(k, min(k + group, len(plan))) for k in range(start, len(plan), group)]
-        meter, uri = self._meter, self.permutation.uri
-        reader.use_scan = self._uses_scan()
-
-        def fetch(batches: range) -> Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]:
-            parts = [plan.batch(k) for k in batches]
-            positions = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            try:
-                rows, order, nbytes = reader.take(positions)
-            except (OSError, ValueError) as exc:  # Lance's I/O errors name the HTTP request, not the dataset
-                raise _read_error(uri, batches, exc) from exc
-            meter.add_bytes(nbytes)
-            return rows, order, parts
-
-        def process(batches: range, fetched: Tuple[pa.RecordBatch, np.ndarray, List[np.ndarray]]) -> Iterator[Any]:
-            rows, order, parts = fetched
-            if maker.joins(parts, stage):
-                yield from maker.build_joint(rows, order, parts, epoch, stage)
-            else:
-                yield from maker.build_each(rows, order, parts, epoch, stage)
-
-        depth = None if self.io_threads is None else self.prefetch + self.io_threads
-        pipeline = Pipeline(keys, fetch, process, prefetch=self.prefetch, io_threads=self.io_threads, depth=depth, meter=meter)
-        return pipeline, progress
+        self._maker.reader.use_scan = self._uses_scan()
+        run = EpochRun(self._maker, plan, epoch, stage, self._meter, self.permutation.uri)
+        return run.pipeline(start, self.batch_size, self.prefetch, self.io_threads), progress
 
     def _uses_scan(self) -> bool:
         """Whether this epoch's positions are in storage order (unshuffled, over the
@@ -598,16 +519,6 @@ class DataLoader:
             + (f"shuffle_clump_size={self.shuffle_clump_size}, " if self.shuffle_clump_size else "")
             + f"samples={len(self.permutation)}, batches={len(self)}, rank={self.rank}/{self.world_size})"
         )
-
-
-def _read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
-    """``exc`` with the dataset URI and the batches in its message, same type where it
-    can be made (so ``except OSError`` still catches it)."""
-    message = f"reading {uri!r} (batches {batches.start}..{batches.stop - 1} of the epoch): {exc}"
-    try:
-        return type(exc)(message)
-    except Exception:  # noqa: BLE001 - an exception type that takes other arguments
-        return OSError(message)
 
 
 def resolve_pixel_cache(pixel_cache: Union[bool, str], maker: BatchMaker, rows: int, mode: str) -> Optional[_core.PixelCache]:

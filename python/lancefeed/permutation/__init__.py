@@ -14,8 +14,8 @@ Row ids are Lance ``_rowid`` values of the pinned version. Without stable row id
 was read from, so a permutation always reads that version and refuses another one;
 with stable row ids it may be applied to a later version.
 
-The subpackage: :mod:`.builder` (the builder), :mod:`.view` (``Permutation``,
-``Permutations``), :mod:`.formats` (``with_format``), :mod:`.interop` (reading
+The subpackage: :mod:`.builder` (the builder), :mod:`.view` (``Permutation``),
+:mod:`.permutations` (``Permutations``), :mod:`.formats` (``with_format``), :mod:`.interop` (reading
 lancefeed's and lancedb's tables, pinning, tags).
 
 Example:
@@ -31,25 +31,20 @@ Example:
     >>> batch = train.select_columns(["image", "label"]).take_positions([0, 1, 2])  # doctest: +SKIP
 """
 
-from lancefeed.permutation._common import (
-    DEFAULT_BATCH_SIZE,
-    ROW_ID_COLUMN,
-    SPLIT_ID_COLUMN,
-    SPLIT_NAMES_KEY,
-)
-from lancefeed.permutation._common import scan as _scan
+from lancefeed.permutation._common import ROW_ID_COLUMN, SPLIT_ID_COLUMN
 from lancefeed.permutation.builder import PermutationBuilder, permutation_builder
-from lancefeed.permutation.formats import FORMATS as _FORMATS
 from lancefeed.permutation.interop import PermutationTableLike, PinnedVersionError
-from lancefeed.permutation.interop import load_table as _load_table
-from lancefeed.permutation.interop import metadata as _metadata
-from lancefeed.permutation.view import Permutation, Permutations
+from lancefeed.permutation.permutations import Permutations
+from lancefeed.permutation.view import Permutation
 from lancefeed.source import open_source
 
 __all__ = [
+    "ROW_ID_COLUMN",
+    "SPLIT_ID_COLUMN",
     "Permutation",
     "PermutationBuilder",
     "Permutations",
+    "PermutationTableLike",
     "PinnedVersionError",
     "open_source",
     "permutation_builder",

@@ -229,38 +229,56 @@ class PermutationBuilder:
         else:
             scanned = None if self._filter is None else scan(ds, [], self._filter)
         row_ids = live_row_ids(ds) if scanned is None else scanned["_rowid"].to_numpy()
-        n = len(row_ids)
+        split_of, num_splits, split_seed = self._assign(scanned, len(row_ids))
+        order, shuffle_seed = self._ordered(split_of, num_splits)
+        tag = None
+        if self._persist is not None:
+            uri, options, tag = self._persist
+            # Tag before writing: a table that pins an unprotected version is what this prevents.
+            tag = protect_version(ds, tag if tag is not None else default_tag(ds, uri))
+        schema = pa.schema(
+            [pa.field(ROW_ID_COLUMN, pa.uint64(), nullable=False), pa.field(SPLIT_ID_COLUMN, pa.uint64(), nullable=False)],
+            metadata=self._metadata(num_splits, split_seed, shuffle_seed, tag),
+        )
+        table = pa.Table.from_arrays(
+            [pa.array(row_ids[order], type=pa.uint64()), pa.array(split_of[order].astype(np.uint64), type=pa.uint64())],
+            schema=schema,
+        )
+        if self._persist is not None:
+            uri, options, _ = self._persist
+            lance.write_dataset(table, uri, storage_options=options)
+        return table
 
-        split_seed = None
+    def _assign(self, scanned: Optional[pa.Table], n: int) -> tuple[np.ndarray, int, Optional[int]]:
+        """Each row's split (-1: discarded), how many splits, and the seed a random split drew."""
+        kind = self._split["kind"]
         if kind == "random":
-            split_seed = self._split["seed"] if self._split["seed"] is not None else _splits.new_seed()
+            seed = self._split["seed"] if self._split["seed"] is not None else _splits.new_seed()
             sizes = _splits.split_sizes(n, self._split["ratios"], self._split["counts"], self._split["fixed"])
-            split_of = _splits.assign_random(n, sizes, split_seed, self._split["clump_size"])
-            num_splits = len(sizes)
-        elif kind == "sequential":
+            return _splits.assign_random(n, sizes, seed, self._split["clump_size"]), len(sizes), seed
+        if kind == "sequential":
             sizes = _splits.split_sizes(n, self._split["ratios"], self._split["counts"], self._split["fixed"])
-            split_of = _splits.assign_sequential(n, sizes)
-            num_splits = len(sizes)
-        elif kind == "hash":
+            return _splits.assign_sequential(n, sizes), len(sizes), None
+        if kind == "hash":
             split_of = _splits.assign_hash(
                 scanned, self._split["columns"], self._split["split_weights"], self._split["discard_weight"]
             )
-            num_splits = len(self._split["split_weights"])
-        elif kind == "calculated":
+            return split_of, len(self._split["split_weights"]), None
+        if kind == "calculated":
             values = scanned.column(_CALC_COLUMN).combine_chunks()
             expected = len(self._split_names) if self._split_names else None
             split_of, num_splits = _splits.assign_calculated(values, expected)
-        else:
-            split_of = np.zeros(n, dtype=np.int64)
-            num_splits = 1
+            return split_of, num_splits, None
+        return np.zeros(n, dtype=np.int64), 1, None
 
+    def _ordered(self, split_of: np.ndarray, num_splits: int) -> tuple[np.ndarray, Optional[int]]:
+        """The rows' positions grouped by split, each split in dataset order then
+        shuffled within it; and the shuffle's seed."""
         shuffle_seed = None
         gen = None
         if self._shuffle is not None:
             shuffle_seed = self._shuffle["seed"] if self._shuffle["seed"] is not None else _splits.new_seed()
             gen = _splits.rng(_splits.SHUFFLE_STREAM, shuffle_seed)
-
-        # Group positions by split, each split in dataset order, then shuffle within it.
         kept = np.flatnonzero(split_of >= 0)
         by_split = kept[np.argsort(split_of[kept], kind="stable")]
         bounds = np.searchsorted(split_of[by_split], np.arange(num_splits + 1), side="left")
@@ -271,15 +289,16 @@ class PermutationBuilder:
                 members = _splits.shuffled(members, gen, self._shuffle["clump_size"])
             parts.append(members)
         order = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        return order, shuffle_seed
 
+    def _metadata(
+        self, num_splits: int, split_seed: Optional[int], shuffle_seed: Optional[int], tag: Optional[str]
+    ) -> dict[str, str]:
+        """The table's schema metadata: what it was built from and how, enough to rebuild it."""
+        ds = self._ds
         split_config = dict(self._split)
-        if kind == "random":
+        if self._split["kind"] == "random":
             split_config["seed"] = split_seed
-        tag = None
-        if self._persist is not None:
-            uri, options, tag = self._persist
-            # Tag before writing: a table that pins an unprotected version is what this prevents.
-            tag = protect_version(ds, tag if tag is not None else default_tag(ds, uri))
         metadata = {
             "lancefeed.permutation": "1",
             "uri": dataset_uri(ds),
@@ -298,18 +317,7 @@ class PermutationBuilder:
         }
         if tag is not None:
             metadata["base_tag"] = tag
-        schema = pa.schema(
-            [pa.field(ROW_ID_COLUMN, pa.uint64(), nullable=False), pa.field(SPLIT_ID_COLUMN, pa.uint64(), nullable=False)],
-            metadata=metadata,
-        )
-        table = pa.Table.from_arrays(
-            [pa.array(row_ids[order], type=pa.uint64()), pa.array(split_of[order].astype(np.uint64), type=pa.uint64())],
-            schema=schema,
-        )
-        if self._persist is not None:
-            uri, options, _ = self._persist
-            lance.write_dataset(table, uri, storage_options=options)
-        return table
+        return metadata
 
     def _expected_splits(self) -> Optional[int]:
         split = self._split

@@ -266,3 +266,30 @@ def check_live(ds: lance.LanceDataset, row_ids: np.ndarray, built: int) -> None:
             f"version {ds.version} (row ids {shown}{' ...' if len(missing) > 5 else ''}); "
             f"expected every row to still exist, or open version {built}"
         )
+
+
+def split_rows(
+    source: Optional[SourceLike],
+    permutation_table: PermutationTableLike,
+    split: Optional[Union[str, int]],
+    version: Optional[VersionLike],
+    storage_options: Optional[Dict[str, str]],
+) -> Tuple[lance.LanceDataset, np.ndarray, bool, Tuple[int, Optional[str]], Dict[str, str]]:
+    """One split of a permutation table: the dataset it pins, the split's row ids in
+    order, whether those ids are of the version opened (else checked to be live in it),
+    the split's (index, name) and the table's metadata.
+
+    Example:
+        >>> ds, ids, live, (index, name), meta = split_rows("cifar.lance", table, "val", None, None)  # doctest: +SKIP
+    """
+    table = load_table(permutation_table, storage_options)
+    meta = metadata(table)
+    index, name = resolve_split(split, table, meta)
+    ds = pinned_dataset(source, meta, version, storage_options)
+    split_ids = table.column(SPLIT_ID_COLUMN).to_numpy()
+    row_ids = table.column(ROW_ID_COLUMN).to_numpy()[split_ids == index]
+    built = pinned_version(meta)
+    live = built is not None and ds.version == built
+    if not live and built is not None:
+        check_live(ds, row_ids, built)
+    return ds, row_ids, live, (index, name), meta

@@ -1,4 +1,4 @@
-"""The :class:`Permutation` view (a torch map-style dataset) and :class:`Permutations`."""
+"""The :class:`Permutation` view: rows of a pinned dataset version in order (a torch map-style dataset)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,9 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from lancefeed.permutation._common import DEFAULT_BATCH_SIZE, ROW_ID_COLUMN, ROWID, SPLIT_ID_COLUMN
+from lancefeed.permutation._common import DEFAULT_BATCH_SIZE, ROWID
 from lancefeed.permutation.formats import format_fn, to_python
-from lancefeed.permutation.interop import (
-    PermutationTableLike,
-    check_live,
-    load_table,
-    metadata,
-    num_splits,
-    pinned_dataset,
-    pinned_version,
-    resolve_split,
-    split_names,
-)
+from lancefeed.permutation.interop import PermutationTableLike, split_rows
 from lancefeed.reads.take import take_rows, take_rows_sorted
 from lancefeed.source import (
     SourceLike,
@@ -156,17 +146,7 @@ class Permutation:
                 raise ValueError("expected a source dataset or a permutation table, got neither")
             return cls.identity(source, version=version, storage_options=storage_options)
 
-        table = load_table(permutation_table, storage_options)
-        meta = metadata(table)
-        index, name = resolve_split(split, table, meta)
-        ds = pinned_dataset(source, meta, version, storage_options)
-
-        split_ids = table.column(SPLIT_ID_COLUMN).to_numpy()
-        row_ids = table.column(ROW_ID_COLUMN).to_numpy()[split_ids == index]
-        built = pinned_version(meta)
-        live = built is not None and ds.version == built
-        if not live and built is not None:
-            check_live(ds, row_ids, built)
+        ds, row_ids, live, (index, name), meta = split_rows(source, permutation_table, split, version, storage_options)
         return cls(
             ds,
             row_ids,
@@ -613,52 +593,3 @@ class Permutation:
         if changes:
             raise TypeError(f"unknown permutation changes {sorted(changes)}")
         return new
-
-
-class Permutations:
-    """Every split of a permutation table, by name or index.
-
-    Example:
-        >>> perms = Permutations("cifar.lance", table)  # doctest: +SKIP
-        >>> perms.split_names, len(perms["train"])  # doctest: +SKIP
-        (['train', 'val'], 45000)
-    """
-
-    def __init__(
-        self,
-        source: Optional[SourceLike],
-        permutation_table: PermutationTableLike,
-        *,
-        version: Optional[VersionLike] = None,
-        storage_options: Optional[Dict[str, str]] = None,
-    ) -> None:
-        self.source = source
-        self.permutation_table = load_table(permutation_table, storage_options)
-        meta = metadata(self.permutation_table)
-        self.split_names: List[str] = split_names(meta)
-        self.split_dict: Dict[str, int] = {n: i for i, n in enumerate(self.split_names)}
-        self._num_splits = num_splits(self.permutation_table, meta)
-        self._version = version
-        self._storage_options = storage_options
-
-    def __len__(self) -> int:
-        return self._num_splits
-
-    def __getitem__(self, split: Union[str, int]) -> Permutation:
-        return Permutation.from_tables(
-            self.source,
-            self.permutation_table,
-            split,
-            version=self._version,
-            storage_options=self._storage_options,
-        )
-
-    def get_by_name(self, name: str) -> Permutation:
-        """The split called ``name``."""
-        if not isinstance(name, str):
-            raise TypeError(f"split name must be a string, got {type(name).__name__}")
-        return self[name]
-
-    def get_by_index(self, index: int) -> Permutation:
-        """The split with index ``index``."""
-        return self[int(index)]

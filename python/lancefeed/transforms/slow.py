@@ -31,11 +31,36 @@ __all__ = ["SlowPathWarning", "TransformError", "apply_output", "reset_warnings"
 
 
 class SlowPathWarning(UserWarning):
-    """A transform runs per sample in Python, outside the fused decode."""
+    """A transform runs per sample in Python, outside the fused decode.
+
+    Announced once per op; silence it as any warning, or make it an error to be sure
+    a pipeline stays fused.
+
+    Example:
+        >>> import warnings
+        >>> warnings.filterwarnings("error", category=SlowPathWarning)  # doctest: +SKIP
+    """
 
 
 class TransformError(RuntimeError):
-    """A transform of the slow path raised: the message names the op and the row."""
+    """A transform of the slow path raised: the message names the op and the row.
+
+    The transform's own exception is its ``__cause__``.
+
+    Example:
+        >>> import io, warnings, lancefeed
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (4, 4)).save(buf, "PNG")
+        >>> def broken(image):
+        ...     raise ValueError("no")
+        >>> try:
+        ...     with warnings.catch_warnings():
+        ...         warnings.simplefilter("ignore", SlowPathWarning)
+        ...         lancefeed.decode_batch([buf.getvalue()], transform=broken)
+        ... except TransformError as e:
+        ...     print(type(e.__cause__).__name__)
+        ValueError
+    """
 
 
 _warned: set[str] = set()

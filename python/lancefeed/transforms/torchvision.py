@@ -17,7 +17,7 @@ from lancefeed.transforms import photometric as ph
 from lancefeed.transforms import policies as po
 from lancefeed.transforms.base import Transform
 
-__all__ = ["OutputStep", "from_torchvision", "is_torchvision", "register_container"]
+__all__ = ["OutputStep", "converts", "from_torchvision", "is_torchvision", "register_container"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,21 @@ def register_container(name: str, convert: Callable[[Any], Transform]) -> None:
     """Converts torchvision's ``name`` objects with ``convert`` from now on.
 
     Example:
-        >>> from lancefeed.transforms.torchvision import _CONTAINERS
-        >>> "RandomApply" in _CONTAINERS  # registered by lancefeed.transforms.compose
+        >>> converts("RandomApply")  # registered by lancefeed.transforms.compose
         True
     """
     _CONTAINERS[name] = convert
+
+
+def converts(name: str) -> bool:
+    """Whether torchvision's transform class ``name`` may have a fused counterpart
+    (its arguments decide: bicubic ``Resize`` still runs as torchvision's).
+
+    Example:
+        >>> converts("RandomResizedCrop"), converts("ElasticTransform")
+        (True, False)
+    """
+    return name == "Compose" or name in _CONTAINERS or name in _CONVERTERS
 
 
 def is_torchvision(obj: Any) -> bool:
@@ -91,92 +101,104 @@ def from_torchvision(obj: Any) -> Transform | OutputStep | list[Any] | None:
 def _convert(name: str, t: Any) -> Transform | OutputStep | list[Any] | None:
     if name == "Compose":
         return list(t.transforms)
-    if name == "Resize":
-        if _mode(t.interpolation) != "bilinear" or getattr(t, "antialias", True) is False:
-            return None
-        size = t.size
-        if isinstance(size, (list, tuple)) and len(size) == 1:
-            size = size[0]
-        return g.Resize(size, max_size=t.max_size)
-    if name == "CenterCrop":
-        return g.CenterCrop(t.size)
-    if name == "RandomResizedCrop":
-        if _mode(t.interpolation) != "bilinear" or getattr(t, "antialias", True) is False:
-            return None
-        return g.RandomResizedCrop(t.size, scale=tuple(t.scale), ratio=tuple(t.ratio))
-    if name == "RandomHorizontalFlip":
-        return g.RandomHorizontalFlip(t.p)
-    if name == "RandomVerticalFlip":
-        return g.RandomVerticalFlip(t.p)
-    if name == "Pad":
-        return g.Pad(t.padding, fill=_plain_fill(t.fill), padding_mode=t.padding_mode)
-    if name == "RandomRotation":
-        return g.RandomRotation(list(t.degrees), interpolation=t.interpolation, expand=t.expand, center=t.center, fill=_plain_fill(t.fill))
-    if name == "RandomAffine":
-        return g.RandomAffine(
-            list(t.degrees),
-            translate=_pair_or_none(t.translate),
-            scale=_pair_or_none(t.scale),
-            shear=_pair_or_none(t.shear),
-            interpolation=t.interpolation,
-            fill=_plain_fill(t.fill),
-            center=t.center,
-        )
-    if name == "ColorJitter":
-        return ph.ColorJitter(
-            _pair_or_none(t.brightness), _pair_or_none(t.contrast), _pair_or_none(t.saturation), _pair_or_none(t.hue)
-        )
-    if name == "Grayscale":
-        # One output channel from an RGB image changes the batch's channels: torchvision's op.
-        return ph.Grayscale(3) if t.num_output_channels == 3 else None
-    if name == "RandomGrayscale":
-        return ph.RandomGrayscale(t.p)
-    if name == "RandomInvert":
-        return ph.RandomInvert(t.p)
-    if name == "RandomPosterize":
-        return ph.RandomPosterize(t.bits, t.p)
-    if name == "RandomSolarize":
-        return ph.RandomSolarize(t.threshold, t.p)
-    if name == "RandomAdjustSharpness":
-        return ph.RandomAdjustSharpness(t.sharpness_factor, t.p)
-    if name == "RandomAutocontrast":
-        return ph.RandomAutocontrast(t.p)
-    if name == "RandomEqualize":
-        return ph.RandomEqualize(t.p)
-    if name == "GaussianBlur":
-        return ph.GaussianBlur(list(t.kernel_size), sigma=list(t.sigma))
-    if name == "RandomErasing":
-        if t.value is None or isinstance(t.value, str):
-            return None  # random noise: torchvision's own op
-        value = t.value if isinstance(t.value, (list, tuple)) else [t.value]
-        return ph.RandomErasing(t.p, tuple(t.scale), tuple(t.ratio), [float(v) for v in value])
-    if name == "TrivialAugmentWide":
-        return po.TrivialAugmentWide(t.num_magnitude_bins, t.interpolation, _plain_fill(t.fill))
-    if name == "RandAugment":
-        return po.RandAugment(t.num_ops, t.magnitude, t.num_magnitude_bins, t.interpolation, _plain_fill(t.fill))
-    if name == "AutoAugment":
-        return po.AutoAugment(t.policy, t.interpolation, _plain_fill(t.fill))
-    if name == "RandomIoUCrop":
-        return d.RandomIoUCrop(t.min_scale, t.max_scale, t.min_aspect_ratio, t.max_aspect_ratio, list(t.options), t.trials)
-    if name == "SanitizeBoundingBoxes":
-        return d.SanitizeBoundingBoxes(t.min_size, getattr(t, "min_area", 1.0))
-    if name == "ClampBoundingBoxes":
-        return d.ClampBoundingBoxes()
     if name in _CONTAINERS:
         return _CONTAINERS[name](t)
-    if name in ("PILToTensor", "ToImage", "ToPureTensor"):
-        return OutputStep()
-    if name == "ToTensor":
-        return OutputStep(dtype="float32", scale=True)
-    if name == "ConvertImageDtype":
-        return OutputStep(dtype=str(t.dtype).replace("torch.", ""), scale=True)
-    if name == "ToDtype":
-        dtype = t.dtype
-        if isinstance(dtype, dict):
-            dtype = next((v for k, v in dtype.items() if getattr(k, "__name__", "") in ("Image", "Tensor")), None)
-            if dtype is None:
-                return None
-        return OutputStep(dtype=str(dtype).replace("torch.", ""), scale=bool(t.scale))
-    if name == "Normalize":
-        return OutputStep(mean=tuple(float(v) for v in t.mean), std=tuple(float(v) for v in t.std))
-    return None
+    convert = _CONVERTERS.get(name)
+    return None if convert is None else convert(t)
+
+
+def _bilinear(t: Any) -> bool:
+    # The core resamples bilinearly with antialiasing only; others run as torchvision's.
+    return _mode(t.interpolation) == "bilinear" and getattr(t, "antialias", True) is not False
+
+
+def _resize(t: Any) -> Optional[Transform]:
+    if not _bilinear(t):
+        return None
+    size = t.size
+    if isinstance(size, (list, tuple)) and len(size) == 1:
+        size = size[0]
+    return g.Resize(size, max_size=t.max_size)
+
+
+def _random_erasing(t: Any) -> Optional[Transform]:
+    if t.value is None or isinstance(t.value, str):
+        return None  # random noise: torchvision's own op
+    value = t.value if isinstance(t.value, (list, tuple)) else [t.value]
+    return ph.RandomErasing(t.p, tuple(t.scale), tuple(t.ratio), [float(v) for v in value])
+
+
+def _to_dtype(t: Any) -> Optional[OutputStep]:
+    dtype = t.dtype
+    if isinstance(dtype, dict):
+        dtype = next((v for k, v in dtype.items() if getattr(k, "__name__", "") in ("Image", "Tensor")), None)
+        if dtype is None:
+            return None
+    return OutputStep(dtype=str(dtype).replace("torch.", ""), scale=bool(t.scale))
+
+
+_GEOMETRIC: dict[str, Callable[[Any], Any]] = {
+    "Resize": _resize,
+    "CenterCrop": lambda t: g.CenterCrop(t.size),
+    "RandomResizedCrop": lambda t: (
+        g.RandomResizedCrop(t.size, scale=tuple(t.scale), ratio=tuple(t.ratio)) if _bilinear(t) else None
+    ),
+    "RandomHorizontalFlip": lambda t: g.RandomHorizontalFlip(t.p),
+    "RandomVerticalFlip": lambda t: g.RandomVerticalFlip(t.p),
+    "Pad": lambda t: g.Pad(t.padding, fill=_plain_fill(t.fill), padding_mode=t.padding_mode),
+    "RandomRotation": lambda t: g.RandomRotation(
+        list(t.degrees), interpolation=t.interpolation, expand=t.expand, center=t.center, fill=_plain_fill(t.fill)
+    ),
+    "RandomAffine": lambda t: g.RandomAffine(
+        list(t.degrees),
+        translate=_pair_or_none(t.translate),
+        scale=_pair_or_none(t.scale),
+        shear=_pair_or_none(t.shear),
+        interpolation=t.interpolation,
+        fill=_plain_fill(t.fill),
+        center=t.center,
+    ),
+}
+
+_PHOTOMETRIC: dict[str, Callable[[Any], Any]] = {
+    "ColorJitter": lambda t: ph.ColorJitter(
+        _pair_or_none(t.brightness), _pair_or_none(t.contrast), _pair_or_none(t.saturation), _pair_or_none(t.hue)
+    ),
+    # One output channel from an RGB image changes the batch's channels: torchvision's op.
+    "Grayscale": lambda t: ph.Grayscale(3) if t.num_output_channels == 3 else None,
+    "RandomGrayscale": lambda t: ph.RandomGrayscale(t.p),
+    "RandomInvert": lambda t: ph.RandomInvert(t.p),
+    "RandomPosterize": lambda t: ph.RandomPosterize(t.bits, t.p),
+    "RandomSolarize": lambda t: ph.RandomSolarize(t.threshold, t.p),
+    "RandomAdjustSharpness": lambda t: ph.RandomAdjustSharpness(t.sharpness_factor, t.p),
+    "RandomAutocontrast": lambda t: ph.RandomAutocontrast(t.p),
+    "RandomEqualize": lambda t: ph.RandomEqualize(t.p),
+    "GaussianBlur": lambda t: ph.GaussianBlur(list(t.kernel_size), sigma=list(t.sigma)),
+    "RandomErasing": _random_erasing,
+    "TrivialAugmentWide": lambda t: po.TrivialAugmentWide(t.num_magnitude_bins, t.interpolation, _plain_fill(t.fill)),
+    "RandAugment": lambda t: po.RandAugment(
+        t.num_ops, t.magnitude, t.num_magnitude_bins, t.interpolation, _plain_fill(t.fill)
+    ),
+    "AutoAugment": lambda t: po.AutoAugment(t.policy, t.interpolation, _plain_fill(t.fill)),
+}
+
+_DETECTION: dict[str, Callable[[Any], Any]] = {
+    "RandomIoUCrop": lambda t: d.RandomIoUCrop(
+        t.min_scale, t.max_scale, t.min_aspect_ratio, t.max_aspect_ratio, list(t.options), t.trials
+    ),
+    "SanitizeBoundingBoxes": lambda t: d.SanitizeBoundingBoxes(t.min_size, getattr(t, "min_area", 1.0)),
+    "ClampBoundingBoxes": lambda t: d.ClampBoundingBoxes(),
+}
+
+_OUTPUT: dict[str, Callable[[Any], Any]] = {
+    "PILToTensor": lambda t: OutputStep(),
+    "ToImage": lambda t: OutputStep(),
+    "ToPureTensor": lambda t: OutputStep(),
+    "ToTensor": lambda t: OutputStep(dtype="float32", scale=True),
+    "ConvertImageDtype": lambda t: OutputStep(dtype=str(t.dtype).replace("torch.", ""), scale=True),
+    "ToDtype": _to_dtype,
+    "Normalize": lambda t: OutputStep(mean=tuple(float(v) for v in t.mean), std=tuple(float(v) for v in t.std)),
+}
+
+# torchvision's class name -> its counterpart (None: no fused one for these arguments).
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {**_GEOMETRIC, **_PHOTOMETRIC, **_DETECTION, **_OUTPUT}
