@@ -22,6 +22,8 @@ MODULES = [
     "lancefeed.ingest.masks",
     "lancefeed.ingest.options",
     "lancefeed.ingest.resume",
+    "lancefeed.loader.backends",
+    "lancefeed.loader.cuda",
     "lancefeed.loader.epoch",
     "lancefeed.loader.options",
     "lancefeed.loader.state",

@@ -72,14 +72,12 @@ class BatchMaker:
     """Everything the pipeline's threads need to turn a take into batches."""
 
     def __init__(self, perm: Permutation, reader: RowReader, plan: TransformPlan, columns: BatchColumns,
-                 settings: DecodeSettings, *, device: Optional[torch.device] = None,
-                 targets: Optional[TargetConfig] = None) -> None:
+                 settings: DecodeSettings, *, targets: Optional[TargetConfig] = None) -> None:
         self.perm = perm
         self.reader = reader
         self.plan = plan
         self.columns_spec = columns
         self.settings = settings
-        self.device = device
         self.targets = targets
         # Rows that did not decode, (row id, reason), with on_error="skip".
         self.skipped: List[Tuple[int, str]] = []
@@ -108,21 +106,19 @@ class BatchMaker:
     def build(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int, stage: Any) -> Any:
         """One batch: ``rows.take(order)`` holds the rows of ``positions``, in that order."""
         if self.targets is not None:
-            return self._build_targets(rows, order, positions, epoch)
+            return stage.finish(None, *self._build_targets(rows, order, positions, epoch))
         try:
             handle, images, info = self._decode(rows, order, positions, epoch, stage)
         except SizeMismatchError:
             # Rows that come out at different sizes: a list of images, one per row, where
-            # the plan allows it (no per-sample Python part, the CPU stage).
-            if self.plan.rest or not isinstance(stage, CpuStage):
+            # the plan allows it (no per-sample Python part).
+            if self.plan.rest:
                 raise
-            return self._build_ragged(rows, order, positions, epoch, stage)
+            return stage.finish(None, *self._build_ragged(rows, order, positions, epoch, stage))
         if info.errors:
             self.errors(info, positions, epoch)
             kept = np.asarray(info.kept, dtype=np.int64)
             order, positions = order[kept], positions[kept]
-        if not self.plan.runs_in_core and self.device is not None and self.device.type != "cpu":
-            images = images.to(self.device)
         return stage.finish(handle, images, self.columns(rows, order, positions))
 
     def joins(self, parts: Sequence[np.ndarray], stage: Any) -> bool:
@@ -217,9 +213,9 @@ class BatchMaker:
         self.skipped.extend((int(row_ids[i]), str(m)) for i, m in info.errors)
 
     def _build_ragged(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int,
-                      stage: Any) -> Any:
+                      stage: Any) -> Tuple[List[torch.Tensor], Dict[str, Any]]:
         """A batch whose images differ in size: a list of tensors, (H, W, C) uint8, or
-        (C, H, W) after output steps or ``normalize``."""
+        (C, H, W) after output steps or the stage's ``normalize`` (done here, per image)."""
         plan = self.plan
         norm = stage.normalize
         if norm is not None:
@@ -253,7 +249,8 @@ class BatchMaker:
             columns[name] = collate_column(rows.column(name).take(gather), class_map=spec.class_maps.get(name), row_ids=row_ids)
         return columns
 
-    def _build_targets(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray, epoch: int) -> Any:
+    def _build_targets(self, rows: pa.RecordBatch, order: np.ndarray, positions: np.ndarray,
+                       epoch: int) -> Tuple[Any, Dict[str, Any]]:
         """A batch with its targets: the class selection, then the images with their boxes
         and masks through the plan, then each role's values per kept row."""
         tc = self.targets
@@ -273,10 +270,6 @@ class BatchMaker:
         if self.shape is not None and spec.mask_column is not None and not tc.detection:
             columns["mask"] = torch.stack(columns["mask"]) if columns["mask"] else torch.zeros((0, *self.shape[:2]), dtype=torch.uint8)
         images = _detection_images(images) if tc.detection else _as_tensors(images)
-        if self.device is not None and self.device.type != "cpu":
-            images = [x.to(self.device) for x in images] if isinstance(images, list) else images.to(self.device)
-            columns = {k: [v.to(self.device) if isinstance(v, torch.Tensor) else v for v in vs] if isinstance(vs, list)
-                       else vs.to(self.device) for k, vs in columns.items()}
         return images, columns
 
 

@@ -1,19 +1,21 @@
-"""``CudaPrefetcher``: decode into pinned buffers, copy on a side stream, convert on the GPU.
+"""The device path: decode into pinned buffers, copy on a side stream, convert on the device.
 
-The loader's background thread decodes each batch straight into one buffer of a ring
-of pinned host buffers (``decode_batch(out=...)``), then, still in that thread, queues
-on a side CUDA stream: the host-to-device copy (``non_blocking=True``), the uint8 to
-float conversion, the normalization and the NCHW / channels_last layout, and records a
-CUDA event after them. A buffer is refilled only after the event of its last copy has
-completed, so the decoder never overwrites bytes the GPU is still reading. In the
-training loop's thread the current stream waits for the event (no host stall) and the
-batch's tensors are marked as used by that stream, so the caching allocator does not
-hand their memory to the side stream too early.
+A pass on a device (``DataLoader(device="cuda")`` or :class:`CudaPrefetcher`) gets a
+:class:`DeviceStage`. The loader's background thread decodes each batch of images
+straight into one buffer of a ring of pinned host buffers (``decode_batch(out=...)``);
+then, still in that thread, the stage queues on the backend's side stream: the batch's
+copy to the device, an event that releases the pinned buffer as soon as that copy is
+done, the uint8 to float conversion and normalization, the copies of every other tensor
+(labels, columns, boxes, masks, images of varying sizes, the slow path's output: each
+pinned first), and an event after all of it. In the training loop's thread the current
+stream waits on that event and records every tensor as used by it
+(:mod:`lancefeed.loader.backends` holds those rules). Every batch a loader makes on the
+CPU comes this way: a batch tensor, a list of images, detection targets.
 
-The ring, the events and the streams are reached only through a *backend*: the CUDA
-backend uses ``torch.cuda``; :class:`CpuBackend` runs the same ring code on the CPU
-(copies are clones, events are complete at once), and a test can bring its own backend
-whose copies finish late to check the bookkeeping.
+The device index is resolved in the thread that starts the pass
+(:func:`~lancefeed.loader.backends.resolve_cuda_index`), never in a background thread.
+Neither the loader nor the prefetcher holds the other in a cycle: each holds a
+:class:`DeviceFeed`, which makes the stage of each pass.
 
 Example:
     >>> loader = lancefeed.DataLoader("cifar.lance", 256, shuffle=True)  # doctest: +SKIP
@@ -26,110 +28,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
+from lancefeed.loader.backends import backend_for
 from lancefeed.loader.staging import Normalize, NormalizeArg, normalize_batch
 
-
-# -- backends ---------------------------------------------------------------------
-
-
-@dataclass
-class Launched:
-    """Work queued on the side stream: its outputs and the event recorded after it."""
-
-    value: Any
-    event: Any
-
-
-class CudaBackend:
-    """Pinned host memory, a side stream and events of one CUDA device."""
-
-    def __init__(self, device: Union[str, torch.device] = "cuda") -> None:
-        dev = torch.device(device)
-        if dev.type != "cuda":
-            raise ValueError(f"CudaBackend needs a cuda device, got {str(dev)!r}")
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device={str(device)!r} but CUDA is not available (torch {torch.__version__}, "
-                f"built with CUDA {torch.version.cuda}, no GPU visible)"
-            )
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        self.device = dev
-        self.stream = torch.cuda.Stream(device=dev)
-
-    def host_empty(self, nbytes: int) -> torch.Tensor:
-        return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-
-    def to_device(self, host: torch.Tensor) -> torch.Tensor:
-        return host.to(self.device, non_blocking=True)
-
-    def launch(self, work: Callable[[], Any]) -> Launched:
-        # Called from the loader's thread: the current device and stream are per thread.
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            value = work()
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        return Launched(value, event)
-
-    def synchronize(self, event: Any) -> None:
-        event.synchronize()
-
-    def query(self, event: Any) -> bool:
-        return bool(event.query())
-
-    def collect(self, launched: Launched) -> Any:
-        current = torch.cuda.current_stream(self.device)
-        current.wait_event(launched.event)
-        for t in _tensors(launched.value):
-            if t.device.type == "cuda":
-                t.record_stream(current)
-        return launched.value
-
-
-class _DoneEvent:
-    def query(self) -> bool:
-        return True
-
-
-class CpuBackend:
-    """The same ring on the CPU: plain buffers, synchronous copies, events done at once."""
-
-    def __init__(self) -> None:
-        self.device = torch.device("cpu")
-
-    def host_empty(self, nbytes: int) -> torch.Tensor:
-        return torch.empty(nbytes, dtype=torch.uint8)
-
-    def to_device(self, host: torch.Tensor) -> torch.Tensor:
-        return host.clone()  # the buffer goes back to the ring; the batch must not alias it
-
-    def launch(self, work: Callable[[], Any]) -> Launched:
-        return Launched(work(), _DoneEvent())
-
-    def synchronize(self, event: Any) -> None:
-        return None
-
-    def query(self, event: Any) -> bool:
-        return bool(event.query())
-
-    def collect(self, launched: Launched) -> Any:
-        return launched.value
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
+__all__ = ["CudaPrefetcher", "DeviceFeed", "DeviceStage", "HostRing", "Ready", "send_all"]
 
 
 # -- the ring ---------------------------------------------------------------------
@@ -148,9 +55,10 @@ class HostRing:
     """``num_buffers`` host buffers taken in turn; one is reused only after its copy's event.
 
     Example:
+        >>> from lancefeed.loader.backends import CpuBackend
         >>> ring = HostRing(CpuBackend(), 2)
         >>> slot = ring.acquire(12)
-        >>> ring.release(slot, CpuBackend().launch(lambda: None).event)
+        >>> ring.release(slot, CpuBackend().event())
     """
 
     def __init__(self, backend: Any, num_buffers: int = 2) -> None:
@@ -171,7 +79,7 @@ class HostRing:
             slot.event = None
         if slot.host is None or slot.host.numel() < nbytes:
             slot.host = None  # free the old one first: pinned memory is scarce
-            slot.host = self.backend.host_empty(_round_up(nbytes))
+            slot.host = self.backend.pinned(_round_up(nbytes))
         return slot
 
     def release(self, slot: _Slot, event: Any) -> None:
@@ -189,80 +97,145 @@ class _Handle:
     array: np.ndarray
 
 
+@dataclass
+class Ready:
+    """A batch queued on the side stream: its tensors and the event after them."""
+
+    value: Tuple[Any, Dict[str, Any]]
+    event: Any
+
+
 class DeviceStage:
-    """The loader stage that fills the ring and moves batches to the device."""
+    """The loader stage of one pass on a device: fills the ring, queues the copies.
+
+    Example:
+        >>> from lancefeed.loader.backends import CpuBackend
+        >>> stage = DeviceStage(CpuBackend(), HostRing(CpuBackend(), 2), None)
+        >>> handle = stage.buffer(2, (4, 4, 3)); handle.array[:] = 7
+        >>> images, columns = stage.deliver(stage.finish(handle, handle.array, {"label": torch.tensor([1, 2])}))
+        >>> images.shape, int(images.sum()), columns["label"].tolist()
+        (torch.Size([2, 4, 4, 3]), 672, [1, 2])
+    """
+
+    # The decode threads never normalise for this stage: the device does.
+    fused_normalize = None
 
     def __init__(self, backend: Any, ring: HostRing, normalize: Optional[Normalize]) -> None:
         self.backend = backend
         self.ring = ring
         self.normalize = normalize
-        self._coefficients: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _coefficients_for(self, channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        # Made on the device once: a copy from pageable memory per batch would wait for
-        # the side stream's previous copies.
-        if channels not in self._coefficients:
-            assert self.normalize is not None
-            self._coefficients[channels] = self.normalize.coefficients(channels, self.backend.device)
-        return self._coefficients[channels]
 
     def buffer(self, n: int, shape: Tuple[int, int, int]) -> _Handle:
+        """A ring buffer for ``n`` uint8 images of ``shape`` (H, W, C), once its last copy is done."""
         nbytes = n * shape[0] * shape[1] * shape[2]
         slot = self.ring.acquire(nbytes)
         view = slot.host[:nbytes].view(n, *shape)
         return _Handle(slot, view.numpy())
 
-    def finish(self, handle: Optional[_Handle], images: np.ndarray, columns: Dict[str, Any]) -> Launched:
+    def finish(self, handle: Optional[_Handle], images: Any, columns: Dict[str, Any]) -> Ready:
+        """Queue the batch's copies on the side stream (on the loader's thread).
+
+        ``images``: a uint8 NHWC batch (in ``handle``'s buffer, or staged into one; the
+        stage normalizes it), a tensor (the slow path's) or a list of images (normalized
+        per image already, when asked: see ``BatchMaker``); ``columns``: tensors, lists
+        of them, or other values (left on the host)."""
+        batch = isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+        slot, host = self._staged(handle, images) if batch else (None, None)
+        backend = self.backend
+        with backend.side():
+            if host is not None:
+                out = backend.send_pinned(host)
+                self.ring.release(slot, backend.event())  # free once this copy is done
+                if self.normalize is not None:
+                    out = normalize_batch(out, self.normalize, backend.coefficients(self.normalize, out.shape[-1]))
+            else:
+                out = send_all(images, backend)
+            value = (out, send_all(columns, backend))
+            return Ready(value, backend.event())
+
+    def _staged(self, handle: Optional[_Handle], images: np.ndarray) -> Tuple[Any, torch.Tensor]:
+        """The ring slot holding ``images`` and the pinned tensor over them."""
         if handle is None:  # the core allocated (image sizes unknown up front): stage it
-            nbytes = images.nbytes
-            slot = self.ring.acquire(nbytes)
-            host = slot.host[:nbytes].view(*images.shape)
-            np.copyto(host.numpy(), images)
-        else:
-            slot = handle.slot
-            if images.size and images.__array_interface__["data"][0] != handle.array.__array_interface__["data"][0]:
-                raise RuntimeError("decode_batch did not decode into the buffer it was given")
+            slot = self.ring.acquire(images.nbytes)
             host = slot.host[: images.nbytes].view(*images.shape)
-        backend, norm = self.backend, self.normalize
+            np.copyto(host.numpy(), images)
+            return slot, host
+        if images.size and images.__array_interface__["data"][0] != handle.array.__array_interface__["data"][0]:
+            raise RuntimeError("decode_batch did not decode into the buffer it was given")
+        return handle.slot, handle.slot.host[: images.nbytes].view(*images.shape)
 
-        coefficients = self._coefficients_for(images.shape[-1]) if norm is not None else None
-
-        def work() -> Tuple[torch.Tensor, Dict[str, Any]]:
-            images_dev = backend.to_device(host)
-            if norm is not None:
-                images_dev = normalize_batch(images_dev, norm, coefficients)
-            return images_dev, _move(columns, backend)
-
-        launched = backend.launch(work)
-        self.ring.release(slot, launched.event)
-        return launched
-
-    def deliver(self, launched: Launched) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        return self.backend.collect(launched)
+    def deliver(self, ready: Ready) -> Tuple[Any, Dict[str, Any]]:
+        """The batch, usable on the calling thread's current stream (the training loop's)."""
+        return self.backend.receive(ready.value, ready.event)
 
 
-def _move(value: Any, backend: Any) -> Any:
+def send_all(value: Any, backend: Any) -> Any:
+    """Every tensor (or numpy array) in ``value`` sent to the device; the rest as it is.
+
+    Example:
+        >>> from lancefeed.loader.backends import CpuBackend
+        >>> send_all({"label": torch.tensor([1]), "note": ["a"]}, CpuBackend())
+        {'label': tensor([1]), 'note': ['a']}
+    """
     if isinstance(value, torch.Tensor):
-        if backend.device.type == "cpu":
-            return value
-        # Pinned, so the copy is asynchronous too (a pageable one would wait for the
-        # stream); torch's pinned allocator keeps the block until the copy is done.
-        return value.pin_memory().to(backend.device, non_blocking=True)
+        return backend.send(value)
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return backend.send(torch.from_numpy(value))
     if isinstance(value, dict):
-        return {k: _move(v, backend) for k, v in value.items()}
+        return {k: send_all(v, backend) for k, v in value.items()}
     if isinstance(value, list):
-        return [_move(v, backend) for v in value]
+        return [send_all(v, backend) for v in value]
+    if isinstance(value, tuple):
+        return tuple(send_all(v, backend) for v in value)
     return value
+
+
+class DeviceFeed:
+    """What starts a pass on a device: the device asked for, the normalization, the ring
+    size, and the backend of each device index used so far (one side stream each).
+
+    Example:
+        >>> feed = DeviceFeed("cpu", None, num_buffers=2)
+        >>> type(feed.stage()).__name__
+        'DeviceStage'
+    """
+
+    def __init__(self, device: Union[str, torch.device], normalize: Optional[Normalize], num_buffers: int = 2,
+                 *, backend: Any = None, cuda: Any = None) -> None:
+        self.device = torch.device(device)
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {str(device)!r}")
+        self.normalize = normalize
+        self.num_buffers = int(num_buffers)
+        self._backend = backend
+        self._cuda = cuda
+        self._backends: Dict[int, Any] = {}
+        HostRing(backend, self.num_buffers)  # checked now, not at the first iteration
+
+    def backend(self) -> Any:
+        """The backend for a pass started on the calling thread (its device resolved here)."""
+        if self._backend is not None:
+            return self._backend
+        return backend_for(self.device, self._cuda, self._backends)
+
+    def stage(self) -> DeviceStage:
+        """A fresh stage and ring for one pass: the last pass's buffers may still be copying."""
+        backend = self.backend()
+        return DeviceStage(backend, HostRing(backend, self.num_buffers), self.normalize)
 
 
 class CudaPrefetcher:
     """Iterate a :class:`lancefeed.DataLoader` with batches delivered on a CUDA device.
 
-    ``normalize=(mean, std)`` (0..1 scale) and ``channels_last`` default to the
-    loader's; without normalize, images arrive as uint8 NHWC on the device, as on the
-    CPU. ``num_buffers`` pinned host buffers form the ring (at least 2). ``device`` may
-    be ``"cpu"`` to run the same code without a GPU; ``backend=`` replaces the device
-    backend altogether (tests). Epochs, ``len()`` and resume are the loader's.
+    ``normalize=(mean, std)`` (0..1 scale), ``channels_last`` and ``normalize_dtype``
+    default to the loader's; without normalize, images arrive as uint8 NHWC on the
+    device, as on the CPU. Every tensor of a batch (labels, columns, boxes, masks,
+    lists of images) arrives on the device. ``num_buffers`` pinned host buffers form the
+    ring (at least 2). ``device``: ``"cuda"`` (the current device of the thread that
+    starts each pass, or ``LOCAL_RANK``'s: see
+    :func:`~lancefeed.loader.backends.resolve_cuda_index`), ``"cuda:N"``, or ``"cpu"``
+    to run the same code without a GPU. ``backend=`` replaces the device backend
+    altogether (tests). Epochs, ``len()`` and resume are the loader's.
 
     Example:
         >>> for images, labels in CudaPrefetcher(loader):  # doctest: +SKIP
@@ -276,39 +249,61 @@ class CudaPrefetcher:
         *,
         normalize: Optional[NormalizeArg] = None,
         channels_last: Optional[bool] = None,
+        normalize_dtype: Optional[str] = None,
         num_buffers: int = 2,
         backend: Any = None,
     ) -> None:
         self.loader = loader
-        if backend is None:
-            dev = torch.device(device)
-            backend = CpuBackend() if dev.type == "cpu" else CudaBackend(dev)
-        self.backend = backend
-        self.device = backend.device
-        cl = loader.normalize.channels_last if channels_last is None and loader.normalize else bool(channels_last)
+        own = loader.normalize
+        cl = own.channels_last if channels_last is None and own is not None else bool(channels_last)
+        dtype = normalize_dtype or (own.dtype if own is not None else "float32")
         if normalize is not None:
-            channels = 1 if getattr(loader, "mode", "RGB") == "L" else 3
-            self.normalize: Optional[Normalize] = Normalize.of(normalize, channels, cl)
-        elif loader.normalize is not None:
-            self.normalize = Normalize(loader.normalize.mean, loader.normalize.std, cl, loader.normalize.dtype)
+            norm: Optional[Normalize] = Normalize.of(normalize, 1 if loader.mode == "L" else 3, cl, dtype)
+        elif own is not None:
+            norm = Normalize(own.mean, own.std, cl, dtype)
         else:
-            self.normalize = None
-        self.num_buffers = int(num_buffers)
-        HostRing(backend, self.num_buffers)  # validate now, not at the first iteration
+            norm = None
+        if norm is not None and not loader.batches_are_images():
+            raise ValueError(
+                "CudaPrefetcher(normalize=...) normalizes uint8 image batches; this loader's transform runs per "
+                "sample in Python or gives images with their targets: give normalize= to the DataLoader "
+                "(or end the transform with ToDtype and Normalize) instead"
+            )
+        self.feed = DeviceFeed(device if backend is None else backend.device, norm, num_buffers, backend=backend)
+        self.normalize = norm
+        self.num_buffers = self.feed.num_buffers
+
+    @property
+    def device(self) -> torch.device:
+        """The device asked for (``cuda`` without an index: resolved at each pass)."""
+        return self.feed.device
 
     def __iter__(self) -> Any:
-        # A fresh ring per pass: the previous pass's buffers may still be copying.
-        ring = HostRing(self.backend, self.num_buffers)
-        return self.loader.iterate(DeviceStage(self.backend, ring, self.normalize))
+        return self.loader.iterate(self.feed.stage())
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
+        """The loader's :meth:`~lancefeed.DataLoader.set_epoch`.
+
+        Example:
+            >>> CudaPrefetcher(loader).set_epoch(3)  # doctest: +SKIP
+        """
         self.loader.set_epoch(epoch)
 
     def state_dict(self) -> Dict[str, Any]:
+        """The loader's :meth:`~lancefeed.DataLoader.state_dict`.
+
+        Example:
+            >>> state = CudaPrefetcher(loader).state_dict()  # doctest: +SKIP
+        """
         return self.loader.state_dict()
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """The loader's :meth:`~lancefeed.DataLoader.load_state_dict`.
+
+        Example:
+            >>> CudaPrefetcher(loader).load_state_dict(state)  # doctest: +SKIP
+        """
         self.loader.load_state_dict(state)

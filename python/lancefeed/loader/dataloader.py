@@ -61,6 +61,7 @@ import torch
 
 from lancefeed import _core
 from lancefeed.loader.batches import BatchColumns, BatchMaker, DecodeSettings
+from lancefeed.loader.cuda import DeviceFeed
 from lancefeed.loader.epoch import EpochRun, LoaderIterator, SamplerShim
 from lancefeed.loader.labels import preload_labels, preloadable, resolve_classes
 from lancefeed.loader.options import (
@@ -118,7 +119,10 @@ class DataLoader:
     image does not decode (listed in ``loader.skipped``) instead of raising
     ``DecodeError`` naming the row; ``truncated="pad"`` decodes truncated images as
     Pillow does with ``LOAD_TRUNCATED_IMAGES`` (see :func:`lancefeed.decode_batch`).
-    ``device="cuda"`` moves batches through a :class:`lancefeed.CudaPrefetcher`.
+    ``device="cuda"`` (or ``"cuda:N"``) delivers every batch on that device as
+    :class:`lancefeed.CudaPrefetcher` does: images, labels, columns, boxes and masks,
+    copied from pinned memory on a side stream; ``"cuda"`` is the current device of the
+    thread that iterates (or ``LOCAL_RANK``'s, under torchrun without ``set_device``).
     ``batch_transform``: a callable applied to each whole batch as it is handed out (on
     the GPU with ``device="cuda"``), as ``batch_transform(images, labels) -> (images,
     labels)`` when there is a label column (torchvision's ``v2.MixUp``/``v2.CutMix``,
@@ -241,15 +245,16 @@ class DataLoader:
                                     num_threads=num_threads, chunked=targets_config is None)
         batch_columns = BatchColumns(image_column, [c for c in self.columns if c != image_column], class_maps, preloaded)
         settings = DecodeSettings(mode=mode, num_threads=num_threads, on_error=on_error, truncated=truncated, seed=self.seed)
-        self._maker = BatchMaker(self.permutation, self.reader, self.plan, batch_columns, settings, device=self.device,
-                                 targets=targets_config)
+        self._maker = BatchMaker(self.permutation, self.reader, self.plan, batch_columns, settings, targets=targets_config)
         self._maker.pixels = resolve_pixel_cache(pixel_cache, self._maker, len(self.permutation), mode)
         self.skipped: List[Tuple[int, str]] = self._maker.skipped
         self.sampler = SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
         self._cursor = EpochCursor(num_samples=len(self.permutation), batch_size=self.batch_size,
                                    world_size=self.world_size, drop_last=self.drop_last)
-        self._prefetcher: Any = None
+        # Not a CudaPrefetcher: it would hold this loader, and this loader it (a cycle).
+        on_device = self.device is not None and self.device.type != "cpu"
+        self._feed = DeviceFeed(self.device, self.normalize) if on_device else None
         self._meter = Meter(self.log_every, label=f"{self.permutation.uri}: ")
         self._scannable: Optional[bool] = None
 
@@ -452,14 +457,19 @@ class DataLoader:
     # -- iteration ----------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        slow = not self.plan.runs_in_core or self._maker.targets is not None
-        if self.device is not None and self.device.type != "cpu" and not slow:
-            if self._prefetcher is None:  # one side stream for the loader's life
-                from lancefeed.loader.cuda import CudaPrefetcher
+        # The device is resolved here, in the thread that starts the pass (see DeviceFeed).
+        return self.iterate(self._feed.stage() if self._feed is not None else CpuStage(self.normalize))
 
-                self._prefetcher = CudaPrefetcher(self, device=self.device)
-            return iter(self._prefetcher)
-        return self.iterate(CpuStage(self.normalize))
+    def batches_are_images(self) -> bool:
+        """Whether each batch's images come as one uint8 batch a stage may normalize (the
+        transform runs in the core, without targets), not a slow-path tensor or a list
+        with targets.
+
+        Example:
+            >>> DataLoader("cifar.lance", 256).batches_are_images()  # doctest: +SKIP
+            True
+        """
+        return self.plan.runs_in_core and self.target_spec is None
 
     def iterate(self, stage: Any) -> LoaderIterator:
         """An iterator over the next epoch, delivering through ``stage`` (the CPU's, or a

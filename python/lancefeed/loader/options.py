@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+import lancefeed.loader.backends as backends
 from lancefeed.columns import image_column_kind
 from lancefeed.permutation import Permutation
 
@@ -167,7 +168,7 @@ def resolve_device(device: Union[None, str, torch.device]) -> Optional[torch.dev
     if device is None:
         return None
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type == "cuda" and not backends.default_cuda().is_available():
         raise RuntimeError(
             f"device={str(device)!r} but CUDA is not available (torch {torch.__version__}, "
             f"built with CUDA {torch.version.cuda}, no GPU visible); use device=None for CPU tensors"

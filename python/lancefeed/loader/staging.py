@@ -104,8 +104,12 @@ def normalize_batch(
     """
     n, h, w, c = images.shape
     scale, shift = coefficients if coefficients is not None else norm.coefficients(c, images.device)
-    fmt = torch.channels_last if norm.channels_last else torch.contiguous_format
-    out = torch.empty((n, c, h, w), dtype=torch.float32, device=images.device, memory_format=fmt)
+    # Made from `images` (its device, and on a device the current stream's allocator): an
+    # NHWC buffer seen as NCHW is channels_last memory.
+    if norm.channels_last:
+        out = images.new_empty((n, h, w, c), dtype=torch.float32).permute(0, 3, 1, 2)
+    else:
+        out = images.new_empty((n, c, h, w), dtype=torch.float32)
     torch.mul(images.permute(0, 3, 1, 2), scale, out=out)
     out.sub_(shift)
     return out if norm.dtype == "float32" else out.to(getattr(torch, norm.dtype))
@@ -180,7 +184,11 @@ class CpuStage:
         size = n * shape[0] * shape[1] * shape[2]
         return reuse_buffer(self._floats, size, np.dtype(np.float32 if norm.dtype == "float32" else np.uint16), _MAX_POOLED)
 
-    def finish(self, handle: Optional[_Lent], images: Any, columns: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    def finish(self, handle: Optional[_Lent], images: Any, columns: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
+        """The batch as the training loop gets it: a tensor over the decoded buffer
+        (normalised here unless the decode threads did), or the list of images as it is."""
+        if isinstance(images, list):
+            return images, columns
         t = to_tensor(images)
         if t.is_floating_point() and self.normalize is not None and self.normalize.channels_last:
             t = t.permute(0, 3, 1, 2)  # NHWC memory: NCHW in channels_last
@@ -188,5 +196,6 @@ class CpuStage:
             t = normalize_batch(t, self.normalize)
         return t, columns
 
-    def deliver(self, ready: Tuple[torch.Tensor, Dict[str, Any]]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    def deliver(self, ready: Tuple[Any, Dict[str, Any]]) -> Tuple[Any, Dict[str, Any]]:
+        """The batch, on the training loop's thread (nothing to do on the CPU)."""
         return ready
