@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs lancefeed and everything its tests and benchmarks need on a fresh Debian
 # machine with Rust and Python 3.9+: the C build tools (nasm for libjpeg-turbo's SIMD,
-# cmake), the lightest torch pip can reach, and the package itself with its test extras,
+# cmake), the lightest torch pip can reach, and the package itself with its test extras
+# (Ray Data, Ray Train and lance-ray among them, for the Ray engine's tests),
 # then the two benchmark peers that need system libraries, so their tests run: FFCV 1.0.2
 # (built here against OpenCV and libjpeg-turbo found by pkg-config) and SPDL (loads
 # FFmpeg's shared libraries). They add about a minute: ~250 MB of Debian packages, a 10 s

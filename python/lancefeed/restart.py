@@ -30,7 +30,7 @@ from typing import Iterator, Optional, Union
 
 from lancefeed import _core
 
-__all__ = ["IndexSummary", "add_restart_index", "index_dataset", "restart_index"]
+__all__ = ["IndexSummary", "add_restart_index", "count", "index_blob", "index_dataset", "restart_index"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -89,22 +89,45 @@ class IndexSummary:
                 f"{self.bytes_before} -> {self.bytes_after} bytes ({growth:+.1f}%)")
 
 
+def index_blob(blob: Optional[bytes]) -> tuple[Optional[bytes], str]:
+    """One image as :func:`index_dataset` and ``lancefeed optimize`` store it: a JPEG
+    without an index rewritten by :func:`add_restart_index`, anything else as it is; and
+    what happened (``"indexed"``, ``"kept"``, or the reason a JPEG was refused).
+
+    Example:
+        >>> index_blob(b"\\x89PNG...")
+        (b'\\x89PNG...', 'kept')
+    """
+    if blob is None or blob[:2] != b"\xff\xd8" or restart_index(blob) is not None:
+        return blob, "kept"
+    try:
+        return add_restart_index(blob), "indexed"
+    except _core.DecodeError as e:
+        return blob, str(e).split(":")[0]
+
+
+def count(summary: IndexSummary, before: Optional[bytes], after: Optional[bytes], outcome: str) -> None:
+    """Add one image's outcome of :func:`index_blob` to ``summary``.
+
+    Example:
+        >>> s = IndexSummary("x"); count(s, b"ab", b"abc", "indexed"); (s.indexed, s.bytes_after)
+        (1, 3)
+    """
+    if before is None:
+        return
+    summary.bytes_before += len(before)
+    summary.bytes_after += len(after or b"")
+    if outcome == "indexed":
+        summary.indexed += 1
+        return
+    summary.kept += 1
+    if outcome != "kept":
+        summary.reasons = {**(summary.reasons or {}), outcome: (summary.reasons or {}).get(outcome, 0) + 1}
+
+
 def _index_one(blob: Optional[bytes], summary: IndexSummary) -> Optional[bytes]:
-    if blob is None:
-        return None
-    summary.bytes_before += len(blob)
-    out = blob
-    if blob[:2] == b"\xff\xd8" and restart_index(blob) is None:
-        try:
-            out = add_restart_index(blob)
-            summary.indexed += 1
-        except _core.DecodeError as e:
-            summary.kept += 1
-            reason = str(e).split(":")[0]
-            summary.reasons = {**(summary.reasons or {}), reason: (summary.reasons or {}).get(reason, 0) + 1}
-    else:
-        summary.kept += 1
-    summary.bytes_after += len(out)
+    out, outcome = index_blob(blob)
+    count(summary, blob, out, outcome)
     return out
 
 

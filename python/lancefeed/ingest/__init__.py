@@ -3,7 +3,10 @@
 - :mod:`~lancefeed.ingest.folder`, :mod:`~lancefeed.ingest.coco`: the two sources;
 - :mod:`~lancefeed.ingest.common`: schemas, items, the reader threads;
 - :mod:`~lancefeed.ingest.options`: :class:`IngestOptions`, shared by both and the CLI;
+- :mod:`~lancefeed.ingest.files`: local or object store source paths;
+- :mod:`~lancefeed.ingest.engines`: this machine's threads or Ray;
 - :mod:`~lancefeed.ingest.writer`: the batches and the commits;
+- :mod:`~lancefeed.ingest.ray_engine`: the ingest as Ray Data tasks, committed once;
 - :mod:`~lancefeed.ingest.resume`: interrupted ingests;
 - :mod:`~lancefeed.ingest.masks`: COCO segmentations as label masks.
 

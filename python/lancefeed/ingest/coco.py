@@ -8,26 +8,27 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from lancefeed.ingest.common import COCO_SCHEMA, IngestSummary, Item, PathLike, RowError, with_mask
+from lancefeed.ingest.common import COCO_SCHEMA, IngestSummary, Item, Listing, PathLike, RowError, with_mask
+from lancefeed.ingest.engines import run_engine
+from lancefeed.ingest.files import AnyPath, as_path
 from lancefeed.ingest.masks import encode_png, label_mask
 from lancefeed.ingest.options import IngestOptions
 from lancefeed.ingest.resume import check_out, file_sha256
-from lancefeed.ingest.writer import run
 
 __all__ = ["coco_items", "ingest_coco", "ingest_coco_with"]
 
 _DEFAULTS = IngestOptions()
 
 
-def _read_coco(ann_path: Path) -> dict[str, Any]:
+def _read_coco(ann_path: AnyPath) -> dict[str, Any]:
     try:
-        with open(ann_path, encoding="utf-8") as f:
-            coco = json.load(f)
+        coco = json.loads(ann_path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{ann_path} is not valid JSON: {exc}") from None
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
@@ -43,7 +44,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _coco_boxes(
-    ann_path: Path, image_id: int, anns: list[tuple[int, dict[str, Any]]], names: dict[Any, str]
+    ann_path: AnyPath, image_id: int, anns: list[tuple[int, dict[str, Any]]], names: dict[Any, str]
 ) -> dict[str, list[Any]]:
     """The per-box columns of one image, from its ``(index in the file, annotation)`` pairs."""
     cols: dict[str, list[Any]] = {
@@ -72,7 +73,7 @@ def _coco_boxes(
 
 
 def _check_mask_categories(
-    ann_path: Path, anns: list[tuple[int, dict[str, Any]]], names: dict[Any, str]
+    ann_path: AnyPath, anns: list[tuple[int, dict[str, Any]]], names: dict[Any, str]
 ) -> None:
     """A mask pixel holds a category id in one byte: ids above 255 cannot be painted."""
     for _index, ann in anns:
@@ -95,9 +96,9 @@ def _coco_mask(
         raise RowError(f"cannot make the mask: {exc}") from None
 
 
-def coco_items(annotations: PathLike, images_dir: Path, masks: bool = False) -> list[Item]:
+def coco_items(annotations: PathLike, images_dir: AnyPath, masks: bool = False) -> list[Item]:
     """One item per COCO image, with its per-box columns (and, with ``masks``, its mask)."""
-    ann_path = Path(annotations)
+    ann_path = as_path(annotations)
     coco = _read_coco(ann_path)
     names = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
     per_image: dict[Any, list[tuple[int, dict[str, Any]]]] = {}
@@ -147,6 +148,8 @@ def ingest_coco(
     commit_every: int = _DEFAULTS.commit_every,
     restart_index: bool = _DEFAULTS.restart_index,
     storage_options: dict[str, str] | None = _DEFAULTS.storage_options,
+    engine: str = _DEFAULTS.engine,
+    ray_address: str | None = _DEFAULTS.ray_address,
 ) -> IngestSummary:
     """Write a COCO detection dataset (annotation JSON + image folder) to Lance.
 
@@ -173,7 +176,8 @@ def ingest_coco(
 
     Args: as :func:`ingest_folder`; ``annotations`` is the JSON file and
     ``images_dir`` the folder its ``file_name`` entries are relative to; ``masks``
-    adds the ``mask`` column. ``resume`` also needs the annotation file unchanged
+    adds the ``mask`` column (painted in the reading tasks with ``engine="ray"``);
+    both may be object store URIs. ``resume`` also needs the annotation file unchanged
     (its SHA-256 is recorded) and the same ``masks``.
 
     Example:
@@ -185,10 +189,13 @@ def ingest_coco(
         ...             "coco-val-masks.lance", masks=True)  # doctest: +SKIP
         >>> ingest_coco("annotations/instances_val2017.json", "val2017/",
         ...             "coco-val-masks.lance", masks=True, resume=True)  # doctest: +SKIP
+        >>> ingest_coco("annotations/instances_val2017.json", "val2017/",
+        ...             "coco-val.lance", engine="ray")  # doctest: +SKIP
     """
     opts = IngestOptions(strict=strict, batch_size=batch_size, num_threads=num_threads, mode=mode, progress=progress,
                          verify=verify, blob=blob, enable_stable_row_ids=enable_stable_row_ids, resume=resume,
-                         commit_every=commit_every, restart_index=restart_index, storage_options=storage_options)
+                         commit_every=commit_every, restart_index=restart_index, storage_options=storage_options,
+                         engine=engine, ray_address=ray_address)
     return ingest_coco_with(annotations, images_dir, out, opts, masks=masks)
 
 
@@ -200,23 +207,24 @@ def ingest_coco_with(annotations: PathLike, images_dir: PathLike, out: PathLike,
         >>> ingest_coco_with("instances.json", "images/", "coco.lance", IngestOptions(), masks=True)  # doctest: +SKIP
     """
     opts = opts.checked()
-    images_path = Path(images_dir)
+    images_path = as_path(images_dir, opts.storage_options)
     if not images_path.is_dir():
         raise FileNotFoundError(f"{images_path} is not a folder; expected the COCO images folder")
     uri = os.fspath(out)
     check_out(uri, opts.mode, opts.resume, opts.storage_options)
-    items = coco_items(annotations, images_path, masks)
-    ann_path = Path(annotations)
+    ann_path = as_path(annotations, opts.storage_options)
+    items = coco_items(ann_path, images_path, masks)
     record = {
         "source": {
             "kind": "coco",
             "annotations": str(ann_path.resolve()),
             # Committed rows hold boxes and masks made from the file: a resume must read
             # the same one, not only the same image list.
-            "annotations_sha256": file_sha256(ann_path),
+            "annotations_sha256": file_sha256(ann_path) if isinstance(ann_path, Path)
+            else hashlib.sha256(ann_path.read_bytes()).hexdigest(),
             "images_dir": str(images_path.resolve()),
         },
         "options": {"masks": masks, **opts.recorded()},
     }
     schema = with_mask(COCO_SCHEMA) if masks else COCO_SCHEMA
-    return run(items, uri, schema, record, opts, root=images_path, desc="ingest coco")
+    return run_engine(Listing.of(items), uri, schema, record, opts, root=images_path, desc="ingest coco")

@@ -12,7 +12,6 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import pyarrow as pa
@@ -21,7 +20,7 @@ from lancefeed._core import DecodeError, decode_image, image_info
 from lancefeed.restart import add_restart_index
 
 __all__ = [
-    "COCO_SCHEMA", "FOLDER_SCHEMA", "IMAGE_FIELD", "MASK_FIELD", "IngestError", "IngestSummary", "Item", "Loaded",
+    "COCO_SCHEMA", "FOLDER_SCHEMA", "IMAGE_FIELD", "MASK_FIELD", "IngestError", "IngestSummary", "Item", "Listing", "Loaded",
     "PathLike", "RowError", "display", "load", "loaded_stream", "with_mask",
 ]
 
@@ -93,7 +92,11 @@ class IngestSummary:
             After ``resume=True``, only those of the files read by this call.
         seconds: wall time of the whole ingest.
         resumed_from: files (in ingest order) an earlier, interrupted ingest had
-            committed, which this call (``resume=True``) did not read again.
+            committed (or, on Ray, written and recorded), which this call
+            (``resume=True``) did not read again.
+        timings: on Ray, where the time went: ``list``, ``write``, ``commit`` (seconds
+            of the driver's wall time), ``tasks`` (write tasks run) and
+            ``task_rows_per_s`` (rows a task wrote per second of its own time).
 
     Example:
         >>> s = IngestSummary(uri="out.lance", rows=10, skipped=[("a/x.txt", "not an image")])
@@ -106,6 +109,7 @@ class IngestSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
         text = f"wrote {self.rows} rows to {self.uri}, skipped {len(self.skipped)} file(s)"
@@ -125,11 +129,42 @@ Derive = Callable[[int, int], "dict[str, Any]"]
 
 @dataclass
 class Item:
-    """One file to ingest; ``extra`` holds the row's other columns, ``derive`` makes more."""
+    """One file to ingest (a local path or a :class:`lancefeed.ingest.files.StorePath`);
+    ``extra`` holds the row's other columns, ``derive`` makes more."""
 
-    path: Path
+    path: Any
     extra: dict[str, Any]
     derive: Derive | None = None
+
+
+def _items_as_they_are(items: list[Item]) -> list[Item]:
+    return items
+
+
+@dataclass
+class Listing:
+    """What an ingest reads, in ingest order: ``groups`` that ``list_group`` turns into
+    items one at a time, wherever the engine runs it (a picklable function: a Ray task
+    lists its groups on a worker). A source that knows its items already (COCO: they
+    come from one file) is :meth:`of` them.
+
+    Example:
+        >>> Listing.of([]).items()
+        []
+    """
+
+    groups: list[Any]
+    list_group: Callable[[Any], list[Item]]
+    known: bool = False
+
+    @classmethod
+    def of(cls, items: list[Item]) -> "Listing":
+        """The listing of items known already (one group: the items)."""
+        return cls([items], _items_as_they_are, known=True)
+
+    def items(self) -> list[Item]:
+        """Every group listed in turn, on this machine."""
+        return [item for group in self.groups for item in self.list_group(group)]
 
 
 @dataclass
@@ -142,7 +177,7 @@ class Loaded:
     derived: dict[str, Any] = field(default_factory=dict)
 
 
-def display(path: Path, root: Path) -> str:
+def display(path: Any, root: Any) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

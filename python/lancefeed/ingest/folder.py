@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from lancefeed._core import DecodeError, image_info
-from lancefeed.ingest.common import FOLDER_SCHEMA, IngestSummary, Item, PathLike, RowError, with_mask
+from lancefeed.ingest.common import FOLDER_SCHEMA, IngestSummary, Item, Listing, PathLike, RowError, with_mask
+from lancefeed.ingest.engines import run_engine
+from lancefeed.ingest.files import AnyPath, as_path, files_under
 from lancefeed.ingest.options import IngestOptions
 from lancefeed.ingest.resume import check_out
-from lancefeed.ingest.writer import run
 
-__all__ = ["folder_items", "ingest_folder", "ingest_folder_with"]
+__all__ = ["Group", "folder_groups", "folder_items", "group_items", "ingest_folder", "ingest_folder_with"]
 
 # Extensions looked for when matching a mask file to an image by its stem.
 _MASK_EXTENSIONS = (".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
@@ -29,41 +30,41 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """All non-hidden files below ``folder`` (recursively), sorted."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if not _is_hidden(f))
-    return found
-
-
-def _subdirs(folder: Path) -> list[Path]:
+def _subdirs(folder: AnyPath) -> list[AnyPath]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
 
 
-def _has_files(folder: Path) -> bool:
+def _has_files(folder: AnyPath) -> bool:
     return any(p.is_file() and not _is_hidden(p.name) for p in folder.iterdir())
 
 
-def _flat_items(root: Path) -> list[Item]:
-    """The files directly in ``root``: a segmentation dataset without labels."""
-    files = sorted(p for p in root.iterdir() if p.is_file() and not _is_hidden(p.name))
-    return [Item(p, {"filename": p.name, "label": None, "split": None}) for p in files]
+@dataclass(frozen=True)
+class Group:
+    """One label folder of the tree (``split`` its split folder's name, or None), or, with
+    ``flat``, the files directly in ROOT: the unit an ingest lists in one go (one Ray
+    task lists one or a few)."""
+
+    folder: AnyPath
+    split: Optional[str] = None
+    flat: bool = False
 
 
-def folder_items(root: Path, masks: Path | None = None) -> list[Item]:
-    """List the files of an ImageFolder tree, with their label and split.
+def folder_groups(root: AnyPath, masks: AnyPath | None = None) -> list[Group]:
+    """The groups of an ImageFolder tree, in ingest order (the top two levels only).
 
     ``root/<label>/...`` gives no split; ``root/<split>/<label>/...`` gives one. With
     ``masks``, a ``root`` without sub-folders is a flat folder of images (no label),
     and a ``masks`` folder inside ``root`` is not taken for a label.
+
+    Example:
+        >>> [g.folder.name for g in folder_groups(Path("cifar10"))]  # doctest: +SKIP
+        ['airplane', 'automobile', ...]
     """
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; expected ROOT/<label>/<image files>")
     top = [d for d in _subdirs(root) if masks is None or d.resolve() != masks.resolve()]
     if not top and masks is not None:
-        return _flat_items(root)
+        return [Group(root, flat=True)]
     if not top:
         raise ValueError(
             f"{root} has no sub-folders; expected ROOT/<label>/<image files> "
@@ -73,31 +74,51 @@ def folder_items(root: Path, masks: Path | None = None) -> list[Item]:
     # top-level folder is a split and its sub-folders are labels. Otherwise, as in
     # torchvision's ImageFolder, top-level folders are labels and files nested deeper
     # inside them belong to them.
-    split_level = not any(_has_files(d) for d in top)
-    items: list[Item] = []
-    groups = (
-        [(d.name, lab) for d in top for lab in _subdirs(d)]
-        if split_level
-        else [(None, d) for d in top]
-    )
-    for split, label_dir in groups:
-        for path in _files_under(label_dir):
-            extra = {
-                "filename": path.relative_to(root).as_posix(),
-                "label": label_dir.name,
-                "split": split,
-            }
-            items.append(Item(path, extra))
+    if not any(_has_files(d) for d in top):
+        return [Group(lab, d.name) for d in top for lab in _subdirs(d)]
+    return [Group(d) for d in top]
+
+
+def group_items(root: AnyPath, group: Group, masks: AnyPath | None = None) -> list[Item]:
+    """The items of one group, with their label and split (and the reader of each one's
+    mask, with ``masks``).
+
+    Example:
+        >>> items = group_items(Path("cifar10"), Group(Path("cifar10/cat")))  # doctest: +SKIP
+        >>> items[0].extra  # doctest: +SKIP
+        {'filename': 'cat/0001.jpg', 'label': 'cat', 'split': None}
+    """
+    if group.flat:
+        files = sorted(p for p in root.iterdir() if p.is_file() and not _is_hidden(p.name))
+        items = [Item(p, {"filename": p.name, "label": None, "split": None}) for p in files]
+    else:
+        items = [
+            Item(path, {"filename": path.relative_to(root).as_posix(), "label": group.folder.name, "split": group.split})
+            for path in files_under(group.folder)
+        ]
+    if masks is not None:
+        under = None if group.flat else group.folder.relative_to(root)
+        _attach_masks(items, root, masks, _mask_index(masks, under))
     return items
 
 
-def _mask_index(masks: Path) -> dict[tuple[str, str], Path]:
-    """Mask files by (folder relative to ``masks``, stem); ``.png`` wins over other extensions."""
-    if not masks.is_dir():
-        raise FileNotFoundError(f"{masks} is not a folder; expected the masks folder mirroring ROOT")
-    index: dict[tuple[str, str], Path] = {}
+def folder_items(root: AnyPath, masks: AnyPath | None = None) -> list[Item]:
+    """List the files of an ImageFolder tree, with their label and split (see
+    :func:`folder_groups`), every group in turn on this machine.
+
+    Example:
+        >>> len(folder_items(Path("cifar10")))  # doctest: +SKIP
+        60000
+    """
+    return [item for group in folder_groups(root, masks) for item in group_items(root, group, masks)]
+
+
+def _mask_index(masks: AnyPath, under: Any = None) -> dict[tuple[str, str], AnyPath]:
+    """Mask files by (folder relative to ``masks``, stem) below ``masks/under``; ``.png``
+    wins over other extensions."""
+    index: dict[tuple[str, str], AnyPath] = {}
     rank = {ext: i for i, ext in enumerate(_MASK_EXTENSIONS)}
-    for path in _files_under(masks):
+    for path in files_under(masks if under is None else masks / under):
         ext = path.suffix.lower()
         if ext not in rank:
             continue
@@ -107,7 +128,7 @@ def _mask_index(masks: Path) -> dict[tuple[str, str], Path]:
     return index
 
 
-def _read_mask(mask: Path | None, expected: Path, width: int, height: int) -> dict[str, Any]:
+def _read_mask(mask: AnyPath | None, expected: AnyPath, width: int, height: int) -> dict[str, Any]:
     """The ``mask`` column of one image: the file's bytes, checked against the image size."""
     if mask is None:
         raise RowError(f"no mask {expected} (nor another image file of that stem)")
@@ -124,9 +145,8 @@ def _read_mask(mask: Path | None, expected: Path, width: int, height: int) -> di
     return {"mask": data}
 
 
-def _attach_masks(items: list[Item], root: Path, masks: Path) -> None:
+def _attach_masks(items: list[Item], root: AnyPath, masks: AnyPath, index: dict[tuple[str, str], AnyPath]) -> None:
     """Give each image the reader of its mask, ``masks/<same folders>/<same stem>.*``."""
-    index = _mask_index(masks)
     for item in items:
         rel = item.path.relative_to(root)
         found = index.get((rel.parent.as_posix(), rel.stem))
@@ -151,6 +171,8 @@ def ingest_folder(
     commit_every: int = _DEFAULTS.commit_every,
     restart_index: bool = _DEFAULTS.restart_index,
     storage_options: dict[str, str] | None = _DEFAULTS.storage_options,
+    engine: str = _DEFAULTS.engine,
+    ray_address: str | None = _DEFAULTS.ray_address,
 ) -> IngestSummary:
     """Write an ImageFolder tree to a Lance dataset.
 
@@ -206,7 +228,15 @@ def ingest_folder(
             same pixels, and random crops that entropy-decode only their own MCUs.
         storage_options: the object store options for ``out`` (an ``s3://``, ``gs://``
             or ``az://`` URI), as Lance takes them: credentials, endpoint, region. They
-            are passed to every read and write of ``out`` and never recorded in it.
+            are passed to every read and write of ``out`` and never recorded in it. An
+            object store ``root`` (``masks``) is read with them too.
+        engine: ``"threads"`` (this machine's threads) or ``"ray"``: listing, reading,
+            checking, restart-indexing and masks run as Ray Data tasks, each writing
+            Lance fragments, committed once at the end (see
+            :mod:`lancefeed.ingest.ray_engine`); the same rows, bytes and schema.
+        ray_address: the Ray cluster to run on (``"auto"``, ``"ray://head:10001"``);
+            without it, the Ray this process joined already, else a local one sized to
+            this machine, stopped after the ingest.
 
     Example:
         >>> summary = ingest_folder("cinic10/", "cinic10.lance")  # doctest: +SKIP
@@ -219,10 +249,13 @@ def ingest_folder(
         >>> # killed half-way? this continues after the last commit:
         >>> ingest_folder("imagenet/train/", "imagenet.lance", blob=True,
         ...               enable_stable_row_ids=True, resume=True)  # doctest: +SKIP
+        >>> ingest_folder("s3://bucket/imagenet/train/", "s3://bucket/imagenet.lance",
+        ...               engine="ray", ray_address="auto")  # doctest: +SKIP
     """
     opts = IngestOptions(strict=strict, batch_size=batch_size, num_threads=num_threads, mode=mode, progress=progress,
                          verify=verify, blob=blob, enable_stable_row_ids=enable_stable_row_ids, resume=resume,
-                         commit_every=commit_every, restart_index=restart_index, storage_options=storage_options)
+                         commit_every=commit_every, restart_index=restart_index, storage_options=storage_options,
+                         engine=engine, ray_address=ray_address)
     return ingest_folder_with(root, out, opts, masks=masks)
 
 
@@ -233,17 +266,18 @@ def ingest_folder_with(root: PathLike, out: PathLike, opts: IngestOptions, *, ma
         >>> ingest_folder_with("cifar10/", "cifar10.lance", IngestOptions(verify=True))  # doctest: +SKIP
     """
     opts = opts.checked()
-    root_path = Path(root)
-    masks_path = None if masks is None else Path(masks)
+    root_path = as_path(root, opts.storage_options)
+    masks_path = None if masks is None else as_path(masks, opts.storage_options)
     uri = os.fspath(out)
     check_out(uri, opts.mode, opts.resume, opts.storage_options)
-    items = folder_items(root_path, masks_path)
-    if masks_path is not None:
-        _attach_masks(items, root_path, masks_path)
+    groups = folder_groups(root_path, masks_path)
+    if masks_path is not None and not masks_path.is_dir():
+        raise FileNotFoundError(f"{masks_path} is not a folder; expected the masks folder mirroring ROOT")
     record = {
         "source": {"kind": "folder", "root": str(root_path.resolve()),
                    "masks": None if masks_path is None else str(masks_path.resolve())},
         "options": opts.recorded(),
     }
     schema = FOLDER_SCHEMA if masks_path is None else with_mask(FOLDER_SCHEMA)
-    return run(items, uri, schema, record, opts, root=root_path, desc="ingest")
+    listing = Listing(groups, functools.partial(group_items, root_path, masks=masks_path))
+    return run_engine(listing, uri, schema, record, opts, root=root_path, desc="ingest")

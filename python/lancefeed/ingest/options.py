@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-__all__ = ["COMMIT_EVERY", "MODES", "IngestOptions"]
+from lancefeed.cluster import ENGINES, check_engine
+
+__all__ = ["COMMIT_EVERY", "MODES", "IngestOptions", "storage_options"]
 
 MODES = ("create", "overwrite", "append")
 # Files per commit. Each chunk becomes one Lance version and (at least) one fragment:
@@ -30,7 +32,7 @@ class IngestOptions:
     """The options every ingest takes (see :func:`lancefeed.ingest_folder` for each):
     ``strict``, ``batch_size``, ``num_threads``, ``mode``, ``progress``, ``verify``,
     ``blob``, ``enable_stable_row_ids``, ``resume``, ``commit_every``,
-    ``restart_index``, ``storage_options``.
+    ``restart_index``, ``storage_options``, ``engine``, ``ray_address``.
 
     Example:
         >>> IngestOptions().recorded()
@@ -49,6 +51,8 @@ class IngestOptions:
     commit_every: int = COMMIT_EVERY
     restart_index: bool = False
     storage_options: Optional[Dict[str, str]] = None
+    engine: str = "threads"
+    ray_address: Optional[str] = None
 
     def checked(self) -> "IngestOptions":
         """These options, or ``ValueError`` naming the first that is wrong."""
@@ -58,6 +62,9 @@ class IngestOptions:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.commit_every < 1:
             raise ValueError(f"commit_every must be >= 1; got {self.commit_every}")
+        check_engine(self.engine)
+        if self.ray_address and self.engine != "ray":
+            raise ValueError(f"ray_address={self.ray_address!r} is for engine='ray' (CLI: --engine ray); got engine={self.engine!r}")
         if self.resume and self.mode == "overwrite":
             raise ValueError(
                 "resume=True continues an interrupted ingest and mode='overwrite' discards it; "
@@ -83,7 +90,8 @@ class IngestOptions:
         mode.add_argument("--resume", action="store_true",
                           help="continue an interrupted ingest into OUT after its last commit (a finished OUT is left as is)")
         parser.add_argument("--commit-every", type=positive, default=COMMIT_EVERY,
-                            help=f"files per commit; a kill loses at most this many ({COMMIT_EVERY})")
+                            help=f"files per commit; a kill loses at most this many ({COMMIT_EVERY}); with --engine "
+                            "ray, files per task at most (one commit at the end)")
         parser.add_argument("--restart-index", "--restart-interval", dest="restart_index", action="store_true",
                             help="store JPEGs losslessly rewritten with a restart marker after every MCU and an index "
                             "(the same pixels; a random crop entropy-decodes only its own MCUs)")
@@ -92,6 +100,15 @@ class IngestOptions:
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
         parser.add_argument("--blob", action="store_true", help="write the image column as a Lance blob v2 column")
         parser.add_argument("--stable-row-ids", action="store_true", help="give rows stable ids (kept through compaction and updates)")
+        parser.add_argument("--engine", choices=ENGINES, default="threads",
+                            help="threads: this machine's threads (the default); ray: Ray Data tasks on a cluster, "
+                            "fragments committed once (resumable with --resume)")
+        parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                            help="the Ray cluster for --engine ray (auto, ray://head:10001); default: a local Ray "
+                            "sized to this machine")
+        parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                            help="an object store option for s3:// (gs://, az://) ROOT and OUT, Lance's names, "
+                            "repeatable (aws_endpoint=http://host:9000, aws_region=us-east-1...)")
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> "IngestOptions":
@@ -101,8 +118,26 @@ class IngestOptions:
             mode="overwrite" if args.overwrite else "append" if args.append else "create",
             progress=not args.no_progress, verify=args.verify, blob=args.blob,
             enable_stable_row_ids=args.stable_row_ids, resume=args.resume, commit_every=args.commit_every,
-            restart_index=args.restart_index,
+            restart_index=args.restart_index, storage_options=storage_options(args.storage_option),
+            engine=args.engine, ray_address=args.ray_address,
         )
+
+
+def storage_options(items: List[str]) -> Optional[Dict[str, str]]:
+    """``["KEY=VALUE", ...]`` (``--storage-option``) as a dict (None when empty); an item
+    without ``=`` is a ``ValueError`` that does not repeat it (it may be a secret).
+
+    Example:
+        >>> storage_options(["aws_region=us-east-1", "allow_http=true"])
+        {'aws_region': 'us-east-1', 'allow_http': 'true'}
+    """
+    out: Dict[str, str] = {}
+    for n, item in enumerate(items, 1):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--storage-option number {n} is not KEY=VALUE")
+        out[key.strip()] = value
+    return out or None
 
 
 def _positive_int(text: str) -> int:

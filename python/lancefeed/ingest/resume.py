@@ -26,9 +26,10 @@ __all__ = ["LANCE_ENTRIES", "RECORD_FORMAT", "RECORD_KEY", "check_out", "describ
 # The transaction property holding an ingest's resume record (a JSON object).
 RECORD_KEY = "lancefeed.ingest"
 RECORD_FORMAT = 1
-# What Lance puts in a dataset folder. A folder holding only these but no manifest is the
+# What Lance puts in a dataset folder (and lancefeed's ledger of a Ray ingest's fragments
+# not committed yet, lancefeed.ledger). A folder holding only these but no manifest is the
 # leftover of a write killed before its first commit: nothing in it can be read back.
-LANCE_ENTRIES = frozenset({"data", "_versions", "_transactions", "_indices", "_deletions", "_refs"})
+LANCE_ENTRIES = frozenset({"data", "_versions", "_transactions", "_indices", "_deletions", "_refs", "_lancefeed"})
 
 
 def is_local(uri: str) -> bool:

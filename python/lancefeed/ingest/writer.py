@@ -21,7 +21,7 @@ from lancefeed.ingest.common import IngestError, IngestSummary, Item, Loaded, di
 from lancefeed.ingest.options import IngestOptions
 from lancefeed.ingest.resume import RECORD_FORMAT, RECORD_KEY, digest, item_key, resume_point
 
-__all__ = ["run", "write"]
+__all__ = ["MAX_BATCH_BYTES", "Rows", "blob_schema", "run", "write"]
 
 # A batch is flushed at this many encoded bytes even if it has fewer rows than
 # batch_size: it keeps one Arrow binary array far below its 2 GiB offset limit
@@ -42,12 +42,30 @@ def run(items: Sequence[Item], uri: str, schema: pa.Schema, record: Dict[str, An
     return write(items, uri, schema, record, opts, root=root, desc=desc, start=start, mode=mode)
 
 
-class _Rows:
-    """The stream of loaded files as record batches, a commit's worth at a time; skipped
-    files listed, a failure kept (``strict``) for the commit to raise."""
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
 
-    def __init__(self, stream: Iterator[Loaded], schema: pa.Schema, opts: IngestOptions, root: Path, bar: Any) -> None:
-        self.stream, self.schema, self.opts, self.root, self.bar = stream, schema, opts, root, bar
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+
+class Rows:
+    """The stream of loaded files as record batches, a commit's worth at a time; skipped
+    files listed, a failure kept (``strict``) for the commit to raise. One code for
+    both engines: a Ray task makes its fragment's batches with it too.
+
+    Example:
+        >>> from lancefeed.ingest.common import FOLDER_SCHEMA
+        >>> rows = Rows(iter([]), FOLDER_SCHEMA, IngestOptions(), Path("."))
+        >>> list(rows.batches(10)), rows.rows
+        ([], 0)
+    """
+
+    def __init__(self, stream: Iterator[Loaded], schema: pa.Schema, opts: IngestOptions, root: Any,
+                 bar: Any = None) -> None:
+        self.stream, self.schema, self.opts, self.root = stream, schema, opts, root
+        self.bar = _NoBar() if bar is None else bar
         self.extra_names = [f.name for f in schema if f.name not in ("image", "width", "height")]
         self.skipped: List[Tuple[str, str]] = []
         self.failure: List[IngestError] = []
@@ -92,6 +110,22 @@ class _Rows:
         return batch
 
 
+def blob_schema(schema: pa.Schema, opts: IngestOptions) -> pa.Schema:
+    """``schema`` as written: with ``opts.blob``, ``image`` is Lance's blob v2 column
+    (large images kept out of the row data, so scans of the other columns skip them).
+
+    Example:
+        >>> from lancefeed.ingest.common import FOLDER_SCHEMA
+        >>> blob_schema(FOLDER_SCHEMA, IngestOptions()) is FOLDER_SCHEMA
+        True
+    """
+    if not opts.blob:
+        return schema
+    import lance
+
+    return schema.set(schema.get_field_index("image"), lance.blob_field("image"))
+
+
 def write(items: Sequence[Item], uri: str, schema: pa.Schema, record: Optional[Dict[str, Any]], opts: IngestOptions, *,
           root: Path, desc: str, start: int = 0, mode: Optional[str] = None) -> IngestSummary:
     """Write ``items[start:]`` to ``uri``, one commit per ``opts.commit_every`` files.
@@ -100,18 +134,14 @@ def write(items: Sequence[Item], uri: str, schema: pa.Schema, record: Optional[D
     commit carries ``record`` (source and options) with the number of files committed
     so far, so a killed ingest can be resumed after its last commit.
     """
-    import lance
     from tqdm import tqdm
 
-    if opts.blob:
-        # Lance's blob v2 column: large images are kept out of the row data (packed or
-        # in their own files), so scans of the other columns skip them.
-        schema = schema.set(schema.get_field_index("image"), lance.blob_field("image"))
+    schema = blob_schema(schema, opts)
     began = time.perf_counter()
     first_mode = opts.mode if mode is None else mode
     bar = tqdm(total=len(items), initial=start, desc=desc, unit="img", file=sys.stderr, disable=not opts.progress)
     stream = loaded_stream(items[start:], num_threads=opts.num_threads, verify=opts.verify, restart=opts.restart_index)
-    rows = _Rows(stream, schema, opts, root, bar)
+    rows = Rows(stream, schema, opts, root, bar)
     try:
         _commit_chunks(items, uri, schema, record, opts, rows, start, first_mode)
     finally:
@@ -125,7 +155,7 @@ def write(items: Sequence[Item], uri: str, schema: pa.Schema, record: Optional[D
 
 
 def _commit_chunks(items: Sequence[Item], uri: str, schema: pa.Schema, record: Optional[Dict[str, Any]],
-                   opts: IngestOptions, rows: _Rows, start: int, mode: str) -> None:
+                   opts: IngestOptions, rows: Rows, start: int, mode: str) -> None:
     """One Lance commit per chunk of files, each with the resume record."""
     import lance
 

@@ -22,7 +22,9 @@ import torch
 
 import lancefeed.loader.backends as backends
 from lancefeed.columns import image_column_kind
+from lancefeed.loader.ray_train import ray_train_rank
 from lancefeed.permutation import Permutation
+from lancefeed.permutation.mix import Mix
 
 __all__ = [
     "CHANNELS",
@@ -35,7 +37,7 @@ __all__ = [
     "resolve_rank",
 ]
 
-SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset, Permutation]
+SourceLike = Union[str, "os.PathLike[str]", lance.LanceDataset, Permutation, Mix]
 CHANNELS = {"RGB": 3, "L": 1}
 
 
@@ -84,25 +86,28 @@ def as_permutation(source: SourceLike, version: Union[None, int, str],
                    storage_options: Optional[Dict[str, str]]) -> Permutation:
     """The loader's source as a :class:`lancefeed.Permutation`: a URI or dataset at
     ``version`` (every row, in dataset order), or a permutation as it is (pinned already,
-    opening its dataset with the options it was built with).
+    opening its dataset with the options it was built with); a mix
+    (:func:`lancefeed.mix`) as it is too.
 
     Example:
         >>> as_permutation("cifar.lance", None, None).num_rows  # doctest: +SKIP
         50000
     """
-    if isinstance(source, Permutation):
+    if isinstance(source, (Permutation, Mix)):
+        kind = type(source).__name__
         if version is not None:
-            raise ValueError("version= applies to a URI or a LanceDataset; a Permutation is already pinned")
+            raise ValueError(f"version= applies to a URI or a LanceDataset; a {kind} is already pinned")
         if storage_options is not None:
+            datasets = "dataset" if kind == "Permutation" else "datasets"
             raise ValueError(
-                "storage_options= applies to a URI or a LanceDataset; a Permutation opens its dataset with the "
+                f"storage_options= applies to a URI or a LanceDataset; a {kind} opens its {datasets} with the "
                 "options it was built with: pass them to Permutation.identity/from_tables"
             )
         return source
     if isinstance(source, (str, os.PathLike, lance.LanceDataset)):
         return Permutation.identity(source, version=version, storage_options=storage_options)
     raise TypeError(
-        f"source must be a URI, a lance.LanceDataset or a lancefeed.Permutation, got {type(source).__name__}"
+        f"source must be a URI, a lance.LanceDataset, a lancefeed.Permutation or a lancefeed.mix, got {type(source).__name__}"
     )
 
 
@@ -147,12 +152,12 @@ def check_image_column(schema: pa.Schema, image_column: str) -> None:
 
 def resolve_rank(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
     """(rank, world size): as given, else torch.distributed's when it is initialized,
-    else (0, 1)."""
+    else a Ray Train worker's (lancefeed.loader.ray_train), else (0, 1)."""
     if rank is None and world_size is None:
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized():
             return int(dist.get_rank()), int(dist.get_world_size())
-        return 0, 1
+        return ray_train_rank() or (0, 1)
     if rank is None or world_size is None:
         raise ValueError(
             f"pass both rank and world_size (got rank={rank!r}, world_size={world_size!r}), "
