@@ -190,10 +190,13 @@ def plan_epoch(
     start_batch: int = 0,
     history: "list[Segment] | tuple[Segment, ...]" = (),
     clump_size: "int | None" = None,
+    order: "np.ndarray | None" = None,
 ) -> EpochPlan:
     """Everything one rank reads in ``epoch``: shuffled, sharded, batched, resumed
     (``history``: what earlier runs of this epoch read, see :func:`remaining`;
-    ``clump_size``: see :func:`epoch_order`).
+    ``clump_size``: see :func:`epoch_order`). ``order``: the epoch's order where the
+    source draws its own (a mix: ``num_samples`` positions, repeats allowed), sharded,
+    batched and resumed by the same rules.
 
     Example:
         >>> plan = plan_epoch(7, batch_size=2, shuffle=False, seed=0, epoch=0,
@@ -203,9 +206,11 @@ def plan_epoch(
     """
     _check_positive("batch_size", batch_size)
     _check_rank(rank, world_size)
-    order = remaining(
-        epoch_order(num_samples, shuffle=shuffle, seed=seed, epoch=epoch, clump_size=clump_size), history
-    )
+    if order is None:
+        order = epoch_order(num_samples, shuffle=shuffle, seed=seed, epoch=epoch, clump_size=clump_size)
+    elif len(order) != num_samples:
+        raise ValueError(f"the epoch's order has {len(order)} samples, expected {num_samples}")
+    order = remaining(np.asarray(order, dtype=np.int64), history)
     shard = rank_shard(order, rank, world_size)
     n_batches = num_batches(len(shard), batch_size, drop_last)
     if not 0 <= start_batch <= n_batches:

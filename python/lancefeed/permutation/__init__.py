@@ -16,7 +16,7 @@ with stable row ids it may be applied to a later version.
 
 The subpackage: :mod:`.builder` (the builder), :mod:`.view` (``Permutation``),
 :mod:`.permutations` (``Permutations``), :mod:`.formats` (``with_format``), :mod:`.interop` (reading
-lancefeed's and lancedb's tables, pinning, tags).
+lancefeed's and lancedb's tables, pinning, tags), :mod:`.mix` (``mix``: sources mixed by weight).
 
 Example:
     >>> import lancefeed
@@ -34,6 +34,7 @@ Example:
 from lancefeed.permutation._common import ROW_ID_COLUMN, SPLIT_ID_COLUMN
 from lancefeed.permutation.builder import PermutationBuilder, permutation_builder
 from lancefeed.permutation.interop import PermutationTableLike, PinnedVersionError
+from lancefeed.permutation.mix import Mix, mix
 from lancefeed.permutation.permutations import Permutations
 from lancefeed.permutation.view import Permutation
 from lancefeed.source import open_source
@@ -41,11 +42,13 @@ from lancefeed.source import open_source
 __all__ = [
     "ROW_ID_COLUMN",
     "SPLIT_ID_COLUMN",
+    "Mix",
     "Permutation",
     "PermutationBuilder",
     "Permutations",
     "PermutationTableLike",
     "PinnedVersionError",
+    "mix",
     "open_source",
     "permutation_builder",
 ]

@@ -34,11 +34,15 @@ class RowCache:
     gather by pointer. Each row is kept once: a read that holds a row already kept is
     not added, so the cache never holds more than the permutation's rows.
 
-    ``chunked``: a few reads' rows stay as they came (see :meth:`get`).
+    ``chunked``: a few reads' rows stay as they came (see :meth:`get`). ``partial``: a
+    read that holds rows kept already keeps its other rows, copied out of it: where an
+    epoch reads rows more than once (a mix's passes over a source), the read that
+    crosses from one pass into the next would otherwise leave its new rows out for good.
     """
 
-    def __init__(self, n: int, chunked: bool = False) -> None:
+    def __init__(self, n: int, chunked: bool = False, partial: bool = False) -> None:
         self.chunked = chunked
+        self.partial = partial
         self.where = np.full(n, -1, dtype=np.int64)
         self.batches: List[pa.RecordBatch] = []
         self.rows = 0
@@ -76,11 +80,32 @@ class RowCache:
             pos = np.asarray(positions, dtype=np.int64)
             # Frozen once gathered from (a rank whose shards move between epochs reads
             # the rows it has not kept, as without a cache).
-            if self.broken or self.table is not None or (self.where[pos] >= 0).any() or _repeats(pos):
+            if self.broken or self.table is not None or _repeats(pos):
                 return
+            new = self.where[pos] < 0
+            if not new.all():
+                if not (self.partial and new.any()):
+                    return
+                rows = _take(rows, np.asarray(order, dtype=np.int64)[new])
+                order, pos = np.arange(int(new.sum()), dtype=np.int64), pos[new]
             self.where[pos] = self.rows + np.asarray(order, dtype=np.int64)
             self.batches.append(rows)
             self.rows += rows.num_rows
+
+
+def _take(rows: Any, indices: np.ndarray) -> pa.RecordBatch:
+    """``rows.take(indices)``, for binary_view columns too (the in-place reader's):
+    Arrow has no take for them, so they go through large_binary and back, keeping the
+    schema the cache's other reads have."""
+    at = pa.array(indices)
+    columns = []
+    for column in rows.columns:
+        if pa.types.is_binary_view(column.type) or pa.types.is_string_view(column.type):
+            wide = pa.large_binary() if pa.types.is_binary_view(column.type) else pa.large_string()
+            columns.append(column.cast(wide).take(at).cast(column.type))
+        else:
+            columns.append(column.take(at))
+    return pa.RecordBatch.from_arrays(columns, schema=rows.schema)
 
 
 def _repeats(positions: np.ndarray) -> bool:

@@ -90,7 +90,9 @@ class RowReader:
     :attr:`use_scan` is set, else takes), ``"take"`` or ``"scan"`` (forced, for tests
     and benchmarks). ``rows_per_take``: how many rows one take reads (default: see
     :meth:`batches_per_take`). ``chunked``: the prefill's scans stay separate chunks
-    in the cache (the decoder picks rows across a few chunks).
+    in the cache (the decoder picks rows across a few chunks). ``repeats``: an epoch
+    asks for rows more than once (a mix's passes over a source), so a take's rows not
+    yet kept are kept even when it holds kept ones (see :class:`RowCache`).
 
     Example:
         >>> reader = RowReader(perm, "image", cache=False)  # doctest: +SKIP
@@ -108,6 +110,7 @@ class RowReader:
         num_threads: Optional[int] = None,
         read: str = "auto",
         chunked: bool = True,
+        repeats: bool = False,
     ) -> None:
         if read not in ("auto", "take", "scan"):
             raise ValueError(f"read must be 'auto', 'take' or 'scan', got {read!r}")
@@ -121,7 +124,7 @@ class RowReader:
         # Set per epoch by the loader: the epoch's positions are in storage order.
         self.use_scan = False
         self._stats: Any = _UNREAD
-        self._rows = RowCache(len(perm), chunked=chunked)
+        self._rows = RowCache(len(perm), chunked=chunked, partial=repeats)
         self._lock = threading.Lock()
         self._prefilled = False
         self._prefill_bytes = 0
