@@ -5,6 +5,12 @@ TrivialAugmentWide + Normalize, beside torchvision's own pipeline for each (file
 
     python benches/bench_augment.py [--repeat 3]   # also on the rows restart-indexed
     python benches/bench_augment.py --ops      # what each op adds per 224x224 image, one thread
+    python benches/bench_augment.py --albumentations [--repeat 3]
+
+Targets on a 2-core machine (the albumentations issue): a fused crop followed by ops
+without counterparts (``A.CLAHE``, ``A.GaussNoise``), lancefeed against torch's
+``DataLoader`` with 2 workers running the whole albumentations chain on the same JPEGs
+(``cv2.imdecode``): >= 1.0x. The tail's own cost bounds both.
 
 Targets on a 2-core machine (the augmentation issue):
   lancefeed ColorJitter + Normalize:     >= 0.8x lancefeed geometric-only, >= 3x torchvision's
@@ -104,6 +110,46 @@ def op_costs(rounds: int = 5) -> None:
         print(f"{name:16s} +{per_image([op]) - base:5.0f} us/image")
 
 
+def albumentations_chain() -> Any:
+    """A fused crop and flip, then two ops lancefeed has no counterpart for."""
+    import albumentations as A
+
+    return A.Compose([A.RandomResizedCrop((224, 224)), A.HorizontalFlip(), A.CLAHE(p=1), A.GaussNoise(p=1)])
+
+
+class AlbumentationsFiles(torch.utils.data.Dataset):
+    """albumentations' usual Dataset: a file per image, ``cv2.imdecode``, the Compose."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths, self.transform = paths, albumentations_chain()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        import cv2
+        import numpy as np
+
+        bgr = cv2.imdecode(np.frombuffer(self.paths[i].read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        return torch.from_numpy(self.transform(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))["image"]), 0
+
+
+def run_albumentations(uri: Path, paths: list[Path], batch_size: int, workers: int, repeat: int) -> None:
+    """Both loaders ``repeat`` times, alternating; the ratio per round."""
+    ratios = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        loader = torch.utils.data.DataLoader(AlbumentationsFiles(paths), batch_size=batch_size, shuffle=True,
+                                             num_workers=workers)
+        theirs = sum(len(y) for _, y in loader) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours_loader = lancefeed.DataLoader(str(uri), batch_size, shuffle=True, transform=albumentations_chain())
+        ours = sum(len(y) for _, y in ours_loader) / (time.perf_counter() - t0)
+        ratios.append(ours / theirs)
+        print(f"torch DataLoader ({workers} workers) {theirs:7.0f} images/s, lancefeed {ours:7.0f} images/s: {ours / theirs:.2f}x")
+    print(f"lancefeed / torch DataLoader: {min(ratios):.2f}-{max(ratios):.2f}x over {repeat} round(s) (target 1.0x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=data.DATA)
@@ -112,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="torch DataLoader worker processes for torchvision")
     p.add_argument("--ops", action="store_true", help="only the cost of each op per image")
+    p.add_argument("--albumentations", action="store_true",
+                   help="only a fused crop + CLAHE + GaussNoise against torch's DataLoader running the albumentations chain")
     args = p.parse_args(argv)
     if args.ops:
         op_costs()
@@ -131,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         path = files / f"{k:04d}.JPEG"
         path.write_bytes(blob)
         paths.append(path)
+    if args.albumentations:
+        run_albumentations(uri, paths, args.batch_size, args.workers, args.repeat)
+        return 0
 
     best: dict[str, float] = {}
     for _ in range(args.repeat):

@@ -2,7 +2,7 @@
 dataset to Lance with ``lancefeed.ingest_coco``, the images holding cars, buses, trucks,
 bicycles, motorcycles, traffic lights or stop signs chosen with a permutation filter
 (pinned to the dataset version it was built on), those 7 classes remapped to 0..6 and
-the albumentations-style augmentation done by ``lancefeed.DataLoader(output="detection")``,
+the seed's albumentations pipeline, unchanged, run by ``lancefeed.DataLoader(output="detection")``,
 then a few training steps of torchvision's Faster R-CNN on the CPU.
 
 The COCO data is made here: the ImageNet sample's photos (../shared/data, else generated
@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import albumentations as A
 import lance
 import numpy as np
 import torch
 import torchvision
+from albumentations.pytorch import ToTensorV2
 from PIL import Image
-from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA  # noqa: E402
@@ -124,27 +125,32 @@ def selection(uri: str, version: int | None = None) -> lancefeed.Permutation:
     return lancefeed.Permutation.from_tables(uri, table)
 
 
-def transform_train() -> list:
-    """The seed's albumentations chain, op for op, run in lancefeed's core. No Normalize:
-    torchvision's detection models normalize their input themselves (their
-    GeneralizedRCNNTransform), so the chain stops at float images on the 0..1 scale."""
-    return [
-        lancefeed.RandomSizedBBoxSafeCrop(128, 128, erosion_rate=0.2),
-        lancefeed.RandomApply([lancefeed.RandomRotation(20)], p=0.5),
-        lancefeed.RandomApply([lancefeed.ColorJitter(brightness=0.1, contrast=0.1)], p=0.5),
-        v2.ToDtype(torch.float32, scale=True),
-    ]
+WIDTH = 128
+HEIGHT = 128
+
+
+def transform_train() -> A.Compose:
+    """The seed's albumentations pipeline exactly as it writes it. lancefeed splits it:
+    the crop, rotation, brightness/contrast, Normalize and ToTensorV2 run in its core,
+    with albumentations drawing each parameter and moving the boxes (its own filters:
+    ``min_area``, ``min_visibility``); ``label_fields`` carry along, and the loader hands
+    out each kept box's ``labels`` (the 7 classes as 0..6)."""
+    return A.Compose([
+        A.RandomSizedBBoxSafeCrop(width=WIDTH, height=HEIGHT, erosion_rate=0.2),
+        A.Rotate(limit=20, p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
+        A.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        ToTensorV2()
+    ], bbox_params=A.BboxParams(format='pascal_voc', label_fields=['class_labels', 'bbox_ids'], min_area=16, min_visibility=0.6))
 
 
 def loader(perm: lancefeed.Permutation, batch_size: int, **kwargs) -> lancefeed.DataLoader:
     """Batches as the seed's ``collate_fn = lambda b: tuple(zip(*b))`` gives them:
     (list of images, list of {"boxes": xyxy, "labels": 0..6}). ``classes`` keeps only
     the 7 classes' boxes and numbers them in its order (the seed's remap);
-    ``drop_empty`` skips images left with none, as the seed's filter does;
-    ``min_area``/``min_visibility`` are albumentations' BboxParams."""
+    ``drop_empty`` skips images left with none, as the seed's filter does."""
     return lancefeed.DataLoader(perm, batch_size, shuffle=True, output="detection", classes=CLASSES,
-                                drop_empty=True, min_visibility=0.6, min_area=16, transform=transform_train(),
-                                **kwargs)
+                                drop_empty=True, transform=transform_train(), **kwargs)
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -6,6 +6,7 @@ mod arrow;
 pub mod augment;
 pub mod batch;
 pub mod codec;
+pub mod cv;
 pub mod fullzip;
 mod malloc;
 pub mod ops;
@@ -577,6 +578,118 @@ fn blobs_picked<'a>(capsules: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)], order:
     })
 }
 
+fn cv_ops(ops: &[(String, Vec<f64>)]) -> PyResult<Vec<cv::Op>> {
+    ops.iter().map(|(name, p)| cv::parse(name, p).map_err(PyValueError::new_err)).collect()
+}
+
+fn cv_out<'py>(py: Python<'py>, out: cv::Output) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match out {
+        cv::Output::U8(img) => PyArray1::from_vec(py, img.data).reshape([img.h, img.w, img.c])?.into_any(),
+        cv::Output::F32 { h, w, c, data } => PyArray1::from_vec(py, data).reshape([h, w, c])?.into_any(),
+    })
+}
+
+/// Runs ops with OpenCV's semantics (`rust/cv/`: what albumentations' transforms do once
+/// their parameters are drawn) on an (H, W, C) uint8 array; uint8 out, or float32 after
+/// a `normalize` op. Each op is `(name, numbers)`, as `lancefeed.transforms.albumentations`
+/// makes them.
+///
+/// Example:
+///     >>> import numpy as np, lancefeed._core as core
+///     >>> img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+///     >>> core.cv_run(img, [("crop", [1.0, 0.0, 3.0, 2.0]), ("hflip", [])])[0, 0].tolist()
+///     [6, 7, 8]
+#[pyfunction]
+fn cv_run<'py>(py: Python<'py>, image: PyReadonlyArrayDyn<'py, u8>, ops: Vec<(String, Vec<f64>)>) -> PyResult<Bound<'py, PyAny>> {
+    let img = image_in(&image)?;
+    let img = cv::Img { h: img.height, w: img.width, c: img.channels, data: img.data };
+    let ops = cv_ops(&ops)?;
+    let out = py.detach(|| cv::run(img, &ops)).map_err(PyValueError::new_err)?;
+    cv_out(py, out)
+}
+
+/// Decodes one image (and its label mask: a PNG's stored values, another format as gray)
+/// and runs `ops` on the image and
+/// `mask_ops` on the mask (see `cv_run`), with the GIL released throughout. Returns
+/// (image, mask or None); a bad image is a `DecodeError`.
+///
+/// Example:
+///     >>> import io, lancefeed._core as core
+///     >>> from PIL import Image
+///     >>> buf = io.BytesIO(); Image.new("RGB", (8, 6), "red").save(buf, "PNG")
+///     >>> image, mask = core.cv_decode(buf.getvalue(), [("resize", [3.0, 4.0, 1.0])])
+///     >>> image.shape, mask
+///     ((3, 4, 3), None)
+#[pyfunction]
+#[pyo3(signature = (data, ops, *, mask = None, mask_ops = Vec::new(), mode = "RGB", max_pixels = None, truncated = "error"))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn cv_decode<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    ops: Vec<(String, Vec<f64>)>,
+    mask: Option<&[u8]>,
+    mask_ops: Vec<(String, Vec<f64>)>,
+    mode: &str,
+    max_pixels: Option<u64>,
+    truncated: &str,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+    let ch = channels(mode)?;
+    let (max, pad) = (default_max_pixels(max_pixels), pad_truncated(truncated)?);
+    let (ops, mask_ops) = (cv_ops(&ops)?, cv_ops(&mask_ops)?);
+    let (image, mask) = py.detach(|| (cv::decode_run(data, ch, max, pad, &ops), mask.map(|m| cv::decode_mask_run(m, max, &mask_ops))));
+    let failure = |e: cv::Failure, what: &str| match e {
+        cv::Failure::Decode(m) => DecodeError::new_err(format!("{what}{m}")),
+        cv::Failure::Op(m) => PyValueError::new_err(m),
+    };
+    let image = image.map_err(|e| failure(e, ""))?;
+    let mask = match mask {
+        None => None,
+        Some(m) => Some(cv_out(py, m.map_err(|e| failure(e, "mask: "))?)?),
+    };
+    Ok((cv_out(py, image)?, mask))
+}
+
+/// `cv_decode` over a batch on lancefeed's decode threads, the GIL released once: each
+/// item is `(data, ops, mask or None, mask_ops)`. Returns, per item, `(image, mask,
+/// None)` or `(None, None, reason)` where its image (or, the reason starting "mask: ",
+/// its mask) did not decode; an op that refuses its parameters raises.
+///
+/// Example:
+///     >>> import io, lancefeed._core as core
+///     >>> from PIL import Image
+///     >>> buf = io.BytesIO(); Image.new("RGB", (8, 6), "red").save(buf, "PNG")
+///     >>> out = core.cv_decode_batch([(buf.getvalue(), [("hflip", [])], None, []), (b"junk", [], None, [])])
+///     >>> out[0][0].shape, out[1][2][:14]
+///     ((6, 8, 3), 'unknown image ')
+#[pyfunction]
+#[pyo3(signature = (items, *, mode = "RGB", max_pixels = None, truncated = "error", num_threads = None))]
+#[allow(clippy::type_complexity)]
+fn cv_decode_batch<'py>(
+    py: Python<'py>,
+    items: Vec<(Vec<u8>, Vec<(String, Vec<f64>)>, Option<Vec<u8>>, Vec<(String, Vec<f64>)>)>,
+    mode: &str,
+    max_pixels: Option<u64>,
+    truncated: &str,
+    num_threads: Option<usize>,
+) -> PyResult<Vec<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>, Option<String>)>> {
+    let ch = channels(mode)?;
+    let (max, pad) = (default_max_pixels(max_pixels), pad_truncated(truncated)?);
+    let threads = num_threads.unwrap_or_else(pool::default_threads);
+    let mut samples = Vec::with_capacity(items.len());
+    for (image, ops, mask, mask_ops) in &items {
+        samples.push(cv::Sample { image, ops: cv_ops(ops)?, mask: mask.as_deref(), mask_ops: cv_ops(mask_ops)? });
+    }
+    let results = py.detach(|| cv::decode_batch(&samples, ch, max, pad, threads)).map_err(PyValueError::new_err)?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok((image, mask)) => Ok((Some(cv_out(py, image)?), mask.map(|m| cv_out(py, m)).transpose()?, None)),
+            Err((cv::Failure::Decode(m), is_mask)) => Ok((None, None, Some(if is_mask { format!("mask: {m}") } else { m }))),
+            Err((cv::Failure::Op(m), _)) => Err(PyValueError::new_err(m)),
+        })
+        .collect()
+}
+
 /// Whole decoded images kept between batches, keyed by row position.
 ///
 /// ``PixelCache(rows, max_bytes, mode="RGB")`` holds up to ``max_bytes`` of pixels for
@@ -717,6 +830,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fused_prefix, m)?)?;
     m.add_function(wrap_pyfunction!(random_uniforms, m)?)?;
     m.add_function(wrap_pyfunction!(apply_op, m)?)?;
+    m.add_function(wrap_pyfunction!(cv_run, m)?)?;
+    m.add_function(wrap_pyfunction!(cv_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(cv_decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(run_ops, m)?)?;
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(huffman_decoder, m)?)?;

@@ -159,6 +159,16 @@ KINDS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "targets": ("coco_uri", {"targets": {"boxes": "xywh", "mask": "mask"}, "transform": [lancefeed.Resize((16, 16))],
                              "normalize": (MEAN, STD)}),
 }
+try:  # albumentations pipelines: its float CHW tensors, its HWC arrays, its boxes
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    KINDS["albumentations"] = ("uri", {"transform": A.Compose([A.RandomCrop(4, 4), A.CLAHE(p=1), A.Normalize(), ToTensorV2()])})
+    KINDS["albumentations detection"] = ("coco_uri", {"output": "detection", "transform": A.Compose(
+        [A.RandomCrop(12, 12), A.Rotate(limit=10)], bbox_params=A.BboxParams(format="coco", label_fields=[]))})
+except ImportError:
+    pass
+
 
 
 def batches(loader: Any, fake: FakeCuda, device: int) -> Tuple[List[Any], List[Any]]:

@@ -113,10 +113,11 @@ def test_a_cycle_would_be_found():
 # placed here, which is the point: where it sits is a decision.
 LAYERS = [
     {"lancefeed._core"},  # the Rust core's bindings
-    {"lancefeed.memory", "lancefeed.boxes", "lancefeed.columns", "lancefeed.source", "lancefeed.restart"},
+    {"lancefeed.memory", "lancefeed.boxes", "lancefeed.columns", "lancefeed.source", "lancefeed.restart",
+     "lancefeed.cluster", "lancefeed.ledger"},  # cluster: the Ray session; ledger: uncommitted work
     {"lancefeed.reads", "lancefeed.transforms"},  # rows; the transform plan
     {"lancefeed.permutation", "lancefeed.decode"},
-    {"lancefeed.loader", "lancefeed.ingest"},
+    {"lancefeed.loader", "lancefeed.ingest", "lancefeed.optimizer"},
     {"lancefeed.bench"},
     {"lancefeed.cli"},
     {"lancefeed.__main__"},

@@ -658,17 +658,23 @@ def test_mask_of_another_size_is_a_decode_error() -> None:
     assert "row 1" in msg or "row=1" in msg or "index 1" in msg, msg
 
 
-def test_python_op_with_boxes_is_refused() -> None:
+def test_python_op_with_boxes_runs_and_keeps_them() -> None:
+    """A Python op after the fused ones gets the image; the boxes and masks the fused
+    ops moved stay as they are when it keeps the size (it is no longer refused)."""
     img = [png(photo(40, 30, 0))]
     b = [np.array([[1, 1, 10, 10]], np.float64)]
 
     def my_python_op(x):
-        return x
+        return 255 - x
 
-    with pytest.raises(ValueError, match="my_python_op"):
-        lancefeed.decode_targets(img, boxes=b, transform=[lancefeed.Resize(20), my_python_op])
-    with pytest.raises(ValueError, match="lambda"):
-        lancefeed.decode_targets(img, masks=[png(np.zeros((30, 40), np.uint8))], transform=[lancefeed.Resize(20), lambda x: x])
+    fused, tf = lancefeed.decode_targets(img, boxes=b, transform=[lancefeed.Resize(20)])
+    images, t = lancefeed.decode_targets(img, boxes=b, transform=[lancefeed.Resize(20), my_python_op])
+    assert np.array_equal(np.asarray(images)[0], 255 - np.asarray(fused)[0].transpose(2, 0, 1))
+    np.testing.assert_allclose(t[0]["boxes"], tf[0]["boxes"])
+    m = [png(np.arange(1200, dtype=np.uint8).reshape(30, 40) % 7)]
+    _, tm = lancefeed.decode_targets(img, masks=m, transform=[lancefeed.Resize(20), lambda x: x])
+    _, tf = lancefeed.decode_targets(img, masks=m, transform=[lancefeed.Resize(20)])
+    assert np.array_equal(tm[0]["mask"], tf[0]["mask"])
     with pytest.raises(ValueError):
         lancefeed.decode_targets(img * 2, boxes=b)
     with pytest.raises(ValueError):

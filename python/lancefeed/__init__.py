@@ -28,6 +28,7 @@ _LAZY = {
     "PermutationBuilder": "lancefeed.permutation",
     "Permutation": "lancefeed.permutation",
     "Permutations": "lancefeed.permutation",
+    "mix": "lancefeed.permutation",
     "open_source": "lancefeed.source",
     "DataLoader": "lancefeed.loader",
     "CudaPrefetcher": "lancefeed.loader.cuda",
@@ -38,6 +39,10 @@ _LAZY = {
     "add_restart_index": "lancefeed.restart",
     "index_dataset": "lancefeed.restart",
     "LoaderStats": "lancefeed.loader",
+    "optimize": "lancefeed.optimizer",
+    "OptimizeSummary": "lancefeed.optimizer",
+    "save_loader_state": "lancefeed.loader.ray_train",
+    "load_loader_state": "lancefeed.loader.ray_train",
 }
 
 if TYPE_CHECKING:
@@ -45,8 +50,10 @@ if TYPE_CHECKING:
     from lancefeed.ingest import IngestError, IngestSummary, ingest_coco, ingest_folder
     from lancefeed.loader import DataLoader, LoaderStats
     from lancefeed.restart import add_restart_index, index_dataset
-    from lancefeed.permutation import Permutation, PermutationBuilder, Permutations, permutation_builder
+    from lancefeed.permutation import Permutation, PermutationBuilder, Permutations, mix, permutation_builder
     from lancefeed.source import open_source
+    from lancefeed.optimizer import OptimizeSummary, optimize
+    from lancefeed.loader.ray_train import load_loader_state, save_loader_state
 
 
 def __getattr__(name: str) -> Any:
@@ -71,6 +78,7 @@ __all__ = [
     "IngestError",
     "IngestSummary",
     "LoaderStats",
+    "OptimizeSummary",
     "Permutation",
     "PermutationBuilder",
     "Permutations",
@@ -84,6 +92,10 @@ __all__ = [
     "index_dataset",
     "ingest_coco",
     "ingest_folder",
+    "load_loader_state",
+    "mix",
     "open_source",
+    "optimize",
     "permutation_builder",
+    "save_loader_state",
 ]

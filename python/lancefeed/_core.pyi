@@ -86,6 +86,27 @@ def decode_batch(
         ]
     ],
 ]: ...
+CvOps = Sequence[tuple[str, Sequence[float]]]
+
+def cv_run(image: npt.NDArray[np.uint8], ops: CvOps) -> npt.NDArray[Any]: ...
+def cv_decode(
+    data: bytes,
+    ops: CvOps,
+    *,
+    mask: Optional[bytes] = None,
+    mask_ops: CvOps = ...,
+    mode: str = "RGB",
+    max_pixels: Optional[int] = None,
+    truncated: str = "error",
+) -> tuple[npt.NDArray[Any], Optional[npt.NDArray[np.uint8]]]: ...
+def cv_decode_batch(
+    items: Sequence[tuple[bytes, CvOps, Optional[bytes], CvOps]],
+    *,
+    mode: str = "RGB",
+    max_pixels: Optional[int] = None,
+    truncated: str = "error",
+    num_threads: Optional[int] = None,
+) -> list[tuple[Optional[npt.NDArray[Any]], Optional[npt.NDArray[np.uint8]], Optional[str]]]: ...
 def add_restart_index(data: bytes) -> bytes: ...
 def restart_index(data: bytes) -> Optional[tuple[int, list[int]]]: ...
 def read_full_zip(

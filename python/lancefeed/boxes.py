@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BOX_FORMATS", "boxes_to_xyxy", "flat_boxes"]
+__all__ = ["ALBUMENTATIONS_FORMATS", "BOX_FORMATS", "albumentations_to_xyxy", "boxes_to_xyxy", "flat_boxes", "xyxy_to_albumentations"]
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -73,3 +73,53 @@ def flat_boxes(boxes: Any, rows: int) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return values.reshape(-1, 4), offsets
+
+
+# albumentations' box formats (``A.BboxParams(format=...)``).
+ALBUMENTATIONS_FORMATS = ("pascal_voc", "coco", "yolo", "albumentations")
+
+
+def xyxy_to_albumentations(xyxy: np.ndarray, fmt: str, width: int, height: int) -> np.ndarray:
+    """(n, 4) xyxy pixel boxes in albumentations' format ``fmt`` for a ``width`` x
+    ``height`` image: pascal_voc (xyxy pixels), coco (xywh pixels), yolo (centre and
+    size, normalised), albumentations (xyxy normalised). float32, as albumentations keeps them.
+
+    Example:
+        >>> xyxy_to_albumentations(np.array([[10, 20, 30, 60]]), "yolo", 100, 100).tolist()
+        [[0.20000000298023224, 0.4000000059604645, 0.20000000298023224, 0.4000000059604645]]
+    """
+    b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    if fmt == "pascal_voc":
+        out = b
+    elif fmt == "coco":
+        out = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    elif fmt == "yolo":
+        size = np.array([width, height], dtype=np.float64)
+        out = np.concatenate([(b[:, :2] + b[:, 2:]) / 2 / size, (b[:, 2:] - b[:, :2]) / size], axis=1)
+    elif fmt == "albumentations":
+        out = b / np.array([width, height, width, height], dtype=np.float64)
+    else:
+        raise ValueError(f"box format must be one of {ALBUMENTATIONS_FORMATS}, got {fmt!r}")
+    return out.astype(np.float32)
+
+
+def albumentations_to_xyxy(boxes: np.ndarray, fmt: str, width: int, height: int) -> np.ndarray:
+    """The inverse of :func:`xyxy_to_albumentations`: float32 (n, 4) xyxy pixels.
+
+    Example:
+        >>> albumentations_to_xyxy(np.array([[10, 20, 20, 40]]), "coco", 100, 100).tolist()
+        [[10.0, 20.0, 30.0, 60.0]]
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if fmt == "pascal_voc":
+        out = b
+    elif fmt == "coco":
+        out = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+    elif fmt == "yolo":
+        size = np.array([width, height], dtype=np.float64)
+        out = np.concatenate([(b[:, :2] - b[:, 2:] / 2) * size, (b[:, :2] + b[:, 2:] / 2) * size], axis=1)
+    elif fmt == "albumentations":
+        out = b * np.array([width, height, width, height], dtype=np.float64)
+    else:
+        raise ValueError(f"box format must be one of {ALBUMENTATIONS_FORMATS}, got {fmt!r}")
+    return out.astype(np.float32)

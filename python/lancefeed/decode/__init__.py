@@ -133,7 +133,7 @@ def decode_batch(
     ).checked()
     plan = TransformPlan.of(transform, size)
     array, info = decode_images(images, plan, opts)
-    if not plan.runs_in_core and str(array.dtype) != "torch.bfloat16":
+    if not plan.runs_in_core and hasattr(array, "contiguous") and str(array.dtype) != "torch.bfloat16":
         array = array.contiguous().numpy()  # numpy has no bfloat16: that one stays a tensor
     return (array, info) if return_info else array
 
@@ -186,8 +186,10 @@ def decode_targets(
     ``"boxes"`` (float32 (n, 4) xyxy), ``"box_index"`` (int64 (n,): which of the row's
     input boxes each is, for its labels and other per-box values) and ``"mask"``
     (uint8 (H, W)), for the inputs given. With ``return_info=True``, ``(images,
-    targets, info)``. Ops that run in Python (the slow path) cannot move boxes and
-    masks: such a transform is refused, naming the op.
+    targets, info)``. Ops that run in Python (the slow path) get the targets too:
+    torchvision v2 ops as ``tv_tensors`` (they move them), albumentations pipelines as
+    albumentations takes them (``bboxes``, ``mask``, its ``label_fields``); any other op
+    gets the image alone and must keep its size (else a ``TransformError`` names it).
 
     Example:
         >>> import io, numpy as np

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,7 +24,7 @@ from lancefeed._core import DecodeError, SizeMismatchError
 from lancefeed.boxes import boxes_to_xyxy, flat_boxes
 from lancefeed.memory import batch_buffer
 from lancefeed.transforms.plan import TransformPlan
-from lancefeed.transforms.slow import apply_output
+from lancefeed.transforms.slow import apply_output, run_rest_with_targets
 
 __all__ = ["BatchInfo", "DecodeOptions", "TargetOptions", "decode_images", "decode_with_targets"]
 
@@ -187,6 +188,9 @@ def decode_images(images: Any, plan: TransformPlan, opts: DecodeOptions,
         >>> decode_images([], TransformPlan.of(None, size=(4, 4)), DecodeOptions())[0].shape
         (0, 4, 4, 3)
     """
+    if plan.albumentations is not None:
+        images, _, info = _albumentations(images, plan, opts, None, rows)
+        return images, info
     slow = not plan.runs_in_core
     if slow and opts.out is not None:
         raise ValueError(
@@ -236,12 +240,10 @@ def decode_with_targets(images: Any, plan: TransformPlan, opts: DecodeOptions,
         >>> decode_with_targets([], TransformPlan.of(None), DecodeOptions(), TargetOptions(ragged=True))[0]
         []
     """
+    if plan.albumentations is not None:
+        return _albumentations(images, plan, opts, targets, None)
     if plan.rest:
-        names = ", ".join(getattr(o, "__name__", None) or type(o).__name__ for o in plan.rest)
-        raise ValueError(
-            f"boxes and masks follow the ops lancefeed runs; {names} would run per sample in Python "
-            "and leave them behind: use lancefeed's (or torchvision's fused) ops for the geometry"
-        )
+        return _rest_with_targets(images, plan, opts, targets)
     chunks, arrow, missing = input_chunks(images)
     n_rows = sum(len(c) for c in chunks) if arrow else len(chunks)
     box_arg = None
@@ -267,6 +269,87 @@ def decode_with_targets(images: Any, plan: TransformPlan, opts: DecodeOptions,
     out_images, per_row = _target_rows(pixels, kept, extra, plan, opts.mode, targets)
     info = BatchInfo(kept=kept, errors=_reword(errors, missing), boxes=crop, flipped=flipped, vflipped=vflipped, applied=applied)
     return out_images, per_row, info
+
+
+def _rest_with_targets(images: Any, plan: TransformPlan, opts: DecodeOptions,
+                       targets: TargetOptions) -> Tuple[Any, List[Dict[str, np.ndarray]], BatchInfo]:
+    """The core's part with its targets (a list of images), then the slow path with them
+    (torchvision v2 ops move them as tv_tensors), then the output steps."""
+    import torch
+
+    core_plan = dataclasses.replace(plan, rest=(), output=(), output_size=None)
+    ragged = dataclasses.replace(targets, ragged=True)
+    pixels, per_row, info = decode_with_targets(images, core_plan, opts, ragged)
+    kept = np.asarray(info.kept, dtype=np.int64)
+    positions = kept if opts.positions is None else opts.positions.astype(np.int64)[kept]
+    out, per_row = run_rest_with_targets(pixels, per_row, plan.rest, positions, plan.first_rest_op, seed=int(opts.seed),
+                                         epoch=int(opts.epoch), threads=opts.num_threads, rows=kept)
+    out = [apply_output(x[None], plan.output)[0] for x in out]
+    if not targets.ragged:
+        shapes = sorted({tuple(x.shape) for x in out})
+        if len(shapes) > 1:
+            raise SizeMismatchError(f"the transforms give images of different shapes {shapes}; a batch needs one shape: "
+                                    "end the transform with a fixed size, or pass ragged=True for a list")
+        out = torch.stack(out) if out else torch.zeros((0, 1 if opts.mode == "L" else 3, 0, 0), dtype=torch.uint8)
+    return out, per_row, info
+
+
+def _albumentations(images: Any, plan: TransformPlan, opts: DecodeOptions, targets: Optional[TargetOptions],
+                    rows: Optional[np.ndarray]) -> Tuple[Any, List[Dict[str, np.ndarray]], BatchInfo]:
+    """An albumentations plan's batch (:mod:`lancefeed.decode.albumentations`): the
+    rows gathered by ``opts.order``, each with its boxes and mask, per sample."""
+    from lancefeed.decode.albumentations import run_albumentations
+
+    assert plan.albumentations is not None
+    if opts.out is not None or opts.normalize is not None:
+        raise ValueError("out= and normalize= need a transform the core runs whole; an albumentations pipeline runs "
+                         "per sample: end it with A.Normalize and ToTensorV2 instead")
+    blobs, missing, n_input = _python_rows(images, opts.order)
+    _raise_missing(missing, opts.on_error)
+    masks = boxes = None
+    extra: Dict[str, Any] = {}
+    if targets is not None and targets.masks is not None:
+        masks, mask_missing, _ = _python_rows(targets.masks, opts.order)
+        missing = {**{k: f"mask {v}" for k, v in mask_missing.items()}, **missing}
+        _raise_missing(missing, opts.on_error)
+    if targets is not None and targets.boxes is not None:
+        values, offsets = flat_boxes(targets.boxes, n_input)
+        if opts.order is not None:  # the boxes of the gathered rows, in their order
+            o = opts.order.astype(np.int64)
+            counts = (offsets[1:] - offsets[:-1])[o]
+            values = np.concatenate([values[offsets[r] : offsets[r + 1]] for r in o]) if len(o) else values[:0]
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        boxes = (values, offsets)
+        extra.update(box_format=targets.box_format, min_area=targets.min_area, min_visibility=targets.min_visibility)
+    for k in missing:
+        blobs[k] = None
+    positions = np.arange(len(blobs)) if opts.positions is None else opts.positions.astype(np.int64)
+    out, per_row, kept, errors = run_albumentations(
+        blobs, plan.albumentations, masks=masks, boxes=boxes, mode=opts.mode, seed=int(opts.seed), epoch=int(opts.epoch),
+        positions=positions, rows=rows, threads=opts.num_threads, on_error=opts.on_error, truncated=opts.truncated,
+        max_pixels=opts.max_pixels, ragged=targets is not None and targets.ragged, **extra)
+    info = BatchInfo(kept=np.asarray(kept, dtype=np.int64), errors=_reword(errors, missing))
+    return out, per_row, info
+
+
+def _python_rows(values: Any, order: Optional[np.ndarray]) -> Tuple[List[Optional[bytes]], Dict[int, str], int]:
+    """Each row's encoded bytes (None where null), gathered by ``order``, the output
+    rows whose file could not be read, and how many rows there were before gathering."""
+    chunks, arrow, missing = input_chunks(values)
+    if arrow:
+        blobs: List[Optional[bytes]] = [v for c in chunks for v in (c.to_pylist() if hasattr(c, "to_pylist") else _arrow_list(c))]
+    else:
+        blobs = [None if v is None else bytes(v) for v in chunks]
+    n = len(blobs)
+    if order is not None:
+        blobs = [blobs[int(i)] for i in order]
+    return blobs, _output_rows(missing, order), n
+
+
+def _arrow_list(array: Any) -> List[Optional[bytes]]:
+    import pyarrow as pa
+
+    return pa.array(array).to_pylist()
 
 
 def _target_rows(pixels: np.ndarray, kept: np.ndarray, extra: Any, plan: TransformPlan, mode: str,

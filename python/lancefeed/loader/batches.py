@@ -31,7 +31,7 @@ from lancefeed.loader.targets import TargetConfig, assemble, select_boxes
 from lancefeed.permutation import Permutation
 from lancefeed.reads import RowReader
 from lancefeed.reads.reader import TAKE_ROWS
-from lancefeed.reads.take import describe_row
+from lancefeed.loader.mixing import describe_position
 from lancefeed.transforms.plan import TransformPlan
 from lancefeed.transforms.torchvision import OutputStep
 
@@ -205,7 +205,7 @@ class BatchMaker:
         row_ids = self.perm.row_ids[positions]
         if self.settings.on_error == "raise":
             index, message = info.errors[0]
-            row = describe_row(self.perm.dataset, int(row_ids[index]))
+            row = describe_position(self.perm, int(positions[index]), int(row_ids[index]))
             raise DecodeError(
                 f"{row}, position {int(positions[index])} of the loader's permutation (epoch {epoch}), "
                 f"column {self.columns_spec.image!r}: {_ROW_PREFIX.sub('', str(message))}"
@@ -260,15 +260,22 @@ class BatchMaker:
         targets = TargetOptions(
             boxes=None if sel is None else (sel.values, sel.offsets), box_format=spec.box_format,
             masks=None if spec.mask_column is None else rows.column(spec.mask_column), mask_fill=tc.mask_fill,
-            min_area=tc.min_area, min_visibility=tc.min_visibility, ragged=self.shape is None,
+            min_area=tc.min_area, min_visibility=tc.min_visibility,
+            # An albumentations pipeline's size is known once it ran: one batch where it is one.
+            ragged=self.shape is None and self.plan.albumentations is None,
         ).checked()
-        images, per_row, info = decode_with_targets(rows.column(self.columns_spec.image), self.plan,
-                                                    self.options(positions, order, epoch), targets)
+        opts = self.options(positions, order, epoch)
+        try:
+            images, per_row, info = decode_with_targets(rows.column(self.columns_spec.image), self.plan, opts, targets)
+        except SizeMismatchError:
+            targets.ragged = True
+            images, per_row, info = decode_with_targets(rows.column(self.columns_spec.image), self.plan, opts, targets)
         kept = np.asarray(info.kept, dtype=np.int64)
         self.errors(info, positions, epoch)
         columns: Dict[str, Any] = assemble(rows, spec, sel, order, per_row, kept)
-        if self.shape is not None and spec.mask_column is not None and not tc.detection:
-            columns["mask"] = torch.stack(columns["mask"]) if columns["mask"] else torch.zeros((0, *self.shape[:2]), dtype=torch.uint8)
+        if not targets.ragged and spec.mask_column is not None and not tc.detection:
+            shape = self.shape[:2] if self.shape is not None else (0, 0)
+            columns["mask"] = torch.stack(columns["mask"]) if columns["mask"] else torch.zeros((0, *shape), dtype=torch.uint8)
         images = _detection_images(images) if tc.detection else _as_tensors(images)
         return images, columns
 

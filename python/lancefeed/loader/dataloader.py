@@ -63,7 +63,16 @@ from lancefeed import _core
 from lancefeed.loader.batches import BatchColumns, BatchMaker, DecodeSettings
 from lancefeed.loader.cuda import DeviceFeed
 from lancefeed.loader.epoch import EpochRun, LoaderIterator, SamplerShim
-from lancefeed.loader.labels import preload_labels, preloadable, resolve_classes
+from lancefeed.loader.labels import preloadable
+from lancefeed.loader.mixing import (
+    check_mix_options,
+    is_mix,
+    mix_order,
+    open_reader,
+    position_count,
+    preload_labels,
+    resolve_classes,
+)
 from lancefeed.loader.options import (
     CHANNELS,
     SourceLike,
@@ -94,7 +103,8 @@ LoaderStats = PipelineStats
 class DataLoader:
     """Batches of decoded images (and their columns) from a Lance dataset.
 
-    ``source``: a URI, a ``lance.LanceDataset`` or a ``lancefeed.Permutation``.
+    ``source``: a URI, a ``lance.LanceDataset``, a ``lancefeed.Permutation`` or a
+    ``lancefeed.mix`` of several (:mod:`lancefeed.permutation.mix`).
     Batches are ``(images, labels)`` (``output="tuple"``: the image column, then the
     other selected columns in order; by default the ``label`` column when there is
     one) or a dict with one entry per column (``output="dict"``; by default all
@@ -226,27 +236,31 @@ class DataLoader:
             raise TypeError(f"batch_transform must be callable, got {batch_transform!r}")
         self.batch_transform = batch_transform
 
-        self._select(as_permutation(source, version, storage_options), image_column, label_column, columns, targets, output)
+        plan = TransformPlan.of(transform)
+        source = as_permutation(source, version, storage_options)
+        check_mix_options(source, targets=targets, output=output, shuffle_clump_size=self.shuffle_clump_size)
+        self._select(source, image_column, label_column, columns, targets, output,
+                     plan.albumentations.label_fields if plan.albumentations is not None else ())
         # Small rows are read before the first batch (RowReader's prefill): it starts
         # now, beside what building the loader reads (classes, labels), which on an
         # object store costs round trips of its own.
         self.reader: Optional[RowReader] = None
         if self.target_spec is None:
-            self.reader = RowReader(self.permutation, image_column, preloaded=preloadable(self.permutation, self.label_column),
-                                    cache=cache, num_threads=num_threads)
+            self.reader = open_reader(self.permutation, image_column, preloaded=preloadable(self.permutation, self.label_column),
+                                      cache=cache, num_threads=num_threads)
             self.reader.start_prefill()
         class_maps, label_table, targets_config = self._classes(classes, label_column, output, drop_empty, mask_fill, min_area,
                                                                 min_visibility)
-        self.plan, self.normalize = self._plan(transform, normalize, channels_last, normalize_dtype, targets_config)
+        self.plan, self.normalize = self._plan(plan, normalize, channels_last, normalize_dtype, targets_config)
         preloaded = preload_labels(self.permutation, self.label_column, class_maps, label_table)
         if self.reader is None or set(self.reader.preloaded) != set(preloaded):
             # Labels that could not be read whole, or boxes and masks read with each take.
-            self.reader = RowReader(self.permutation, image_column, preloaded=list(preloaded), cache=cache,
-                                    num_threads=num_threads, chunked=targets_config is None)
+            self.reader = open_reader(self.permutation, image_column, preloaded=list(preloaded), cache=cache,
+                                      num_threads=num_threads, chunked=targets_config is None)
         batch_columns = BatchColumns(image_column, [c for c in self.columns if c != image_column], class_maps, preloaded)
         settings = DecodeSettings(mode=mode, num_threads=num_threads, on_error=on_error, truncated=truncated, seed=self.seed)
         self._maker = BatchMaker(self.permutation, self.reader, self.plan, batch_columns, settings, targets=targets_config)
-        self._maker.pixels = resolve_pixel_cache(pixel_cache, self._maker, len(self.permutation), mode)
+        self._maker.pixels = resolve_pixel_cache(pixel_cache, self._maker, position_count(self.permutation), mode)
         self.skipped: List[Tuple[int, str]] = self._maker.skipped
         self.sampler = SamplerShim(self)
         self.batch_sampler = None  # Lightning reads it next to .sampler
@@ -261,11 +275,12 @@ class DataLoader:
     # -- construction -------------------------------------------------------------
 
     def _select(self, perm: Any, image_column: str, label_column: Optional[str], columns: Optional[Sequence[str]],
-                targets: Optional[Dict[str, str]], output: str) -> None:
-        """The permutation's columns a batch holds, and which is the label column."""
+                targets: Optional[Dict[str, str]], output: str, label_fields: Sequence[str] = ()) -> None:
+        """The permutation's columns a batch holds, and which is the label column.
+        albumentations' ``label_fields`` that name per-box columns are handed out too."""
         self.target_spec: Optional[TargetSpec] = None
         if targets is not None or output == "detection":
-            self.target_spec = TargetSpec.resolve(targets, perm.columns)
+            self.target_spec = TargetSpec.resolve(targets, perm.columns).with_per_box(label_fields, perm.columns)
             columns, label_column = self.target_spec.columns, None
         self.columns = resolve_columns(perm, image_column, label_column, columns, output)
         self.permutation = perm.select_columns(self.columns)
@@ -300,12 +315,11 @@ class DataLoader:
         self.class_to_idx: Optional[Dict[str, int]] = None if self.classes is None else {c: i for i, c in enumerate(self.classes)}
         return class_maps, table, config
 
-    def _plan(self, transform: Any, normalize: Optional[NormalizeArg], channels_last: bool, normalize_dtype: str,
+    def _plan(self, plan: TransformPlan, normalize: Optional[NormalizeArg], channels_last: bool, normalize_dtype: str,
               targets: Optional[TargetConfig]) -> Tuple[TransformPlan, Optional[Normalize]]:
-        """The transform planned once, and the normalisation the stage does: ``normalize=``,
-        or the plan's output steps where they amount to it (one pass, on the GPU with
-        ``device="cuda"``). With targets, the normalisation is done per image instead."""
-        plan = TransformPlan.of(transform)
+        """The normalisation the stage does: ``normalize=``, or the plan's output steps
+        where they amount to it (one pass, on the GPU with ``device="cuda"``). With
+        targets, the normalisation is done per image instead."""
         as_normalize = plan.as_normalize()
         if as_normalize is not None:
             if normalize is not None:
@@ -315,12 +329,13 @@ class DataLoader:
         norm = Normalize.of(normalize, CHANNELS[self.mode], channels_last, normalize_dtype)
         if not plan.runs_in_core and norm is not None:
             raise ValueError("normalize= with a transform that runs per sample in Python: end the transform with ToTensor and Normalize instead")
-        if targets is not None:
-            if plan.rest:
+        if targets is not None and plan.albumentations is not None:
+            a = plan.albumentations
+            if a.box_format is not None and (targets.min_area is not None or targets.min_visibility):
                 raise ValueError(
-                    f"boxes and masks follow the ops lancefeed runs; {list(plan.rest)} would run per sample in Python and leave "
-                    "them behind: use lancefeed's (or torchvision's fused) ops for the geometry"
-                )
+                    f"min_area={targets.min_area} and min_visibility={targets.min_visibility} filter boxes, and so does the "
+                    "Compose's bbox_params: give the filters in A.BboxParams (min_area, min_visibility) only")
+        elif targets is not None:
             if norm is not None:
                 # Per image (sizes may differ): ToDtype + Normalize as output steps.
                 plan = plan.with_output([OutputStep(dtype=norm.dtype, scale=True), OutputStep(mean=tuple(norm.mean), std=tuple(norm.std))])
@@ -486,7 +501,7 @@ class DataLoader:
         plan = plan_epoch(
             len(self.permutation), batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
             rank=self.rank, world_size=self.world_size, drop_last=self.drop_last, start_batch=start, history=history,
-            clump_size=self.shuffle_clump_size,
+            clump_size=self.shuffle_clump_size, order=mix_order(self.permutation, epoch, self.shuffle),
         )
         progress = Progress(epoch, start, len(plan), history)
         self._cursor.progress = progress
@@ -497,7 +512,7 @@ class DataLoader:
     def _uses_scan(self) -> bool:
         """Whether this epoch's positions are in storage order (unshuffled, over the
         whole dataset): then contiguous positions may be read by scans."""
-        if self.shuffle:
+        if self.shuffle or is_mix(self.permutation):
             return False
         if self._scannable is None:
             self._scannable = in_storage_order(self._maker.reader.take_perm)

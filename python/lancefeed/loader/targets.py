@@ -57,6 +57,21 @@ class TargetSpec:
     def labels_column(self) -> Optional[str]:
         return next((c for c, role in self.per_box.items() if role == "labels"), None)
 
+    def with_per_box(self, names: Sequence[str], available: Sequence[str]) -> "TargetSpec":
+        """This spec with the columns among ``names`` (albumentations' ``label_fields``)
+        handed out under their own names, where they are columns not yet read; other
+        names stay albumentations' own (each box's values follow it by its index).
+
+        Example:
+            >>> TargetSpec("boxes", "xyxy", {"categories": "labels"}).with_per_box(["categories", "ids", "x"], ["boxes", "categories", "ids"]).roles
+            ['boxes', 'labels', 'ids']
+        """
+        taken = {self.box_column, self.mask_column, *self.per_box}
+        extra = {n: n for n in names if n in available and n not in taken}
+        if not extra or self.box_column is None:
+            return self
+        return TargetSpec(self.box_column, self.box_format, {**self.per_box, **extra}, self.mask_column)
+
     @classmethod
     def resolve(cls, targets: Optional[Mapping[str, str]], available: Sequence[str]) -> "TargetSpec":
         """``targets`` checked against the dataset's columns, or (None) the defaults of a

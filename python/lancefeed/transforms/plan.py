@@ -13,7 +13,10 @@ core and the slow path take:
   core's part (:mod:`lancefeed.transforms.slow`);
 - ``output``: the output steps (``ToTensor``, ``ToDtype``, ``Normalize``) on the batch;
 - ``output_size``: every output's (height, width) when the plan fixes it;
-- ``box_filter``: how boxes are filtered (the chain's ``SanitizeBoundingBoxes``).
+- ``box_filter``: how boxes are filtered (the chain's ``SanitizeBoundingBoxes``);
+- ``albumentations``: an albumentations pipeline's own plan
+  (:class:`~lancefeed.transforms.albumentations.AlbumentationsPlan`), run per sample
+  with its targets instead of all the above.
 
 Example:
     >>> from lancefeed.transforms import RandomResizedCrop, RandomHorizontalFlip, ColorJitter
@@ -31,6 +34,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from lancefeed import _core
+from lancefeed.transforms.albumentations import AlbumentationsPlan, is_albumentations
 from lancefeed.transforms.base import Op, Size, pair
 from lancefeed.transforms.compose import Compose, as_compose
 from lancefeed.transforms.geometric import Resize
@@ -57,6 +61,7 @@ class TransformPlan:
     output: Tuple[OutputStep, ...] = ()
     output_size: Optional[Tuple[int, int]] = None
     box_filter: Tuple[float, float] = (1.0, 1.0)
+    albumentations: Optional[AlbumentationsPlan] = None
 
     @classmethod
     def of(cls, transform: Any, size: Optional[Size] = None) -> "TransformPlan":
@@ -70,6 +75,10 @@ class TransformPlan:
         """
         if isinstance(transform, TransformPlan):
             return transform if size is None else transform._stretched(size)
+        albumentations = _albumentations(transform)
+        if albumentations is not None:
+            plan = cls(albumentations=AlbumentationsPlan.of(albumentations))
+            return plan if size is None else plan._stretched(size)
         chain = as_compose(transform)
         if isinstance(chain, Compose):
             fused, rest, output = list(chain.fused), tuple(chain.rest), tuple(chain.output)
@@ -85,9 +94,10 @@ class TransformPlan:
 
     def _stretched(self, size: Size) -> "TransformPlan":
         if not self.runs_in_core:
+            what = self.albumentations.compose if self.albumentations is not None else list(self.rest or self.output)
             raise ValueError(
                 "out= and size= need a transform the core runs whole; this one runs per sample in Python "
-                f"({list(self.rest or self.output)}): put a Resize in the transform instead of size="
+                f"({what}): put a Resize in the transform instead of size="
             )
         h, w = pair(size, "size")
         ops = self.ops + tuple(Resize((h, w)).ops())
@@ -96,7 +106,7 @@ class TransformPlan:
     @property
     def runs_in_core(self) -> bool:
         """Whether the core runs the whole plan (no per-sample Python, no output step)."""
-        return not self.rest and not self.output
+        return not self.rest and not self.output and self.albumentations is None
 
     @property
     def first_rest_op(self) -> int:
@@ -123,7 +133,7 @@ class TransformPlan:
             ((0.5,), (0.2,), 'float32')
         """
         steps = [o for o in self.output if o != OutputStep()]
-        if self.rest or not steps or steps[0].mean is not None or not steps[0].scale or steps[0].dtype not in _FLOATS:
+        if self.rest or self.albumentations is not None or not steps or steps[0].mean is not None or not steps[0].scale or steps[0].dtype not in _FLOATS:
             return None
         dtype = str(steps[0].dtype)
         if len(steps) == 1:
@@ -153,6 +163,9 @@ class TransformPlan:
         return apply_output(x, self.output)
 
     def __repr__(self) -> str:
+        if self.albumentations is not None:
+            a = self.albumentations
+            return f"TransformPlan(albumentations: {a.fused} fused, rest={a.rest_names})"
         parts = [f"ops={[n for n, _ in self.ops]}", f"fused={self.fused}"]
         if self.rest:
             parts.append(f"rest={list(self.rest)}")
@@ -160,3 +173,21 @@ class TransformPlan:
             parts.append(f"output={list(self.output)}")
         return f"TransformPlan({', '.join(parts)})"
 
+
+
+def _albumentations(transform: Any) -> Any:
+    """``transform`` as an albumentations pipeline (a list of albumentations ops becomes
+    an ``A.Compose``), or None when it is not one."""
+    if is_albumentations(transform):
+        return transform
+    if isinstance(transform, (list, tuple)) and transform and any(is_albumentations(t) for t in transform):
+        if not all(is_albumentations(t) for t in transform):
+            others = [t for t in transform if not is_albumentations(t)]
+            raise TypeError(
+                f"a list of transforms mixes albumentations' ops with others ({others}): put albumentations' in one "
+                "A.Compose, or wrap a function as A.Lambda(image=...)"
+            )
+        import albumentations as A
+
+        return A.Compose(list(transform))
+    return None
