@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The read-path tests on the lowest and the newest pylance that pyproject.toml allows.
+# The read-path tests (and optimize, which writes Lance's fragments itself) on the lowest and the
+# newest pylance that pyproject.toml allows.
 #
 # The newest is what `pip install ".[test]"` installed (the environment as it is); the
 # lowest is installed beside it, into .pylance-lowest/ (ignored by git), and put first
@@ -15,7 +16,7 @@ low = re.search(r">=\s*([0-9][0-9.]*)", spec).group(1)
 print(".".join((low.split(".") + ["0", "0"])[:3]))  # 8 -> 8.0.0, as pylance numbers its releases
 EOF
 )
-tests=(tests/test_inplace.py tests/test_writers.py)
+tests=(tests/test_inplace.py tests/test_writers.py tests/test_optimize.py)
 newest=$("$PY" -c "import lance; print(lance.__version__)")
 echo "pylance $newest (newest allowed, as installed):"
 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}"
