@@ -23,6 +23,7 @@ use numpy::{PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, Py
 use pyo3::create_exception;
 use pyo3::exceptions::{PyIndexError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
 use crate::batch::{gather, BatchError, Config, Target};
@@ -666,7 +667,7 @@ fn cv_decode<'py>(
 #[allow(clippy::type_complexity)]
 fn cv_decode_batch<'py>(
     py: Python<'py>,
-    items: Vec<(Vec<u8>, Vec<(String, Vec<f64>)>, Option<Vec<u8>>, Vec<(String, Vec<f64>)>)>,
+    items: Vec<(PyBackedBytes, Vec<(String, Vec<f64>)>, Option<PyBackedBytes>, Vec<(String, Vec<f64>)>)>,
     mode: &str,
     max_pixels: Option<u64>,
     truncated: &str,
@@ -677,6 +678,7 @@ fn cv_decode_batch<'py>(
     let threads = num_threads.unwrap_or_else(pool::default_threads);
     let mut samples = Vec::with_capacity(items.len());
     for (image, ops, mask, mask_ops) in &items {
+        // The Python bytes themselves, not copies: they live as long as `items`.
         samples.push(cv::Sample { image, ops: cv_ops(ops)?, mask: mask.as_deref(), mask_ops: cv_ops(mask_ops)? });
     }
     let results = py.detach(|| cv::decode_batch(&samples, ch, max, pad, threads)).map_err(PyValueError::new_err)?;

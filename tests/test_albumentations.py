@@ -282,6 +282,38 @@ def test_fused_crop_decodes_the_same_pixels_as_the_whole_image() -> None:
                 assert np.array_equal(got, whole[y0:y1, x0:x1]), (seed, subsampling, x0, y0, x1, y1)
 
 
+def test_fused_crop_decodes_the_same_as_the_whole_image_on_every_kind_of_file() -> None:
+    """Over the blobs a scraped set holds (progressive, restart-marked, arithmetic, CMYK,
+    gray, lossless, truncated, damaged tables, PNG, WebP): a crop-first decode gives the
+    whole decode's pixels, or the same error; and the whole decode is Pillow's where
+    Pillow reads the file as it is."""
+    from lancefeed import _core
+    from tests.images import history_corpus
+
+    compared = 0
+    for name, data in history_corpus().items():
+        try:
+            whole, _ = _core.cv_decode(data, [])
+        except lancefeed.DecodeError as e:
+            with pytest.raises(lancefeed.DecodeError) as again:
+                _core.cv_decode(data, [("crop", [1, 1, 5, 5])])
+            assert str(again.value) == str(e), name
+            continue
+        h, w = whole.shape[:2]
+        for box in ((0, 0, w // 2, h // 2), (w // 3, h // 4, w - 1, h - 2), (w // 2, h // 2, w, h), (1, 1, 3, 3)):
+            got, _ = _core.cv_decode(data, [("crop", list(box))])
+            assert np.array_equal(got, whole[box[1]:box[3], box[0]:box[2]]), (name, box)
+        compared += 1
+        if name.startswith("jpeg-") and "cmyk" not in name and "exif" not in name:
+            try:
+                ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            except Exception:  # noqa: BLE001 - Pillow refuses some the core reads
+                continue
+            if ref.shape == whole.shape and "truncated" not in name:
+                assert np.abs(ref.astype(int) - whole.astype(int)).max() <= 1, name
+    assert compared >= 20, compared
+
+
 # -- the slow path draws from (seed, epoch, position) --------------------------------------
 
 

@@ -201,7 +201,7 @@ run_on_ray(Listing.of(items), {out!r}, FOLDER_SCHEMA, ray_helpers.record("src"),
     proc = subprocess.Popen([sys.executable, "-c", driver], env={**os.environ, "PYTHONPATH": path},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = Ledger(out, "ingest")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a busy machine starts Ray slowly
     while len(ledger.entries()) < 4 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.kill()

@@ -207,13 +207,13 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from lancefeed.ingest.options import storage_options
+    from lancefeed.source import parse_storage_options
     from lancefeed.optimizer import optimize
 
     try:
         summary = optimize(args.uri, column=args.column, engine=args.engine, ray_address=args.ray_address,
                            batch_size=args.batch_size, num_threads=args.threads, progress=not args.no_progress,
-                           storage_options=storage_options(args.storage_option), measure=not args.no_measure)
+                           storage_options=parse_storage_options(args.storage_option) or None, measure=not args.no_measure)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"lancefeed: error: {exc}", file=sys.stderr)
         return 1

@@ -346,3 +346,22 @@ def _version_error(ds: lance.LanceDataset, version: Any, exc: BaseException) -> 
         f"dataset {dataset_uri(ds)!r} has no {kind} {version!r}: expected one of {span}"
         f"{f' or tags {tags}' if tags else ''} ({exc})"
     )
+
+
+def parse_storage_options(items: Iterable[str]) -> Dict[str, str]:
+    """``["KEY=VALUE", ...]`` (``--storage-option``, repeatable) as a dict; a later
+    KEY wins. Raises ``ValueError`` for an item without ``=`` or with an empty key,
+    without repeating the item (it may be a secret pasted in the wrong place).
+
+    Example:
+        >>> parse_storage_options(["allow_http=true", "aws_endpoint=http://h:9000"])
+        {'allow_http': 'true', 'aws_endpoint': 'http://h:9000'}
+    """
+    out: Dict[str, str] = {}
+    for n, item in enumerate(items, 1):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--storage-option number {n} is not KEY=VALUE")
+        out[key] = value
+    return out

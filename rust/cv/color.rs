@@ -177,7 +177,7 @@ pub fn hsv(mut img: Img, hue: &[u8], sat: &[u8], val: &[u8], keep_gray: bool) ->
 /// (OpenCV's own path for a kernel that is not whole in 1/256ths).
 pub fn blur(img: &Img, kernel: &[f64]) -> Result<Img, String> {
     let n = kernel.len();
-    if n == 0 || n % 2 == 0 {
+    if n == 0 || n.is_multiple_of(2) {
         return Err(format!("a blur kernel has an odd number of values, got {n}"));
     }
     let k: Vec<f32> = kernel.iter().map(|v| *v as f32).collect();

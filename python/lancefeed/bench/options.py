@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Mapping
+from typing import Mapping
+
+from lancefeed.source import parse_storage_options
 
 __all__ = ["ENV", "from_env", "is_secret", "parse_storage_options", "redacted", "scrub", "to_env"]
 
@@ -41,25 +43,6 @@ def is_secret(key: str) -> bool:
     """
     k = key.lower()
     return any(w in k for w in SECRET_WORDS)
-
-
-def parse_storage_options(items: Iterable[str]) -> dict[str, str]:
-    """``["KEY=VALUE", ...]`` (``--storage-option``, repeatable) as a dict; a later
-    KEY wins. Raises ``ValueError`` for an item without ``=`` or with an empty key,
-    without repeating the item (it may be a secret pasted in the wrong place).
-
-    Example:
-        >>> parse_storage_options(["allow_http=true", "aws_endpoint=http://h:9000"])
-        {'allow_http': 'true', 'aws_endpoint': 'http://h:9000'}
-    """
-    out: dict[str, str] = {}
-    for n, item in enumerate(items, 1):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--storage-option number {n} is not KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def redacted(options: Mapping[str, str] | None) -> dict[str, str]:

@@ -334,22 +334,23 @@ def _albumentations(images: Any, plan: TransformPlan, opts: DecodeOptions, targe
 
 def _python_rows(values: Any, order: Optional[np.ndarray]) -> Tuple[List[Optional[bytes]], Dict[int, str], int]:
     """Each row's encoded bytes (None where null), gathered by ``order``, the output
-    rows whose file could not be read, and how many rows there were before gathering."""
-    chunks, arrow, missing = input_chunks(values)
-    if arrow:
-        blobs: List[Optional[bytes]] = [v for c in chunks for v in (c.to_pylist() if hasattr(c, "to_pylist") else _arrow_list(c))]
-    else:
-        blobs = [None if v is None else bytes(v) for v in chunks]
-    n = len(blobs)
-    if order is not None:
-        blobs = [blobs[int(i)] for i in order]
-    return blobs, _output_rows(missing, order), n
-
-
-def _arrow_list(array: Any) -> List[Optional[bytes]]:
+    rows whose file could not be read, and how many rows there were before gathering.
+    Only the gathered rows are copied out of Arrow (a take may hold more rows)."""
     import pyarrow as pa
 
-    return pa.array(array).to_pylist()
+    chunks, arrow, missing = input_chunks(values)
+    if not arrow:
+        blobs = [None if v is None else bytes(v) for v in chunks]
+        n = len(blobs)
+        return (blobs if order is None else [blobs[int(i)] for i in order]), _output_rows(missing, order), n
+    arrays = [c if isinstance(c, pa.Array) else pa.array(c) for c in chunks]
+    starts = np.cumsum([0] + [len(a) for a in arrays])
+    n = int(starts[-1])
+    if order is None:
+        return [v for a in arrays for v in a.to_pylist()], _output_rows(missing, order), n
+    which = np.searchsorted(starts, order, side="right") - 1
+    blobs = [arrays[k][int(i) - int(starts[k])].as_py() for i, k in zip(order, which)]
+    return blobs, _output_rows(missing, order), n
 
 
 def _target_rows(pixels: np.ndarray, kept: np.ndarray, extra: Any, plan: TransformPlan, mode: str,

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
 from lancefeed.cluster import ENGINES, check_engine
+from lancefeed.source import parse_storage_options
 
-__all__ = ["COMMIT_EVERY", "MODES", "IngestOptions", "storage_options"]
+__all__ = ["COMMIT_EVERY", "MODES", "IngestOptions"]
 
 MODES = ("create", "overwrite", "append")
 # Files per commit. Each chunk becomes one Lance version and (at least) one fragment:
@@ -118,26 +119,9 @@ class IngestOptions:
             mode="overwrite" if args.overwrite else "append" if args.append else "create",
             progress=not args.no_progress, verify=args.verify, blob=args.blob,
             enable_stable_row_ids=args.stable_row_ids, resume=args.resume, commit_every=args.commit_every,
-            restart_index=args.restart_index, storage_options=storage_options(args.storage_option),
+            restart_index=args.restart_index, storage_options=parse_storage_options(args.storage_option) or None,
             engine=args.engine, ray_address=args.ray_address,
         )
-
-
-def storage_options(items: List[str]) -> Optional[Dict[str, str]]:
-    """``["KEY=VALUE", ...]`` (``--storage-option``) as a dict (None when empty); an item
-    without ``=`` is a ``ValueError`` that does not repeat it (it may be a secret).
-
-    Example:
-        >>> storage_options(["aws_region=us-east-1", "allow_http=true"])
-        {'aws_region': 'us-east-1', 'allow_http': 'true'}
-    """
-    out: Dict[str, str] = {}
-    for n, item in enumerate(items, 1):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--storage-option number {n} is not KEY=VALUE")
-        out[key.strip()] = value
-    return out or None
 
 
 def _positive_int(text: str) -> int:

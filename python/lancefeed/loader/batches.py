@@ -25,13 +25,13 @@ from lancefeed import _core
 from lancefeed._core import DecodeError, SizeMismatchError
 from lancefeed.decode.core import BatchInfo, DecodeOptions, TargetOptions, decode_images, decode_with_targets
 from lancefeed.loader.labels import ClassMap, collate_column
+from lancefeed.loader.mixing import describe_position
 from lancefeed.loader.options import CHANNELS
 from lancefeed.loader.staging import CpuStage
 from lancefeed.loader.targets import TargetConfig, assemble, select_boxes
 from lancefeed.permutation import Permutation
 from lancefeed.reads import RowReader
 from lancefeed.reads.reader import TAKE_ROWS
-from lancefeed.loader.mixing import describe_position
 from lancefeed.transforms.plan import TransformPlan
 from lancefeed.transforms.torchvision import OutputStep
 
@@ -260,24 +260,29 @@ class BatchMaker:
         targets = TargetOptions(
             boxes=None if sel is None else (sel.values, sel.offsets), box_format=spec.box_format,
             masks=None if spec.mask_column is None else rows.column(spec.mask_column), mask_fill=tc.mask_fill,
-            min_area=tc.min_area, min_visibility=tc.min_visibility,
-            # An albumentations pipeline's size is known once it ran: one batch where it is one.
-            ragged=self.shape is None and self.plan.albumentations is None,
+            min_area=tc.min_area, min_visibility=tc.min_visibility, ragged=self.shape is None,
         ).checked()
-        opts = self.options(positions, order, epoch)
-        try:
-            images, per_row, info = decode_with_targets(rows.column(self.columns_spec.image), self.plan, opts, targets)
-        except SizeMismatchError:
-            targets.ragged = True
-            images, per_row, info = decode_with_targets(rows.column(self.columns_spec.image), self.plan, opts, targets)
+        images, per_row, info = decode_with_targets(rows.column(self.columns_spec.image), self.plan,
+                                                    self.options(positions, order, epoch), targets)
+        if self.plan.albumentations is not None and not tc.detection:
+            # An albumentations pipeline's size is known once it ran: one batch where it is one.
+            images = _one_size(images)
         kept = np.asarray(info.kept, dtype=np.int64)
         self.errors(info, positions, epoch)
         columns: Dict[str, Any] = assemble(rows, spec, sel, order, per_row, kept)
-        if not targets.ragged and spec.mask_column is not None and not tc.detection:
+        if not isinstance(images, list) and spec.mask_column is not None and not tc.detection:
             shape = self.shape[:2] if self.shape is not None else (0, 0)
             columns["mask"] = torch.stack(columns["mask"]) if columns["mask"] else torch.zeros((0, *shape), dtype=torch.uint8)
         images = _detection_images(images) if tc.detection else _as_tensors(images)
         return images, columns
+
+
+def _one_size(images: Any) -> Any:
+    """A list of images of one shape as one batch (numpy or torch, as they came); any
+    other list as it is."""
+    if not isinstance(images, list) or not images or len({tuple(x.shape) for x in images}) > 1:
+        return images
+    return torch.stack(images) if isinstance(images[0], torch.Tensor) else np.stack(images)
 
 
 def _as_tensors(images: Any) -> Any:

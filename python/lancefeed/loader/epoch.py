@@ -18,6 +18,7 @@ from lancefeed.loader.batches import BatchMaker
 from lancefeed.loader.pipeline import Meter, Pipeline
 from lancefeed.loader.sampler import EpochPlan
 from lancefeed.loader.state import Progress
+from lancefeed.reads.take import reworded
 
 __all__ = ["EpochRun", "LoaderIterator", "SamplerShim"]
 
@@ -79,11 +80,7 @@ def read_error(uri: str, batches: range, exc: BaseException) -> BaseException:
         >>> read_error("s3://b/d.lance", range(4, 6), OSError("HTTP 503"))
         OSError("reading 's3://b/d.lance' (batches 4..5 of the epoch): HTTP 503")
     """
-    message = f"reading {uri!r} (batches {batches.start}..{batches.stop - 1} of the epoch): {exc}"
-    try:
-        return type(exc)(message)
-    except Exception:  # noqa: BLE001 - an exception type that takes other arguments
-        return OSError(message)
+    return reworded(exc, f"reading {uri!r} (batches {batches.start}..{batches.stop - 1} of the epoch): {exc}")
 
 
 class LoaderIterator:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from lancefeed.reads.cache import memory_budget
 from lancefeed.reads.reader import TAKE_BYTES, TAKE_ROWS, RowReader, RowSource
+from lancefeed.reads.take import reworded
 
 __all__ = ["MixedReader", "MixedSource", "common_type"]
 
@@ -258,8 +259,4 @@ def source_error(index: int, uri: str, exc: BaseException) -> BaseException:
         >>> source_error(1, "b.lance", OSError("HTTP 503"))
         OSError("source 1 ('b.lance'): HTTP 503")
     """
-    message = f"source {index} ({uri!r}): {exc}"
-    try:
-        return type(exc)(message)
-    except Exception:  # noqa: BLE001 - an exception type that takes other arguments
-        return OSError(message)
+    return reworded(exc, f"source {index} ({uri!r}): {exc}")

@@ -170,6 +170,20 @@ def row_indices(ds: lance.LanceDataset, row_ids: np.ndarray) -> np.ndarray:
     return np.where(live[k] == ids, k, -1).astype(np.int64)
 
 
+def reworded(exc: BaseException, message: str) -> BaseException:
+    """``exc`` with ``message``, of the same type where that type can be made from a
+    message (so ``except OSError`` still catches it), else an ``OSError``.
+
+    Example:
+        >>> reworded(OSError("HTTP 503"), "reading 'd.lance': HTTP 503")
+        OSError("reading 'd.lance': HTTP 503")
+    """
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an exception type that takes other arguments
+        return OSError(message)
+
+
 def describe_row(ds: lance.LanceDataset, row_id: int, name_column: str = "filename") -> str:
     """A row as a user can find it: its index in the dataset (``ds.take([index])``),
     the row id where it differs (as fragment and offset where the id is an address),

@@ -3,17 +3,19 @@
 An ``A.Compose`` (a bare op or container is wrapped in one) is split once: its longest
 prefix of ops the core can do (:func:`fusable`: crops, resizes, pads, flips, rotations and
 affine warps, brightness/contrast, colour jitter, hue/saturation/value, grey, blur,
-dropout holes, ``Normalize``, ``ToTensorV2``) and the rest. Then, per sample, on a copy
-of the Compose borrowed for the sample and reseeded from its (seed, epoch, position):
+dropout holes, ``Normalize``, ``ToTensorV2``) and the rest. Then, per sample, with
+generators seeded from its (seed, epoch, position):
 
-1. albumentations itself draws every parameter and moves the boxes, labels and mask
-   geometry as it always does (its ``p`` draws, its containers, its box filters and
-   format conversions), over an image that has the sample's shape but no pixels: the
-   prefix's ops record what they would do to the pixels instead (:class:`Recorder`);
+1. :meth:`AlbumentationsPlan.begin`: albumentations itself draws every parameter and
+   moves the boxes, labels and mask geometry as it always does (its ``p`` draws, its
+   containers, its box filters and format conversions), over an image that has the
+   sample's shape but no pixels: the prefix's ops record what they would do to the
+   pixels instead (:class:`Recorder`), kept in a :class:`Drawn`;
 2. the core decodes the image (and mask) and does what was recorded, with OpenCV's
-   arithmetic (``_core.cv_decode``; pointwise maps as tables albumentations computed);
-3. the rest runs as albumentations runs it, on the real pixels, then albumentations'
-   postprocess.
+   arithmetic (``_core.cv_decode_batch``; pointwise maps as tables albumentations
+   computed);
+3. :meth:`Drawn.finish`: the rest runs as albumentations runs it, on the real pixels,
+   then albumentations' postprocess.
 
 So boxes, labels and masks are albumentations' own results, and pixels match
 albumentations' for the same parameters (the README states the bounds the tests measure).
@@ -512,13 +514,6 @@ class AlbumentationsPlan:
             self._give(pair)
         return drawn
 
-    def run(self, sample: Sample, generators: Tuple[Any, Any], materialize: Callable[[Dict[str, Any], "Drawn"], Dict[str, Any]]) -> Dict[str, Any]:
-        """One sample through the Compose: :meth:`begin`, ``materialize(data, drawn)``
-        puts the real image (and mask) in ``data``, then :meth:`Drawn.finish`.
-        Returns albumentations' output dict."""
-        drawn = self.begin(sample, generators)
-        return drawn.finish(materialize(drawn.data, drawn))
-
 
 class Drawn:
     """One sample between its draws and its pixels: ``data`` (albumentations' dict, with
@@ -527,7 +522,9 @@ class Drawn:
 
     Example:
         >>> import albumentations as A  # doctest: +SKIP
-        >>> d = AlbumentationsPlan.of(A.HorizontalFlip(p=1)).begin(Sample((4, 6, 3)), generators)  # doctest: +SKIP
+        >>> import random  # doctest: +SKIP
+        >>> gens = (np.random.default_rng(0), random.Random(0))  # doctest: +SKIP
+        >>> d = AlbumentationsPlan.of(A.HorizontalFlip(p=1)).begin(Sample((4, 6, 3)), gens)  # doctest: +SKIP
         >>> d.ops  # doctest: +SKIP
         [('hflip', [])]
     """
